@@ -1,0 +1,85 @@
+"""Structured-config schemas: a misspelt key or a wrongly typed value fails when Hydra composes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import II, MISSING
+
+
+@dataclass
+class DataConfig:
+    """Fashion-MNIST location, split and batching (see ``FashionMNISTDataModule``)."""
+
+    _target_: str = "dropout_lab.data.FashionMNISTDataModule"
+    root: str = "${oc.env:DROPOUT_LAB_DATA,data}"
+    system_dir: Optional[str] = "/usr/share/datasets/fashion-mnist"
+    download: bool = True
+    batch_size: int = 256
+    eval_batch_size: int = 2000
+    val_size: int = 10_000
+    split_seed: int = 0
+    validate_on_test: bool = False
+    train_subset: Optional[int] = None
+    test_subset: Optional[int] = None
+    shuffle_seed: int = II("seed")
+
+
+@dataclass
+class ModelConfig:
+    """One of the chapter's MLPs; ``_target_`` is set by the ``model/`` group."""
+
+    _target_: str = MISSING
+    num_hiddens_1: int = 256
+    num_hiddens_2: int = 256
+    dropout_1: float = 0.5
+    dropout_2: float = 0.5
+    num_outputs: int = 10
+
+
+@dataclass
+class OptimConfig:
+    """Plain SGD, as in the chapter."""
+
+    lr: float = 0.1
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+
+
+@dataclass
+class TrainerConfig:
+    """Arguments of ``lightning.Trainer`` that dropout-lab exposes."""
+
+    _target_: str = "lightning.Trainer"
+    max_epochs: int = 10
+    accelerator: str = "auto"
+    devices: int = 1
+    deterministic: bool = True
+    enable_checkpointing: bool = False
+    enable_progress_bar: bool = False
+    enable_model_summary: bool = False
+    num_sanity_val_steps: int = 0
+    log_every_n_steps: int = 50
+
+
+@dataclass
+class TrainConfig:
+    """The whole run: what ``dropout-lab train`` composes."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    logger: Any = None
+    seed: int = 0
+    threads: Optional[int] = None
+    results_dir: str = "${oc.env:DROPOUT_LAB_RESULTS,results}"
+    metric: str = "val_acc"
+    name: str = "train"
+
+
+def register_schemas() -> None:
+    """Make the schemas available to ``conf/train.yaml``'s defaults list."""
+    ConfigStore.instance().store(name="train_schema", node=TrainConfig)

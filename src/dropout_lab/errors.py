@@ -1,0 +1,27 @@
+"""Exceptions that dropout-lab turns into one clear message instead of a traceback."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class DropoutLabError(Exception):
+    """Base class: anything the user can fix by changing input, data or storage."""
+
+
+class InvalidValueError(DropoutLabError, ValueError):
+    """A configuration value outside its allowed range or set."""
+
+    def __init__(self, field: str, value: Any, allowed: str) -> None:
+        self.field = field
+        self.value = value
+        self.allowed = allowed
+        super().__init__(f"{field}={value!r} is invalid: allowed {allowed}")
+
+
+class DataNotFoundError(DropoutLabError, FileNotFoundError):
+    """Fashion-MNIST could not be found, verified or downloaded."""
+
+
+class RunDivergedError(DropoutLabError, ArithmeticError):
+    """Training produced a non-finite loss."""

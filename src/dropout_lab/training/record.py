@@ -1,0 +1,79 @@
+"""The run record: one JSON file per run, the unit the study store ingests."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import socket
+from dataclasses import asdict, dataclass, field
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+RECORD_NAME = "run.json"
+
+#: Keys that do not change what a run computes, so they are left out of the config hash.
+NON_SEMANTIC_KEYS = ("seed", "threads", "results_dir", "logger", "name", "metric",
+                     "data.root", "data.system_dir", "data.download", "data.shuffle_seed",
+                     "trainer.enable_progress_bar", "trainer.enable_model_summary",
+                     "trainer.log_every_n_steps", "trainer.accelerator", "trainer.devices")
+
+VERSIONED_PACKAGES = ("torch", "torchvision", "lightning", "hydra-core", "optuna", "numpy")
+
+
+def config_hash(cfg: DictConfig | dict) -> str:
+    """Short stable hash of what a run computes, seed excluded: runs that differ only by seed share it."""
+    data = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
+    for dotted in NON_SEMANTIC_KEYS:
+        node = data
+        *parents, leaf = dotted.split(".")
+        for part in parents:
+            node = node.get(part, {}) if isinstance(node, dict) else {}
+        if isinstance(node, dict):
+            node.pop(leaf, None)
+    text = json.dumps(data, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of Python and the libraries that determine a run's numbers."""
+    out = {"python": platform.python_version()}
+    for name in VERSIONED_PACKAGES:
+        out[name] = version(name)
+    return out
+
+
+@dataclass
+class RunRecord:
+    """Everything a run produced; ``status`` is ``completed`` or ``failed`` (with ``reason``)."""
+
+    config: dict[str, Any]
+    seed: int
+    config_hash: str
+    status: str = "running"
+    reason: str | None = None
+    curves: list[dict[str, float]] = field(default_factory=list)
+    final: dict[str, float] = field(default_factory=dict)
+    wall_time_s: float = 0.0
+    versions: dict[str, str] = field(default_factory=library_versions)
+    host: str = field(default_factory=socket.gethostname)
+    overrides: list[str] = field(default_factory=list)
+
+    def write(self, folder: str | Path) -> Path:
+        """Write ``run.json`` atomically into ``folder`` and return its path."""
+        path = Path(folder) / RECORD_NAME
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(asdict(self), indent=2, default=str))
+        tmp.replace(path)
+        return path
+
+    @classmethod
+    def read(cls, path: str | Path) -> "RunRecord":
+        """Load a record written by :meth:`write` (``path`` is the file or its folder)."""
+        path = Path(path)
+        if path.is_dir():
+            path = path / RECORD_NAME
+        return cls(**json.loads(path.read_text()))

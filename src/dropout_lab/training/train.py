@@ -1,0 +1,76 @@
+"""Train one run from a composed config and write its record."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import lightning as L
+import torch
+from hydra.utils import execution_whitelist, instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from dropout_lab.config.validate import validate_config
+from dropout_lab.training.classifier import Classifier
+from dropout_lab.training.record import RunRecord, config_hash
+from dropout_lab.training.recorder import EpochRecorder
+
+log = logging.getLogger(__name__)
+
+#: What configs may instantiate (Hydra 1.4's execution whitelist).
+INSTANTIABLE_TARGETS = ("dropout_lab.*", "lightning.Trainer", "lightning.pytorch.loggers.CSVLogger",
+                        "lightning.pytorch.loggers.TensorBoardLogger")
+
+QUIET_LOGGERS = ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.accelerators.cuda",
+                 "lightning.fabric.utilities.seed")
+
+
+def _quiet_lightning() -> None:
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def train(cfg: DictConfig, output_dir: str | Path, overrides: Sequence[str] = (),
+          callbacks: Sequence[L.Callback] = ()) -> RunRecord:
+    """Train, validate each epoch, test once with noise off; return and write the run's record.
+
+    Bad configuration raises before any data is read. A run that diverges or raises is recorded
+    as ``failed`` with its reason, and the exception is re-raised for the caller to handle.
+    """
+    validate_config(cfg)
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    record = RunRecord(config=OmegaConf.to_container(cfg, resolve=True), seed=cfg.seed,
+                       config_hash=config_hash(cfg), overrides=list(overrides))
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    _quiet_lightning()
+    L.seed_everything(cfg.seed, verbose=False)
+    recorder = EpochRecorder()
+    with execution_whitelist(INSTANTIABLE_TARGETS):
+        datamodule = instantiate(cfg.data)
+        module = Classifier(instantiate(cfg.model), **cfg.optim)
+        logger = instantiate(cfg.logger) if cfg.logger else False
+        trainer = instantiate(cfg.trainer, logger=logger, callbacks=[recorder, *callbacks])
+    start = time.perf_counter()
+    try:
+        trainer.fit(module, datamodule=datamodule)
+        if trainer.interrupted:
+            raise KeyboardInterrupt("training interrupted")
+        (tested,) = trainer.test(module, datamodule=datamodule, verbose=False)
+    except BaseException as exc:  # record why, including Ctrl-C and SystemExit, then re-raise
+        record.status, record.reason = "failed", f"{type(exc).__name__}: {exc}"
+        raise
+    else:
+        record.status = "completed"
+        last = recorder.curves[-1]
+        record.final = {"val_loss": last["val_loss"], "val_acc": last["val_acc"],
+                        "test_loss": float(tested["test_loss"]), "test_acc": float(tested["test_acc"])}
+        log.info("test_acc=%.4f test_loss=%.4f", record.final["test_acc"], record.final["test_loss"])
+    finally:
+        record.curves = recorder.curves
+        record.wall_time_s = time.perf_counter() - start
+        record.write(output_dir)
+    return record

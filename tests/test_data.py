@@ -1,0 +1,100 @@
+"""Real Fashion-MNIST files: found, verified, split honestly, and clear errors when missing or corrupt."""
+
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from dropout_lab.data import FashionMNISTDataModule, ensure_fashion_mnist
+from dropout_lab.data.files import RAW_FILES, raw_folder
+from dropout_lab.errors import DataNotFoundError, InvalidValueError
+
+
+def _splits(data_root: Path, **kwargs) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    dm = FashionMNISTDataModule(root=str(data_root), download=False, **kwargs)
+    dm.setup("fit")
+    return dm.splits
+
+
+def test_validation_is_held_out_of_training_images(data_root: Path) -> None:
+    splits = _splits(data_root, val_size=10_000)
+    (xtr, ytr), (xva, yva), (xte, yte) = splits["train"], splits["val"], splits["test"]
+    assert (len(ytr), len(yva), len(yte)) == (50_000, 10_000, 10_000)
+    assert xtr.dtype == torch.float32 and 0.0 <= xtr.min() and xtr.max() <= 1.0
+    # No validation image is also a training image (compare exact pixel rows via hashing).
+    train_rows = {hash(row.numpy().tobytes()) for row in xtr[:, 0].flatten(1)}
+    overlap = sum(hash(row.numpy().tobytes()) in train_rows for row in xva[:500, 0].flatten(1))
+    assert overlap <= 2  # Fashion-MNIST has a handful of exact duplicate images
+    assert set(yva.tolist()) == set(range(10))
+
+
+def test_split_is_fixed_by_split_seed(data_root: Path) -> None:
+    a = _splits(data_root, split_seed=0)["val"][1]
+    b = _splits(data_root, split_seed=0)["val"][1]
+    c = _splits(data_root, split_seed=1)["val"][1]
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_book_mode_validates_on_the_test_set(data_root: Path) -> None:
+    splits = _splits(data_root, validate_on_test=True)
+    assert len(splits["train"][1]) == 60_000
+    assert torch.equal(splits["val"][1], splits["test"][1])
+
+
+def test_batches_cover_the_split_once_in_a_seeded_order(data_root: Path) -> None:
+    dm = FashionMNISTDataModule(root=str(data_root), download=False, train_subset=1000, batch_size=256)
+    dm.setup("fit")
+    batches = list(dm.train_dataloader())
+    assert [len(y) for _, y in batches] == [256, 256, 256, 232]
+    labels = torch.cat([y for _, y in batches])
+    assert torch.equal(labels.sort().values, dm.splits["train"][1].sort().values)
+    assert not torch.equal(labels, dm.splits["train"][1])  # shuffled
+
+
+def test_missing_data_names_all_three_remedies(tmp_path: Path) -> None:
+    with pytest.raises(DataNotFoundError) as info:
+        ensure_fashion_mnist(tmp_path / "empty", system_dir=tmp_path / "nowhere", download=False)
+    message = str(info.value)
+    assert "data.root" in message and "apt-get install -y dataset-fashion-mnist" in message
+    assert "data.download=true" in message
+
+
+def test_truncated_file_is_named(data_root: Path, tmp_path: Path) -> None:
+    root = tmp_path / "copy"
+    shutil.copytree(raw_folder(data_root), raw_folder(root))
+    bad = raw_folder(root) / "t10k-labels-idx1-ubyte"
+    bad.write_bytes(bad.read_bytes()[:-10])
+    with pytest.raises(DataNotFoundError, match="t10k-labels-idx1-ubyte has 9998 bytes, expected 10008"):
+        ensure_fashion_mnist(root, system_dir=None, download=False)
+
+
+def test_corrupt_bytes_of_right_size_are_caught_by_checksum(data_root: Path, tmp_path: Path) -> None:
+    root = tmp_path / "copy"
+    shutil.copytree(raw_folder(data_root), raw_folder(root))
+    bad = raw_folder(root) / "train-labels-idx1-ubyte"
+    data = bytearray(bad.read_bytes())
+    data[100] = (data[100] + 1) % 10
+    bad.write_bytes(bytes(data))
+    with pytest.raises(DataNotFoundError, match=r"train-labels-idx1-ubyte has the right size but its MD5"):
+        ensure_fashion_mnist(root, system_dir=None, download=False)
+
+
+def test_root_holding_the_gz_files_is_unpacked(tmp_path: Path) -> None:
+    from dropout_lab.data.files import SYSTEM_DIR
+
+    if not SYSTEM_DIR.is_dir():
+        pytest.skip("the Debian copy is the only .gz source on this machine")
+    root = tmp_path / "gz"
+    root.mkdir()
+    for name in RAW_FILES:
+        shutil.copy(SYSTEM_DIR / f"{name}.gz", root)
+    ensure_fashion_mnist(root, system_dir=None, download=False)
+    assert all((raw_folder(root) / name).is_file() for name in RAW_FILES)
+
+
+def test_bad_split_values_are_refused() -> None:
+    with pytest.raises(InvalidValueError, match="data.batch_size=0"):
+        FashionMNISTDataModule(batch_size=0)
+    with pytest.raises(InvalidValueError, match="data.val_size=60000"):
+        FashionMNISTDataModule(val_size=60_000)

@@ -1,0 +1,64 @@
+"""Real short trainings on a 2k-image subset: learning, records, determinism and failures."""
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from dropout_lab.errors import InvalidValueError, RunDivergedError
+from dropout_lab.training import RunRecord, train
+
+
+@pytest.mark.parametrize("model", ["scratch", "concise"])
+def test_short_training_clearly_beats_chance(make_cfg, tmp_path: Path, model: str) -> None:
+    record = train(make_cfg(f"model={model}", "trainer.max_epochs=2"), tmp_path / model)
+    assert record.status == "completed"
+    assert record.final["test_acc"] > 0.5  # chance is 0.1
+    assert record.curves[-1]["train_loss"] < record.curves[0]["train_loss"]
+
+
+def test_run_record_holds_what_a_study_needs(make_cfg, tmp_path: Path) -> None:
+    train(make_cfg("seed=7"), tmp_path)
+    saved = json.loads((tmp_path / "run.json").read_text())
+    assert saved["status"] == "completed" and saved["seed"] == 7
+    assert saved["config"]["model"]["dropout_1"] == 0.5
+    assert set(saved["curves"][0]) >= {"epoch", "train_loss", "val_loss", "val_acc"}
+    assert set(saved["final"]) == {"val_loss", "val_acc", "test_loss", "test_acc"}
+    assert saved["wall_time_s"] > 0 and saved["versions"]["torch"].startswith("2.14")
+    assert len(saved["config_hash"]) == 16
+    assert RunRecord.read(tmp_path).final == saved["final"]
+
+
+def test_config_hash_ignores_seed_but_not_rates(make_cfg, tmp_path: Path) -> None:
+    from dropout_lab.training import config_hash
+
+    assert config_hash(make_cfg("seed=1")) == config_hash(make_cfg("seed=2"))
+    assert config_hash(make_cfg("model.dropout_1=0.2")) != config_hash(make_cfg())
+
+
+def test_same_seed_same_metrics_different_seed_different(make_cfg, tmp_path: Path) -> None:
+    a = train(make_cfg("seed=3"), tmp_path / "a")
+    b = train(make_cfg("seed=3"), tmp_path / "b")
+    c = train(make_cfg("seed=4"), tmp_path / "c")
+    assert a.curves[-1]["train_loss"] == b.curves[-1]["train_loss"]
+    assert a.final == b.final
+    assert a.curves[-1]["train_loss"] != c.curves[-1]["train_loss"]
+
+
+def test_diverging_run_is_recorded_as_failed(make_cfg, tmp_path: Path) -> None:
+    with pytest.raises(RunDivergedError, match="train_loss=nan"):
+        train(make_cfg("optim.lr=50", "model.dropout_1=0", "model.dropout_2=0"), tmp_path)
+    saved = RunRecord.read(tmp_path)
+    assert saved.status == "failed" and "diverged" in saved.reason
+    assert math.isnan(saved.curves[0]["train_loss"])
+
+
+@pytest.mark.parametrize("override,field", [("optim.lr=-1", "optim.lr=-1.0"),
+                                            ("trainer.max_epochs=0", "trainer.max_epochs=0"),
+                                            ("model.dropout_1=1.5", "model.dropout_1=1.5"),
+                                            ("model.num_hiddens_2=0", "model.num_hiddens_2=0")])
+def test_bad_values_fail_before_training(make_cfg, tmp_path: Path, override: str, field: str) -> None:
+    with pytest.raises(InvalidValueError, match=field):
+        train(make_cfg(override), tmp_path)
+    assert not (tmp_path / "run.json").exists()

@@ -1,0 +1,105 @@
+"""Fashion-MNIST as in-memory tensors, with a seeded validation split held out of the training images."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import lightning as L
+import torch
+from torchvision.datasets import FashionMNIST
+
+from dropout_lab.data.batches import TensorBatches
+from dropout_lab.data.files import SYSTEM_DIR, ensure_fashion_mnist
+from dropout_lab.errors import InvalidValueError
+
+TRAIN_IMAGES = 60_000
+
+
+@functools.lru_cache(maxsize=2)
+def load_tensors(root: str) -> dict[str, torch.Tensor]:
+    """Read the verified files once per process; pixels scaled to [0, 1] as ``ToTensor`` does."""
+    out = {}
+    for split, train in (("train", True), ("test", False)):
+        ds = FashionMNIST(root, train=train, download=False)
+        out[f"{split}_x"] = ds.data.unsqueeze(1).to(torch.float32).div_(255.0)
+        out[f"{split}_y"] = ds.targets.to(torch.long)
+    return out
+
+
+class FashionMNISTDataModule(L.LightningDataModule):
+    """Train/validation/test splits of Fashion-MNIST held as tensors on the training device.
+
+    ``validate_on_test=True`` reproduces the book: train on all 60k images and validate on the
+    test set. Otherwise ``val_size`` training images, chosen by ``split_seed``, are held out for
+    model selection and the test set gives final numbers only.
+    """
+
+    def __init__(
+        self,
+        root: str = "data",
+        system_dir: str | None = str(SYSTEM_DIR),
+        download: bool = True,
+        batch_size: int = 256,
+        eval_batch_size: int = 2000,
+        val_size: int = 10_000,
+        split_seed: int = 0,
+        validate_on_test: bool = False,
+        train_subset: int | None = None,
+        test_subset: int | None = None,
+        shuffle_seed: int = 0,
+    ) -> None:
+        super().__init__()
+        for field, value in (("data.batch_size", batch_size), ("data.eval_batch_size", eval_batch_size)):
+            if value < 1:
+                raise InvalidValueError(field, value, "an integer >= 1")
+        if not 0 < val_size < TRAIN_IMAGES:
+            raise InvalidValueError("data.val_size", val_size, f"an integer in [1, {TRAIN_IMAGES - 1}]")
+        for field, value in (("data.train_subset", train_subset), ("data.test_subset", test_subset)):
+            if value is not None and value < 1:
+                raise InvalidValueError(field, value, "null or an integer >= 1")
+        self.root = str(Path(root).expanduser())
+        self.system_dir = system_dir
+        self.download = download
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size
+        self.val_size = val_size
+        self.split_seed = split_seed
+        self.validate_on_test = validate_on_test
+        self.train_subset = train_subset
+        self.test_subset = test_subset
+        self.shuffle_seed = shuffle_seed
+        self.splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def prepare_data(self) -> None:
+        ensure_fashion_mnist(self.root, self.system_dir, self.download)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.splits:
+            return
+        ensure_fashion_mnist(self.root, self.system_dir, self.download)
+        t = load_tensors(self.root)
+        device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
+        test = (t["test_x"][: self.test_subset], t["test_y"][: self.test_subset])
+        if self.validate_on_test:
+            train, val = (t["train_x"], t["train_y"]), test
+        else:
+            order = torch.randperm(TRAIN_IMAGES, generator=torch.Generator().manual_seed(self.split_seed))
+            val_idx, train_idx = order[: self.val_size], order[self.val_size:]
+            train = (t["train_x"][train_idx], t["train_y"][train_idx])
+            val = (t["train_x"][val_idx], t["train_y"][val_idx])
+        train = (train[0][: self.train_subset], train[1][: self.train_subset])
+        self.splits = {
+            name: (x.to(device), y.to(device)) for name, (x, y) in
+            (("train", train), ("val", val), ("test", test))
+        }
+
+    def train_dataloader(self) -> TensorBatches:
+        X, y = self.splits["train"]
+        return TensorBatches(X, y, self.batch_size, shuffle=True, seed=self.shuffle_seed)
+
+    def val_dataloader(self) -> TensorBatches:
+        return TensorBatches(*self.splits["val"], self.eval_batch_size)
+
+    def test_dataloader(self) -> TensorBatches:
+        return TensorBatches(*self.splits["test"], self.eval_batch_size)

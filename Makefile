@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 SYSTEM_DATA := /usr/share/datasets/fashion-mnist
 DEMO_DIR := results/demo
 
-.PHONY: setup data demo test bench clean
+.PHONY: setup data postgres demo test bench clean
 
 setup: $(STAMP) data
 
@@ -31,6 +31,14 @@ data:
 	  echo "      or let torchvision download them on first run (needs the internet)."; \
 	fi
 
+# PostgreSQL server binaries, for the multi-host tests (the tests start a throw-away server on loopback).
+postgres:
+	@if ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "postgres: installing Debian's postgresql"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; \
+	else echo "postgres: not installed; the PostgreSQL test will be skipped (apt-get install postgresql)"; fi
+
 # The main job: scratch vs. concise at the chapter's setting, as a Hydra multirun.
 demo: setup
 	rm -rf $(DEMO_DIR)
@@ -39,7 +47,7 @@ demo: setup
 	@echo; echo "Test accuracy of the chapter's two implementations (run records in $(DEMO_DIR)/*/run.json):"
 	@$(BIN)/dropout-lab runs $(DEMO_DIR)
 
-test: setup
+test: setup postgres
 	$(BIN)/python -m pytest -q
 
 clean:

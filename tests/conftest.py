@@ -12,10 +12,9 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from dropout_lab.config import CONF_DIR, register_schemas
+from dropout_lab.config import CONF_DIR
 from dropout_lab.data.files import ensure_fashion_mnist
 
-register_schemas()
 
 CLI = [sys.executable, "-m", "dropout_lab.cli"]
 

@@ -56,4 +56,4 @@ def test_missing_data_is_explained(run_cli, tmp_path: Path) -> None:
 
 def test_unknown_command_lists_commands(run_cli) -> None:
     out = run_cli("fly")
-    assert out.returncode == 2 and "choose one of: train, runs" in out.stderr
+    assert out.returncode == 2 and "choose one of: train, worker, study, runs" in out.stderr

@@ -1,36 +1,60 @@
-"""The Hydra application behind ``dropout-lab train``."""
+"""The Hydra applications behind ``dropout-lab train`` and ``dropout-lab worker``."""
 
 from __future__ import annotations
 
 import logging
+import warnings
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from dropout_lab.config import CONF_DIR, register_schemas
+from dropout_lab.config import CONF_DIR
 from dropout_lab.errors import DropoutLabError
-from dropout_lab.training.train import train
 
 log = logging.getLogger("dropout_lab")
 
-register_schemas()
+warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+
+
+def _fail(exc: DropoutLabError) -> float:
+    """In a multirun, log and go on; in a single run, end with one clear line."""
+    hydra_cfg = HydraConfig.get()
+    if hydra_cfg.mode == RunMode.MULTIRUN:
+        log.error("job %s failed: %s", hydra_cfg.job.num, exc)
+        return float("nan")
+    raise SystemExit(f"error: {exc}") from None
 
 
 @hydra.main(config_path=str(CONF_DIR), config_name="train")
 def train_app(cfg: DictConfig) -> float:
-    """Train one run and return its optimized metric (NaN if it failed inside a multirun).
+    """Train one run and return its optimized metric (NaN if it failed inside a multirun)."""
+    from dropout_lab.training.train import train
 
-    In a multirun a failed run is logged and recorded, and the sweep goes on; in a single run
-    the error ends the program with one clear line.
-    """
     hydra_cfg = HydraConfig.get()
     try:
         record = train(cfg, hydra_cfg.runtime.output_dir, overrides=hydra_cfg.overrides.task)
     except DropoutLabError as exc:
-        if hydra_cfg.mode == RunMode.MULTIRUN:
-            log.error("run %s failed: %s", hydra_cfg.job.num, exc)
-            return float("nan")
-        raise SystemExit(f"error: {exc}") from None
+        return _fail(exc)
     return record.final[cfg.metric]
+
+
+@hydra.main(config_path=str(CONF_DIR), config_name="worker")
+def worker_app(cfg: DictConfig) -> float:
+    """Run one study worker until the study's queue is empty; return how many runs it finished."""
+    from dropout_lab.studies.spec import load_spec
+    from dropout_lab.studies.storage import default_storage_url
+    from dropout_lab.studies.worker import WorkerSettings, run_worker
+
+    try:
+        spec = load_spec(cfg.study)
+        settings = WorkerSettings(
+            storage_url=cfg.storage or default_storage_url(cfg.results_dir),
+            results_dir=cfg.results_dir, heartbeat_interval=cfg.heartbeat,
+            extra_overrides=[f"threads={cfg.threads}", *cfg.overrides])
+        done = run_worker(spec, settings)
+    except DropoutLabError as exc:
+        return _fail(exc)
+    log.info("worker %d finished %d run(s) of study %s", cfg.worker, done, spec.name)
+    return float(done)

@@ -1,7 +1,7 @@
 """``dropout-lab``: the command line.
 
-``dropout-lab train [OVERRIDES] [--multirun]`` is a Hydra application; the other commands are
-plain sub-commands.
+``train`` and ``worker`` are Hydra applications (overrides, ``--multirun``, launchers); ``runs``
+and ``study`` are plain sub-commands.
 """
 
 from __future__ import annotations
@@ -13,9 +13,15 @@ from collections.abc import Sequence
 USAGE = """usage: dropout-lab COMMAND ...
 
 commands:
-  train [HYDRA OVERRIDES]   train one run (or a --multirun sweep) and record it
-  runs FOLDER               print a table of the run records under FOLDER
+  train [HYDRA OVERRIDES]        train one run (or a --multirun sweep) and record it
+  worker study=NAME [OVERRIDES]  run a study's queued runs (launch many with --multirun)
+  study run NAME [--jobs N] [--storage URL]   run what is missing from a study, with live progress
+  study status NAME [--storage URL]           done, running, failed, remaining
+  study export NAME [--storage URL] [--out DIR]  tidy run table and per-epoch table (CSV + Parquet)
+  study show NAME                             the study definition and its plain Hydra multirun
+  runs FOLDER                    print a table of the run records under FOLDER
 """
+COMMANDS = ("train", "worker", "study", "runs")
 
 
 def _runs(argv: Sequence[str]) -> int:
@@ -32,6 +38,14 @@ def _runs(argv: Sequence[str]) -> int:
     return 0
 
 
+def _hydra(app_name: str, argv: Sequence[str]) -> int:
+    from dropout_lab import app
+
+    sys.argv = [f"dropout-lab {app_name}", *argv]
+    getattr(app, f"{app_name}_app")()
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Dispatch to a sub-command; returns the process exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -39,15 +53,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(USAGE)
         return 0 if argv else 2
     command, rest = argv[0], argv[1:]
-    if command == "train":
-        from dropout_lab.app import train_app
-
-        sys.argv = ["dropout-lab train", *rest]
-        train_app()
-        return 0
+    if command in ("train", "worker"):
+        return _hydra(command, rest)
     if command == "runs":
         return _runs(rest)
-    print(f"error: unknown command {command!r}; choose one of: train, runs\n\n{USAGE}", file=sys.stderr)
+    if command == "study":
+        from dropout_lab.studies.cli import study_main
+
+        return study_main(rest)
+    print(f"error: unknown command {command!r}; choose one of: {', '.join(COMMANDS)}\n\n{USAGE}",
+          file=sys.stderr)
     return 2
 
 

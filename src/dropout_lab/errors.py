@@ -25,3 +25,11 @@ class DataNotFoundError(DropoutLabError, FileNotFoundError):
 
 class RunDivergedError(DropoutLabError, ArithmeticError):
     """Training produced a non-finite loss."""
+
+
+class StorageError(DropoutLabError):
+    """A study storage URL that is malformed, unsupported or unreachable."""
+
+
+class StudySpecError(DropoutLabError):
+    """A study definition file that is missing, or has a missing field, a wrong type or an empty grid."""

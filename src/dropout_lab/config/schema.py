@@ -80,6 +80,21 @@ class TrainConfig:
     name: str = "train"
 
 
+@dataclass
+class WorkerConfig:
+    """A study worker (``dropout-lab worker``): launch many with ``--multirun`` and any Hydra launcher."""
+
+    study: str = MISSING
+    storage: Optional[str] = None
+    results_dir: str = "${oc.env:DROPOUT_LAB_RESULTS,results}"
+    threads: int = 1
+    heartbeat: int = 30
+    worker: int = 0
+    overrides: list[str] = field(default_factory=list)
+
+
 def register_schemas() -> None:
-    """Make the schemas available to ``conf/train.yaml``'s defaults list."""
-    ConfigStore.instance().store(name="train_schema", node=TrainConfig)
+    """Make the schemas available to the defaults lists of ``conf/train.yaml`` and ``conf/worker.yaml``."""
+    store = ConfigStore.instance()
+    store.store(name="train_schema", node=TrainConfig)
+    store.store(name="worker_schema", node=WorkerConfig)

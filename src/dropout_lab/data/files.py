@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import functools
 import os
+import tempfile
 from pathlib import Path
 
+from filelock import FileLock
 from torchvision.datasets import FashionMNIST
 from torchvision.datasets.utils import calculate_md5, extract_archive
 
@@ -59,10 +61,13 @@ def _md5(path: Path) -> str:
 
 
 def _unpack_from(source: Path, target: Path) -> None:
-    """Unpack the four ``.gz`` files of ``source`` into ``target`` and verify them."""
+    """Unpack the four ``.gz`` files of ``source`` into ``target`` atomically and verify them."""
     target.mkdir(parents=True, exist_ok=True)
-    for gz_name in GZ_NAMES:
-        extract_archive(str(source / gz_name), str(target))
+    with tempfile.TemporaryDirectory(dir=target, prefix=".unpack-") as tmp:
+        for gz_name in GZ_NAMES:
+            extract_archive(str(source / gz_name), tmp)
+        for name in RAW_FILES:
+            os.replace(Path(tmp) / name, target / name)
     problems = raw_file_problems(target)
     if problems:
         for name in problems:
@@ -83,6 +88,14 @@ def ensure_fashion_mnist(root: str | os.PathLike, system_dir: str | os.PathLike 
     """
     root = Path(root)
     target = raw_folder(root)
+    if not raw_file_problems(target):
+        return root
+    root.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(root / ".fashion-mnist.lock")):  # workers sharing a root unpack it once
+        return _ensure_locked(root, target, system_dir, download)
+
+
+def _ensure_locked(root: Path, target: Path, system_dir: str | os.PathLike | None, download: bool) -> Path:
     problems = raw_file_problems(target)
     if not problems:
         return root

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import lightning as L
+import optuna
 import torch
 from hydra.utils import execution_whitelist, instantiate
 from omegaconf import DictConfig, OmegaConf
@@ -61,7 +62,8 @@ def train(cfg: DictConfig, output_dir: str | Path, overrides: Sequence[str] = ()
             raise KeyboardInterrupt("training interrupted")
         (tested,) = trainer.test(module, datamodule=datamodule, verbose=False)
     except BaseException as exc:  # record why, including Ctrl-C and SystemExit, then re-raise
-        record.status, record.reason = "failed", f"{type(exc).__name__}: {exc}"
+        record.status = "pruned" if isinstance(exc, optuna.TrialPruned) else "failed"
+        record.reason = f"{type(exc).__name__}: {exc}"
         raise
     else:
         record.status = "completed"

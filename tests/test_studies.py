@@ -1,0 +1,167 @@
+"""Studies on tiny budgets: grids, relaunch, crashes, tuning with pruning, failures and bad storage."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from collections import Counter
+from pathlib import Path
+
+import optuna
+import pandas as pd
+import pytest
+import yaml
+from optuna.trial import TrialState
+
+from conftest import CLI
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+GRID = {"question": "q", "experiment": "smoke", "epochs": 1,
+        "grid": {"model": ["scratch", "concise"], "model.dropout_1": [0.2, 0.5]}, "seeds": [0, 1]}
+
+
+@pytest.fixture
+def write_spec(tmp_path: Path):
+    def _write(name: str, **fields) -> str:
+        path = tmp_path / "studies" / f"{name}.yaml"
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(yaml.safe_dump({"name": name, **fields}))
+        return str(path)
+    return _write
+
+
+def _study(tmp_path: Path, name: str, url: str | None = None) -> optuna.Study:
+    return optuna.load_study(study_name=name, storage=url or f"sqlite:///{tmp_path / 'results' / 'studies.db'}")
+
+
+def _completed_cells(study: optuna.Study) -> Counter:
+    return Counter(tuple(sorted(t.params.items())) for t in study.get_trials(states=(TrialState.COMPLETE,)))
+
+
+def test_grid_study_completes_once_each_and_exports(run_cli, write_spec, tmp_path: Path) -> None:
+    spec = write_spec("grid", **GRID)
+    out = run_cli("study", "run", spec, "--jobs", "2")
+    assert out.returncode == 0, out.stderr
+    assert "done=8" in out.stdout and "remaining=0" in out.stdout
+    cells = _completed_cells(_study(tmp_path, "grid"))
+    assert len(cells) == 8 and set(cells.values()) == {1}
+    trial = _study(tmp_path, "grid").trials[0]
+    assert set(trial.params) == {"model", "model.dropout_1", "seed"}
+    assert {"curves", "final", "config_hash", "wall_time_s"} <= set(trial.user_attrs)
+
+    again = run_cli("study", "run", spec, "--jobs", "2")
+    assert again.returncode == 0 and "nothing to run" in again.stderr
+    assert len(_study(tmp_path, "grid").trials) == 8
+
+    exported = run_cli("study", "export", spec, "--out", str(tmp_path / "export"))
+    assert exported.returncode == 0, exported.stderr
+    runs = pd.read_csv(tmp_path / "export" / "runs.csv")
+    curves = pd.read_parquet(tmp_path / "export" / "curves.parquet")
+    assert len(runs) == 8 and set(runs.status) == {"completed"}
+    assert runs.groupby(["model", "model.dropout_1"]).seed.nunique().eq(2).all()
+    assert len(curves) == 8 and {"epoch", "train_loss", "val_acc", "seed"} <= set(curves.columns)
+
+
+def test_killed_study_resumes_without_duplicates(data_root, write_spec, tmp_path: Path) -> None:
+    spec = write_spec("killed", **{**GRID, "epochs": 40})
+    env = {**os.environ, "DROPOUT_LAB_DATA": str(data_root), "DROPOUT_LAB_RESULTS": str(tmp_path / "results")}
+    cmd = [*CLI, "study", "run", spec, "--jobs", "2", "--heartbeat", "1"]
+    log = open(tmp_path / "first_launch.log", "w")
+    proc = subprocess.Popen(cmd, env=env, cwd=tmp_path, start_new_session=True, stdout=log, stderr=log)
+    deadline = time.monotonic() + 120
+    done_before: set = set()
+    while time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+        if not (tmp_path / "results" / "studies.db").exists():
+            continue
+        try:
+            trials = _study(tmp_path, "killed").get_trials()
+        except KeyError:  # not created yet
+            continue
+        done_before = {t.number for t in trials if t.state == TrialState.COMPLETE}
+        if done_before and any(t.state == TrialState.RUNNING for t in trials):
+            break
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert done_before, "no run finished before the kill: " + (tmp_path / "first_launch.log").read_text()[-3000:]
+    before = {t.number: t for t in _study(tmp_path, "killed").get_trials()}
+    assert any(t.state == TrialState.RUNNING for t in before.values())
+
+    out = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    study = _study(tmp_path, "killed")
+    cells = _completed_cells(study)
+    assert len(cells) == 8 and set(cells.values()) == {1}
+    for number in done_before:  # completed runs were kept, not redone
+        assert study.trials[number].state == TrialState.COMPLETE
+        assert study.trials[number].value == before[number].value
+    assert not study.get_trials(states=(TrialState.RUNNING, TrialState.WAITING))
+
+
+def test_tuning_prunes_and_resumes_toward_its_total(run_cli, write_spec, tmp_path: Path) -> None:
+    space = {"optim.lr": {"type": "float", "low": 1e-4, "high": 0.5, "log": True}}
+    common = dict(question="q", experiment="smoke", epochs=3, search_space=space, seeds=[0],
+                  pruner="median", sampler="random")
+    first = run_cli("study", "run", write_spec("tune", n_trials=7, **common))
+    assert first.returncode == 0, first.stderr
+    study = _study(tmp_path, "tune")
+    finished = study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))
+    assert len(finished) == 7
+    assert study.get_trials(states=(TrialState.PRUNED,)), "nothing was pruned"
+    assert all(len(t.intermediate_values) >= 1 for t in finished)
+
+    resumed = run_cli("study", "run", write_spec("tune", n_trials=10, **common))
+    assert resumed.returncode == 0, resumed.stderr
+    study = _study(tmp_path, "tune")
+    assert len(study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))) == 10
+    assert sorted(t.number for t in study.trials) == list(range(len(study.trials)))
+
+
+def test_diverging_run_is_failed_with_reason_and_study_goes_on(run_cli, write_spec, tmp_path: Path) -> None:
+    spec = write_spec("nan", question="q", experiment="smoke", epochs=1,
+                      overrides=["model.dropout_2=0.0"],
+                      grid={"optim.lr": [0.1, 50.0], "model.dropout_1": [0.0]}, seeds=[0])
+    out = run_cli("study", "run", spec)
+    assert "done=1" in out.stdout and "failed=1" in out.stdout
+    study = _study(tmp_path, "nan")
+    (failed,) = study.get_trials(states=(TrialState.FAIL,))
+    assert failed.params["optim.lr"] == 50.0 and "diverged" in failed.user_attrs["reason"]
+    status = run_cli("study", "status", spec)
+    assert "failed=1" in status.stdout and "remaining=0" in status.stdout
+    again = run_cli("study", "run", spec)
+    assert "nothing to run" in again.stderr and len(_study(tmp_path, "nan").trials) == 2
+
+
+def test_bad_storage_urls_fail_before_training(run_cli, write_spec, tmp_path: Path) -> None:
+    spec = write_spec("bad", **GRID)
+    out = run_cli("study", "run", spec, "--storage", "mongodb://localhost/x")
+    assert out.returncode == 2 and "storage 'mongodb://localhost/x' is not supported" in out.stderr
+    unreachable = "postgresql://nobody@127.0.0.1:9/none"
+    out = run_cli("study", "run", spec, "--storage", unreachable)
+    assert out.returncode == 2 and f"cannot open storage {unreachable!r}" in out.stderr
+    assert "Traceback" not in out.stderr
+    assert not list((tmp_path / "results").rglob("run.json"))
+
+
+def test_bad_study_files_are_refused(run_cli, write_spec) -> None:
+    missing = run_cli("study", "run", write_spec("m", question="q", grid={"model": ["scratch"]}))
+    assert missing.returncode == 2 and "missing required field(s): epochs" in missing.stderr
+    wrong = run_cli("study", "run", write_spec("w", question="q", epochs="many", grid={"model": ["scratch"]}))
+    assert wrong.returncode == 2 and "epochs" in wrong.stderr
+    empty = run_cli("study", "run", write_spec("e", question="q", epochs=1))
+    assert empty.returncode == 2 and "would run nothing" in empty.stderr
+    unknown = run_cli("study", "status", "no_such_study")
+    assert unknown.returncode == 2 and "unknown study 'no_such_study'" in unknown.stderr
+
+
+def test_submitit_launcher_runs_the_workers(run_cli, write_spec, tmp_path: Path) -> None:
+    spec = write_spec("submitit", **{**GRID, "grid": {"model": ["scratch", "concise"]}})
+    out = run_cli("study", "run", spec, "--jobs", "2", "--launcher", "submitit_local")
+    assert out.returncode == 0, out.stderr
+    cells = _completed_cells(_study(tmp_path, "submitit"))
+    assert len(cells) == 4 and set(cells.values()) == {1}
+    assert list((tmp_path / "results" / "workers").rglob("*submitit*")) or \
+        list((tmp_path / "results" / "workers").rglob("*.pkl"))

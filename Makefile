@@ -14,7 +14,7 @@ setup: $(STAMP) data
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || python3 -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -c requirements.lock -e '.[dev]'
+	$(BIN)/python -m pip install -q -c requirements.lock -e '.[dev]' --config-settings editable_mode=compat
 	touch $(STAMP)
 
 # Fashion-MNIST: Debian's copy when apt is usable as root; otherwise say how to get it.
@@ -41,8 +41,7 @@ postgres:
 
 # The main job: scratch vs. concise at the chapter's setting, as a Hydra multirun.
 demo: setup
-	rm -rf $(DEMO_DIR)
-	$(BIN)/dropout-lab train --multirun model=scratch,concise threads=1 \
+	$(BIN)/dropout-lab train --multirun optuna.study=demo model=scratch,concise threads=1 \
 	  hydra/launcher=joblib hydra.launcher.n_jobs=2 hydra.sweep.dir=$(DEMO_DIR)
 	@echo; echo "Test accuracy of the chapter's two implementations (run records in $(DEMO_DIR)/*/run.json):"
 	@$(BIN)/dropout-lab runs $(DEMO_DIR)

@@ -23,6 +23,14 @@ def test_multirun_over_comma_lists_runs_every_combination(run_cli, tmp_path: Pat
     table = run_cli("runs", str(records[0].parents[1]))
     assert table.returncode == 0 and table.stdout.count("completed") == 4
 
+    again = run_cli("train", "--multirun", "experiment=smoke", "model=scratch,concise", "seed=1,2")
+    assert again.returncode == 0 and again.stderr.count("not rerun") + again.stdout.count("not rerun") == 4
+    assert len(list((tmp_path / "results" / "multirun" / "smoke").rglob("run.json"))) == 4
+    import optuna
+
+    study = optuna.load_study(study_name="smoke", storage=f"sqlite:///{tmp_path / 'results' / 'studies.db'}")
+    assert len(study.trials) == 4 and {t.params["seed"] for t in study.trials} == {1, 2}
+
 
 def test_multirun_goes_on_after_a_bad_run(run_cli, tmp_path: Path) -> None:
     out = run_cli("train", "--multirun", "experiment=smoke", "model.dropout_1=1.5,0.2")

@@ -8,7 +8,7 @@ from omegaconf.errors import ValidationError
 
 from dropout_lab.config import CONF_DIR
 
-GROUPS = ["data", "model", "trainer", "logger", "experiment"]
+GROUPS = ["data", "model", "noise", "trainer", "logger", "experiment"]
 
 
 def _options(group: str) -> list[str]:
@@ -34,7 +34,10 @@ def test_every_group_option_composes(make_cfg, group: str, option: str) -> None:
         cfg = make_cfg(f"{group}={option}", experiment=None)
     assert cfg.data.batch_size >= 1
     if group == "model":
-        assert cfg.model._target_.endswith({"scratch": "DropoutMLPScratch", "concise": "DropoutMLP"}[option])
+        assert cfg.model._target_.endswith({"scratch": "DropoutMLPScratch", "concise": "DropoutMLP",
+                                            "noisy": "NoisyMLP"}[option])
+    if group == "noise":
+        assert cfg.model._target_ == "dropout_lab.models.NoisyMLP" and cfg.model.noise == option
     if group == "logger" and option != "none":
         assert "loggers" in cfg.logger._target_
 

@@ -6,6 +6,7 @@ import logging
 import warnings
 
 import hydra
+import optuna
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
@@ -29,14 +30,27 @@ def _fail(exc: DropoutLabError) -> float:
 
 @hydra.main(config_path=str(CONF_DIR), config_name="train")
 def train_app(cfg: DictConfig) -> float:
-    """Train one run and return its optimized metric (NaN if it failed inside a multirun)."""
+    """Train one run and return its optimized metric (NaN if it failed or was pruned in a multirun).
+
+    Every run is stored as an Optuna trial (see ``OptunaTrialConfig``); a run whose config and
+    seed are already complete in its study is not rerun. A run launched by
+    ``hydra/sweeper=optuna`` reports each epoch to its trial, which may prune it.
+    """
+    from dropout_lab.studies.trial_link import linked_trial
     from dropout_lab.training.train import train
 
     hydra_cfg = HydraConfig.get()
-    try:
-        record = train(cfg, hydra_cfg.runtime.output_dir, overrides=hydra_cfg.overrides.task)
-    except DropoutLabError as exc:
-        return _fail(exc)
+    output_dir = hydra_cfg.runtime.output_dir
+    overrides = list(hydra_cfg.overrides.task)
+    with linked_trial(cfg, output_dir, overrides) as link:
+        if link.done_value is not None:
+            return link.done_value
+        try:
+            record = train(cfg, output_dir, overrides=overrides, callbacks=link.callbacks)
+        except optuna.TrialPruned:
+            return float("nan")
+        except DropoutLabError as exc:
+            return _fail(exc)
     return record.final[cfg.metric]
 
 
@@ -51,7 +65,7 @@ def worker_app(cfg: DictConfig) -> float:
         spec = load_spec(cfg.study)
         settings = WorkerSettings(
             storage_url=cfg.storage or default_storage_url(cfg.results_dir),
-            results_dir=cfg.results_dir, heartbeat_interval=cfg.heartbeat,
+            results_dir=cfg.results_dir, heartbeat_interval=cfg.heartbeat, worker_index=cfg.worker,
             extra_overrides=[f"threads={cfg.threads}", *cfg.overrides])
         done = run_worker(spec, settings)
     except DropoutLabError as exc:

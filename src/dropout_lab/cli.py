@@ -1,7 +1,7 @@
 """``dropout-lab``: the command line.
 
-``train`` and ``worker`` are Hydra applications (overrides, ``--multirun``, launchers); ``runs``
-and ``study`` are plain sub-commands.
+``train`` and ``worker`` are Hydra applications (overrides, ``--multirun``, launchers); ``runs``,
+``study`` and ``evaluate`` are plain sub-commands.
 """
 
 from __future__ import annotations
@@ -20,8 +20,9 @@ commands:
   study export NAME [--storage URL] [--out DIR]  tidy run table and per-epoch table (CSV + Parquet)
   study show NAME                             the study definition and its plain Hydra multirun
   runs FOLDER                    print a table of the run records under FOLDER
+  evaluate RUN_DIR [--T 1 10 100]   test-time evaluation of a run saved with test_time.checkpoint=true
 """
-COMMANDS = ("train", "worker", "study", "runs")
+COMMANDS = ("train", "worker", "study", "runs", "evaluate")
 
 
 def _runs(argv: Sequence[str]) -> int:
@@ -61,6 +62,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from dropout_lab.studies.cli import study_main
 
         return study_main(rest)
+    if command == "evaluate":
+        from dropout_lab.evaluation.cli import evaluate_main
+
+        return evaluate_main(rest)
     print(f"error: unknown command {command!r}; choose one of: {', '.join(COMMANDS)}\n\n{USAGE}",
           file=sys.stderr)
     return 2

@@ -18,6 +18,7 @@ def runs_table(folder: str | Path) -> pd.DataFrame:
         rows.append({
             "run": str(path.parent.relative_to(folder)),
             "model": model["_target_"].rsplit(".", 1)[-1],
+            "noise": model.get("noise") or "-",
             "dropout_1": model.get("dropout_1"),
             "dropout_2": model.get("dropout_2"),
             "epochs": rec.config["trainer"]["max_epochs"],

@@ -29,7 +29,11 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    """One of the chapter's MLPs; ``_target_`` is set by the ``model/`` group."""
+    """One of the chapter's MLPs; ``_target_`` is set by the ``model/`` group (or the ``noise/`` group).
+
+    ``noise`` names a technique of ``dropout_lab.models.NOISE_TECHNIQUES`` (``NoisyMLP`` only; null
+    for the chapter nets), applied at rate ``dropout_k`` after hidden layer k, with ``noise_kwargs``.
+    """
 
     _target_: str = MISSING
     num_hiddens_1: int = 256
@@ -37,6 +41,8 @@ class ModelConfig:
     dropout_1: float = 0.5
     dropout_2: float = 0.5
     num_outputs: int = 10
+    noise: Optional[str] = None
+    noise_kwargs: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -65,6 +71,40 @@ class TrainerConfig:
 
 
 @dataclass
+class OptunaTrialConfig:
+    """Where the run is stored as an Optuna trial.
+
+    ``record`` (default on) stores every run in study ``study`` (default: the run's ``name``) of
+    ``storage`` (default: SQLite under ``results_dir``), and skips a run whose config and seed are
+    already complete there. ``trial`` and ``pruner`` are set by ``hydra/sweeper=optuna``.
+    """
+
+    record: bool = True
+    storage: Optional[str] = None
+    study: Optional[str] = None
+    trial: Optional[int] = None
+    pruner: str = "median"
+
+
+@dataclass
+class MonitorConfig:
+    """Activation statistics before/after the noise (``ActivationMonitor``): every N training steps and per epoch."""
+
+    enabled: bool = False
+    every_n_steps: int = 50
+    probe_size: int = 512
+
+
+@dataclass
+class TestTimeConfig:
+    """Test-time evaluation after training: noise off, single noisy passes, MC averages over T passes."""
+
+    enabled: bool = False
+    T: list[int] = field(default_factory=lambda: [1, 2, 5, 10, 20, 50, 100])
+    checkpoint: bool = False
+
+
+@dataclass
 class TrainConfig:
     """The whole run: what ``dropout-lab train`` composes."""
 
@@ -78,6 +118,9 @@ class TrainConfig:
     results_dir: str = "${oc.env:DROPOUT_LAB_RESULTS,results}"
     metric: str = "val_acc"
     name: str = "train"
+    monitor: MonitorConfig = field(default_factory=MonitorConfig)
+    test_time: TestTimeConfig = field(default_factory=TestTimeConfig)
+    optuna: OptunaTrialConfig = field(default_factory=OptunaTrialConfig)
 
 
 @dataclass

@@ -9,6 +9,7 @@ from __future__ import annotations
 from omegaconf import DictConfig
 
 from dropout_lab.errors import InvalidValueError
+from dropout_lab.evaluation.test_time import check_T
 
 
 def validate_config(cfg: DictConfig) -> None:
@@ -20,3 +21,7 @@ def validate_config(cfg: DictConfig) -> None:
         raise InvalidValueError("trainer.max_epochs", cfg.trainer.max_epochs, "an integer >= 1")
     if cfg.threads is not None and cfg.threads < 1:
         raise InvalidValueError("threads", cfg.threads, "null or an integer >= 1")
+    for key in ("every_n_steps", "probe_size"):
+        if cfg.monitor[key] < 1:
+            raise InvalidValueError(f"monitor.{key}", cfg.monitor[key], "an integer >= 1")
+    check_T(list(cfg.test_time.T))

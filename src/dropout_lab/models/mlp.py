@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -9,12 +12,22 @@ from dropout_lab.errors import InvalidValueError
 from dropout_lab.models.dropout import check_rate, dropout_layer
 
 IMAGE_PIXELS = 28 * 28
+NOISY_HINT = "use model=noisy or noise=NAME"
 
 
 def _check_width(value: int, field: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise InvalidValueError(field, value, "a positive integer")
     return value
+
+
+def _refuse_noise(noise: str | None, noise_kwargs: Mapping[str, Any] | None) -> None:
+    """The chapter nets have dropout only: a noise technique belongs to ``NoisyMLP``."""
+    if noise is not None:
+        raise InvalidValueError("model.noise", noise, f"null for model=scratch/concise; {NOISY_HINT}")
+    if noise_kwargs:
+        raise InvalidValueError("model.noise_kwargs", dict(noise_kwargs),
+                                f"empty for model=scratch/concise; {NOISY_HINT}")
 
 
 class DropoutMLPScratch(nn.Module):
@@ -28,8 +41,11 @@ class DropoutMLPScratch(nn.Module):
         dropout_2: float = 0.5,
         num_outputs: int = 10,
         num_inputs: int = IMAGE_PIXELS,
+        noise: str | None = None,
+        noise_kwargs: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
+        _refuse_noise(noise, noise_kwargs)
         self.dropout_1 = check_rate(dropout_1, "model.dropout_1")
         self.dropout_2 = check_rate(dropout_2, "model.dropout_2")
         self.lin1 = nn.Linear(num_inputs, _check_width(num_hiddens_1, "model.num_hiddens_1"))
@@ -58,8 +74,11 @@ class DropoutMLP(nn.Module):
         dropout_2: float = 0.5,
         num_outputs: int = 10,
         num_inputs: int = IMAGE_PIXELS,
+        noise: str | None = None,
+        noise_kwargs: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
+        _refuse_noise(noise, noise_kwargs)
         self.net = nn.Sequential(
             nn.Flatten(),
             nn.Linear(num_inputs, _check_width(num_hiddens_1, "model.num_hiddens_1")),

@@ -11,10 +11,10 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from dropout_lab.errors import StudySpecError
+from dropout_lab.studies.samplers import PRUNER_NAMES as PRUNERS
+from dropout_lab.studies.samplers import SAMPLER_NAMES as SAMPLERS
 
 STUDIES_DIR = Path(os.environ.get("DROPOUT_LAB_STUDIES", Path(__file__).resolve().parents[3] / "studies"))
-SAMPLERS = ("tpe", "random", "grid")
-PRUNERS = ("median", "hyperband", "none")
 METRICS = {"val_acc": "maximize", "val_loss": "minimize"}
 
 

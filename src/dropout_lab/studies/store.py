@@ -10,19 +10,23 @@ from optuna.trial import FrozenTrial, TrialState
 
 from dropout_lab.training.record import RunRecord
 
-#: User attributes of every run trial.
-RUN_ATTRS = ("status", "reason", "curves", "final", "config_hash", "wall_time_s", "overrides", "output_dir")
-
-
-def save_record(trial: optuna.Trial, record: RunRecord, output_dir: str) -> None:
-    """Write a run record's results into its trial's user attributes."""
-    values: dict[str, Any] = {
+def record_attrs(record: RunRecord, output_dir: str) -> dict[str, Any]:
+    """The user attributes that hold a run's results in its trial."""
+    attrs = {
         "status": record.status, "reason": record.reason, "curves": record.curves,
         "final": record.final, "config_hash": record.config_hash,
         "wall_time_s": round(record.wall_time_s, 3), "overrides": record.overrides,
         "output_dir": output_dir,
     }
-    for key, value in values.items():
+    for optional in ("activations", "test_time"):  # instruments, when enabled
+        if getattr(record, optional):
+            attrs[optional] = getattr(record, optional)
+    return attrs
+
+
+def save_record(trial: optuna.Trial, record: RunRecord, output_dir: str) -> None:
+    """Write a run record's results into its trial's user attributes."""
+    for key, value in record_attrs(record, output_dir).items():
         trial.set_user_attr(key, value)
 
 

@@ -23,6 +23,7 @@ from optuna_integration import PyTorchLightningPruningCallback
 from dropout_lab.config.compose import compose_train_config
 from dropout_lab.studies.grid import run_overrides
 from dropout_lab.studies.prepare import load_study
+from dropout_lab.studies.samplers import make_sampler
 from dropout_lab.studies.spec import StudySpec
 from dropout_lab.studies.storage import open_storage, retry_callback
 from dropout_lab.studies.store import save_failure, save_record
@@ -41,6 +42,7 @@ class WorkerSettings:
     extra_overrides: list[str] = field(default_factory=list)
     heartbeat_interval: int | None = 30
     poll_s: float = 2.0
+    worker_index: int = 0
 
 
 def _claim_waiting(study: optuna.Study, storage: BaseStorage) -> int | None:
@@ -148,4 +150,6 @@ def run_worker(spec: StudySpec, settings: WorkerSettings) -> int:
     """Run one worker on an existing study; returns how many runs it finished."""
     storage = open_storage(settings.storage_url, settings.heartbeat_interval)
     study = load_study(spec, storage)
+    if spec.is_tuning:  # distinct, reproducible sampler streams per worker and per relaunch
+        study.sampler = make_sampler(spec, offset=1000 * settings.worker_index + len(study.trials))
     return run_tuning(study, spec, settings) if spec.is_tuning else run_grid(study, storage, spec, settings)

@@ -16,10 +16,13 @@ from omegaconf import DictConfig, OmegaConf
 RECORD_NAME = "run.json"
 
 #: Keys that do not change what a run computes, so they are left out of the config hash.
+#: ``monitor`` and ``test_time`` only measure: the monitor's noisy probe pass uses a forked RNG and
+#: test-time evaluation runs after training, so neither changes the trained weights.
 NON_SEMANTIC_KEYS = ("seed", "threads", "results_dir", "logger", "name", "metric",
                      "data.root", "data.system_dir", "data.download", "data.shuffle_seed",
                      "trainer.enable_progress_bar", "trainer.enable_model_summary",
-                     "trainer.log_every_n_steps", "trainer.accelerator", "trainer.devices")
+                     "trainer.log_every_n_steps", "trainer.accelerator", "trainer.devices",
+                     "monitor", "test_time")
 
 VERSIONED_PACKAGES = ("torch", "torchvision", "lightning", "hydra-core", "optuna", "numpy")
 
@@ -61,6 +64,8 @@ class RunRecord:
     versions: dict[str, str] = field(default_factory=library_versions)
     host: str = field(default_factory=socket.gethostname)
     overrides: list[str] = field(default_factory=list)
+    activations: list[dict[str, Any]] = field(default_factory=list)
+    test_time: list[dict[str, Any]] = field(default_factory=list)
 
     def write(self, folder: str | Path) -> Path:
         """Write ``run.json`` atomically into ``folder`` and return its path."""

@@ -14,6 +14,9 @@ from hydra.utils import execution_whitelist, instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from dropout_lab.config.validate import validate_config
+from dropout_lab.evaluation.checkpoint import save_checkpoint, split_tensors
+from dropout_lab.evaluation.test_time import evaluate_test_time
+from dropout_lab.training.activation_monitor import ActivationMonitor
 from dropout_lab.training.classifier import Classifier
 from dropout_lab.training.record import RunRecord, config_hash
 from dropout_lab.training.recorder import EpochRecorder
@@ -37,6 +40,10 @@ def train(cfg: DictConfig, output_dir: str | Path, overrides: Sequence[str] = ()
           callbacks: Sequence[L.Callback] = ()) -> RunRecord:
     """Train, validate each epoch, test once with noise off; return and write the run's record.
 
+    Optional instruments: ``monitor.enabled`` records activation statistics into ``activations``;
+    ``test_time.enabled`` adds the test-time evaluation (noise off, single noisy passes, MC over T)
+    as ``test_time``; ``test_time.checkpoint`` saves the net and config to ``model.pt``.
+
     Bad configuration raises before any data is read. A run that diverges or raises is recorded
     as ``failed`` with its reason, and the exception is re-raised for the caller to handle.
     """
@@ -50,17 +57,27 @@ def train(cfg: DictConfig, output_dir: str | Path, overrides: Sequence[str] = ()
     _quiet_lightning()
     L.seed_everything(cfg.seed, verbose=False)
     recorder = EpochRecorder()
+    monitor = (ActivationMonitor(cfg.monitor.every_n_steps, cfg.monitor.probe_size)
+               if cfg.monitor.enabled else None)
     with execution_whitelist(INSTANTIABLE_TARGETS):
         datamodule = instantiate(cfg.data)
         module = Classifier(instantiate(cfg.model), **cfg.optim)
         logger = instantiate(cfg.logger) if cfg.logger else False
-        trainer = instantiate(cfg.trainer, logger=logger, callbacks=[recorder, *callbacks])
+        trainer = instantiate(cfg.trainer, logger=logger,
+                              callbacks=[recorder, *([monitor] if monitor else []), *callbacks])
     start = time.perf_counter()
     try:
         trainer.fit(module, datamodule=datamodule)
         if trainer.interrupted:
             raise KeyboardInterrupt("training interrupted")
         (tested,) = trainer.test(module, datamodule=datamodule, verbose=False)
+        if cfg.test_time.checkpoint:
+            save_checkpoint(module.net, record.config, output_dir)
+        if cfg.test_time.enabled:
+            net = module.net.to(trainer.strategy.root_device)  # teardown moved it to the CPU
+            record.test_time = evaluate_test_time(net, *split_tensors(datamodule.test_dataloader()),
+                                                  T=cfg.test_time.T, seed=cfg.seed,
+                                                  batch_size=cfg.data.eval_batch_size)
     except BaseException as exc:  # record why, including Ctrl-C and SystemExit, then re-raise
         record.status = "pruned" if isinstance(exc, optuna.TrialPruned) else "failed"
         record.reason = f"{type(exc).__name__}: {exc}"
@@ -73,6 +90,7 @@ def train(cfg: DictConfig, output_dir: str | Path, overrides: Sequence[str] = ()
         log.info("test_acc=%.4f test_loss=%.4f", record.final["test_acc"], record.final["test_loss"])
     finally:
         record.curves = recorder.curves
+        record.activations = monitor.rows if monitor else []
         record.wall_time_s = time.perf_counter() - start
         record.write(output_dir)
     return record

@@ -1,0 +1,45 @@
+"""``dropout-lab evaluate RUN_DIR``: test-time evaluation of a saved run, as a table and ``test_time.csv``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
+
+from dropout_lab.errors import DropoutLabError
+from dropout_lab.evaluation.checkpoint import split_tensors
+from dropout_lab.evaluation.saved_run import load_run
+from dropout_lab.evaluation.test_time import DEFAULT_T, check_T, evaluate_test_time
+
+CSV_NAME = "test_time.csv"
+
+
+def evaluate_main(argv: Sequence[str]) -> int:
+    """Evaluate RUN_DIR's ``model.pt`` on its test split; print the table and write ``RUN_DIR/test_time.csv``."""
+    parser = argparse.ArgumentParser(prog="dropout-lab evaluate",
+                                     description="Test-time evaluation (noise off, single noisy passes, MC "
+                                                 "averages) of a run trained with test_time.checkpoint=true.")
+    parser.add_argument("run_dir", metavar="RUN_DIR")
+    parser.add_argument("--T", type=int, nargs="+", default=None,
+                        help="numbers of passes to average (default: the run's test_time.T)")
+    parser.add_argument("--seed", type=int, default=None, help="seed of the noisy passes (default: the run's)")
+    parser.add_argument("--data-root", default=None, help="Fashion-MNIST folder, if not the recorded one")
+    args = parser.parse_args(argv)
+    try:
+        record, net, datamodule = load_run(args.run_dir, args.data_root)
+        T = check_T(args.T if args.T is not None else record.config.get("test_time", {}).get("T", DEFAULT_T),
+                    field="--T")
+        seed = record.seed if args.seed is None else args.seed
+        rows = evaluate_test_time(net, *split_tensors(datamodule.test_dataloader()), T=T, seed=seed,
+                                  batch_size=datamodule.eval_batch_size)
+    except (DropoutLabError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    table = pd.DataFrame(rows)
+    table.to_csv(Path(args.run_dir) / CSV_NAME, index=False)
+    shown = table[["mode", "T", "accuracy", "accuracy_std", "nll", "ece", "entropy", "seconds"]]
+    print(shown.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    return 0

@@ -1,0 +1,115 @@
+"""Store a ``dropout-lab train`` run as an Optuna trial: a single run, a multirun job, or a sweeper trial."""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import lightning as L
+import optuna
+from omegaconf import DictConfig
+from optuna.distributions import FloatDistribution, IntDistribution
+from optuna.trial import TrialState
+from optuna_integration import PyTorchLightningPruningCallback
+
+from dropout_lab.studies.samplers import build_pruner
+from dropout_lab.studies.spec import METRICS
+from dropout_lab.studies.storage import default_storage_url, open_storage
+from dropout_lab.studies.store import record_attrs, save_failure, save_record
+from dropout_lab.training.record import RunRecord, config_hash
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrialLink:
+    """What the run needs from its trial: callbacks, and the stored value if it is already done."""
+
+    callbacks: list[L.Callback] = field(default_factory=list)
+    done_value: float | None = None
+
+
+def _param(value: Any) -> tuple[Any, Any] | None:
+    """Numbers become params with a point distribution (compatible across runs); others are skipped."""
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, int):
+        return value, IntDistribution(value, value)
+    if isinstance(value, float) and math.isfinite(value):
+        return value, FloatDistribution(value, value)
+    return None
+
+
+def run_params(cfg: DictConfig, overrides: list[str]) -> tuple[dict, dict]:
+    """Params of a plain run: its numeric overrides and its seed (all overrides are user attributes)."""
+    params, dists = {}, {}
+    for item in overrides:
+        key = item.split("=", 1)[0].lstrip("+~")
+        try:
+            value = cfg
+            for part in key.split("."):
+                value = value[part]
+        except Exception:  # group choices (model=scratch) are not config values
+            continue
+        param = _param(value)
+        if param is not None:
+            params[key], dists[key] = param
+    params["seed"], dists["seed"] = cfg.seed, IntDistribution(cfg.seed, cfg.seed)
+    return params, dists
+
+
+def _sweeper_trial(cfg: DictConfig, output_dir: str) -> Iterator[TrialLink]:
+    storage = open_storage(cfg.optuna.storage, heartbeat_interval=None)
+    pruner = build_pruner(cfg.optuna.pruner, cfg.trainer.max_epochs)  # the job decides on pruning
+    study = optuna.load_study(study_name=cfg.optuna.study, storage=storage, pruner=pruner)
+    trial = optuna.Trial(study, storage.get_trial_id_from_study_id_trial_number(
+        storage.get_study_id_from_name(cfg.optuna.study), cfg.optuna.trial))
+    try:
+        yield TrialLink(callbacks=[PyTorchLightningPruningCallback(trial, monitor=cfg.metric)])
+    finally:
+        try:
+            save_record(trial, RunRecord.read(output_dir), output_dir)
+        except FileNotFoundError:
+            save_failure(trial, "the run stopped before writing its record")
+
+
+def _recorded_run(cfg: DictConfig, output_dir: str, overrides: list[str]) -> Iterator[TrialLink]:
+    url = cfg.optuna.storage or default_storage_url(cfg.results_dir)
+    study = optuna.create_study(study_name=cfg.optuna.study or cfg.name, storage=open_storage(url, None),
+                                direction=METRICS.get(cfg.metric, "maximize"), load_if_exists=True)
+    digest = config_hash(cfg)
+    for done in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        if done.user_attrs.get("config_hash") == digest and done.params.get("seed") == cfg.seed:
+            log.info("already recorded as trial %d of study %s (%s=%.4f): not rerun",
+                     done.number, study.study_name, cfg.metric, done.value)
+            yield TrialLink(done_value=done.value)
+            return
+    try:
+        yield TrialLink()
+    finally:
+        try:
+            record = RunRecord.read(output_dir)
+        except FileNotFoundError:
+            record = None
+        if record is not None:
+            params, dists = run_params(cfg, overrides)
+            done = record.status == "completed"
+            study.add_trial(optuna.trial.create_trial(
+                state=TrialState.COMPLETE if done else TrialState.FAIL,
+                value=record.final[cfg.metric] if done else None,
+                params=params, distributions=dists, user_attrs=record_attrs(record, output_dir)))
+
+
+@contextmanager
+def linked_trial(cfg: DictConfig, output_dir: str, overrides: list[str]) -> Iterator[TrialLink]:
+    """Connect a run to its trial; on exit its record (failed or pruned too) is in the store."""
+    if cfg.optuna.trial is not None:
+        yield from _sweeper_trial(cfg, output_dir)
+    elif cfg.optuna.record:
+        yield from _recorded_run(cfg, output_dir, overrides)
+    else:
+        yield TrialLink()

@@ -1,0 +1,33 @@
+"""Schema of ``hydra/sweeper=optuna``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+from hydra.core.config_store import ConfigStore
+
+
+@dataclass
+class OptunaSweeperConf:
+    """Tune the run's returned metric with Optuna; every trial is stored in the study.
+
+    ``params`` maps override keys to Hydra sweep syntax: ``interval(0, 0.9)``,
+    ``tag(log, interval(1e-3, 1))``, ``choice(a, b)``, ``range(1, 5)``. Sweeps given on the
+    command line are added to them.
+    """
+
+    _target_: str = "hydra_plugins.dropout_lab_optuna_sweeper.sweeper.OptunaSweeper"
+    study_name: str = "${name}"
+    storage: Optional[str] = None
+    sampler: str = "tpe"
+    pruner: str = "median"
+    direction: str = "maximize"
+    n_trials: int = 20
+    n_jobs: int = 1
+    seed: int = 0
+    params: dict[str, str] = field(default_factory=dict)
+
+
+ConfigStore.instance().store(group="hydra/sweeper", name="optuna", node=OptunaSweeperConf,
+                             provider="dropout_lab")

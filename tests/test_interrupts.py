@@ -1,0 +1,58 @@
+"""Ctrl-C during a study: the current run is marked failed and re-queued; a relaunch finishes the study."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from collections import Counter
+from pathlib import Path
+
+import optuna
+import yaml
+from optuna.trial import TrialState
+
+from conftest import CLI
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def test_sigint_marks_run_interrupted_and_relaunch_resumes(data_root, tmp_path: Path) -> None:
+    spec = tmp_path / "sigint.yaml"
+    spec.write_text(yaml.safe_dump({"name": "sigint", "question": "q", "experiment": "smoke", "epochs": 60,
+                                    "grid": {"model.dropout_1": [0.2, 0.5]}, "seeds": [0, 1]}))
+    env = {**os.environ, "DROPOUT_LAB_DATA": str(data_root), "DROPOUT_LAB_RESULTS": str(tmp_path / "results")}
+    cmd = [*CLI, "study", "run", str(spec)]
+    proc = subprocess.Popen(cmd, env=env, cwd=tmp_path, start_new_session=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    db = tmp_path / "results" / "studies.db"
+    deadline = time.monotonic() + 120
+    running = False
+    while time.monotonic() < deadline and not running:
+        time.sleep(0.3)
+        if db.exists():
+            try:
+                study = optuna.load_study(study_name="sigint", storage=f"sqlite:///{db}")
+                running = any(t.state == TrialState.RUNNING for t in study.get_trials())
+            except KeyError:
+                pass
+    assert running, "no run started"
+    time.sleep(1.0)  # let the run get into its epochs
+    os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
+    output, _ = proc.communicate(timeout=60)
+    assert proc.returncode != 0
+    assert "relaunch the same command to resume" in output
+
+    study = optuna.load_study(study_name="sigint", storage=f"sqlite:///{db}")
+    interrupted = study.get_trials(states=(TrialState.FAIL,))
+    assert interrupted and all("Interrupt" in t.user_attrs["reason"] or "SystemExit" in t.user_attrs["reason"]
+                               for t in interrupted)
+    assert not study.get_trials(states=(TrialState.RUNNING,))
+    assert study.get_trials(states=(TrialState.WAITING,)), "the interrupted run was not re-queued"
+
+    out = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    study = optuna.load_study(study_name="sigint", storage=f"sqlite:///{db}")
+    cells = Counter(tuple(sorted(t.params.items())) for t in study.get_trials(states=(TrialState.COMPLETE,)))
+    assert len(cells) == 4 and set(cells.values()) == {1}

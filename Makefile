@@ -4,9 +4,13 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SYSTEM_DATA := /usr/share/datasets/fashion-mnist
-DEMO_DIR := results/demo
+DEMO_DIR := results/reports
 
-.PHONY: setup data postgres demo test bench clean
+STUDIES := baseline ex4_test_time ex3_variance ex5_weight_decay ex6_dropconnect \
+  ex7_tune_dropout ex7_tune_gaussian ex7_tune_additive_gaussian ex7_tune_uniform ex7_tune_gamma \
+  ex7_tune_block ex7_tune_dropconnect ex7_noise ex2_epochs ex1_rates baseline_book
+
+.PHONY: setup data postgres demo test bench studies reports clean
 
 setup: $(STAMP) data
 
@@ -39,15 +43,31 @@ postgres:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; \
 	else echo "postgres: not installed; the PostgreSQL test will be skipped (apt-get install postgresql)"; fi
 
-# The main job: scratch vs. concise at the chapter's setting, as a Hydra multirun.
+# The main job: the baseline study at a small budget (scratch vs. concise, 3 seeds, 10 epochs) on the
+# embedded store, then its report. Resumable and idempotent: a rerun only regenerates the report.
 demo: setup
-	$(BIN)/dropout-lab train --multirun optuna.study=demo model=scratch,concise threads=1 \
-	  hydra/launcher=joblib hydra.launcher.n_jobs=2 hydra.sweep.dir=$(DEMO_DIR)
-	@echo; echo "Test accuracy of the chapter's two implementations (run records in $(DEMO_DIR)/*/run.json):"
-	@$(BIN)/dropout-lab runs $(DEMO_DIR)
+	$(BIN)/dropout-lab study run demo --jobs 2
+	$(BIN)/dropout-lab study report demo --reports-dir $(DEMO_DIR)
+	@echo; sed -n '/## Conclusion/,/^## Notes/p' $(DEMO_DIR)/demo/README.md | grep '^- '
+	@echo; echo "Report: $(DEMO_DIR)/demo/README.md (tables as CSV, figures as PNG); runs stored in results/studies.db"
+
+# Full-budget studies for reports/ (about 1-2 h on 2 cores); resumable: rerun to continue.
+# Long: run it in the background, e.g. `nohup make studies > results/studies.log 2>&1 &`.
+studies: setup
+	@for s in $(STUDIES); do $(BIN)/dropout-lab study run $$s --jobs 2 || exit 1; done
+
+# Regenerate every report from the stored runs.
+reports: setup
+	@for s in $(STUDIES); do $(BIN)/dropout-lab study report $$s || exit 1; done
 
 test: setup postgres
 	$(BIN)/python -m pytest -q
+
+# Speed at full budget (about 30 min on 2 cores; results in temporary folders): one run vs. a
+# hand-written loop and the book's DataLoader, then sweeps. Rewrites the tables in benchmarks/README.md.
+bench: setup
+	$(BIN)/python benchmarks/bench_train.py
+	$(BIN)/python benchmarks/bench_sweep.py
 
 clean:
 	rm -rf results outputs multirun .pytest_cache

@@ -165,3 +165,10 @@ def test_submitit_launcher_runs_the_workers(run_cli, write_spec, tmp_path: Path)
     assert len(cells) == 4 and set(cells.values()) == {1}
     assert list((tmp_path / "results" / "workers").rglob("*submitit*")) or \
         list((tmp_path / "results" / "workers").rglob("*.pkl"))
+
+
+def test_unwritable_results_folder_fails_before_any_run(run_cli, write_spec, tmp_path: Path) -> None:
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    out = run_cli("study", "run", write_spec("ro", **GRID), "--results-dir", str(blocker / "results"))
+    assert out.returncode == 2 and f"folder {blocker / 'results'} is not writable" in out.stderr

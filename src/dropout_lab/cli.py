@@ -19,6 +19,7 @@ commands:
   study status NAME [--storage URL]           done, running, failed, remaining
   study export NAME [--storage URL] [--out DIR]  tidy run table and per-epoch table (CSV + Parquet)
   study show NAME                             the study definition and its plain Hydra multirun
+  study report NAME [--reports-dir DIR]       analyse the stored runs, write reports/NAME/README.md
   runs FOLDER                    print a table of the run records under FOLDER
   evaluate RUN_DIR [--T 1 10 100]   test-time evaluation of a run saved with test_time.checkpoint=true
 """

@@ -19,7 +19,7 @@ from dropout_lab.studies.store import curves_frame, progress_counts, runs_frame
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dropout-lab study")
     sub = parser.add_subparsers(dest="action", required=True)
-    for action in ("run", "status", "export", "show"):
+    for action in ("run", "status", "export", "show", "report"):
         p = sub.add_parser(action)
         p.add_argument("name", help=f"a study in {STUDIES_DIR} or a path to a study file")
         if action != "show":
@@ -32,13 +32,17 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
                      help="extra Hydra override for every run (repeatable)")
     sub.choices["export"].add_argument("--out", help="folder for the tables (default: results/studies/NAME/export)")
+    sub.choices["report"].add_argument("--reports-dir", help="where reports go (default: the project's reports/)")
     return parser
 
 
 def _open(args: argparse.Namespace):
     spec = load_spec(args.name)
     options = RunOptions(storage_url=args.storage, results_dir=args.results_dir)
-    study = load_study(spec, open_storage(options.storage, heartbeat_interval=None))
+    try:
+        study = load_study(spec, open_storage(options.storage, heartbeat_interval=None))
+    except KeyError:
+        raise DropoutLabError(f"study {spec.name!r} is not in {options.storage} yet; run it first") from None
     return spec, options, study
 
 
@@ -69,11 +73,14 @@ def study_main(argv: Sequence[str]) -> int:
                     frame.to_csv(out / f"{table}.csv", index=False)
                     frame.to_parquet(out / f"{table}.parquet", index=False)
                 print(f"wrote {out}/runs.csv, runs.parquet, curves.csv, curves.parquet")
+            if args.action == "report":
+                from dropout_lab.reports.build import build_report
+                from dropout_lab.reports.writer import REPORTS_DIR
+
+                path = build_report(spec, study, Path(args.reports_dir or REPORTS_DIR))
+                print(f"report written to {path}")
     except DropoutLabError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyError as exc:
-        print(f"error: study {args.name!r} is not in the store yet ({exc}); run it first", file=sys.stderr)
         return 2
     print(" ".join(f"{k}={v}" for k, v in counts.items()))
     return 0 if counts["remaining"] == 0 or args.action != "run" else 1

@@ -14,6 +14,8 @@ CellParams = dict[str, Any]
 
 def grid_cells(spec: StudySpec) -> list[CellParams]:
     """Every combination of the grid's values with every seed, in a stable order."""
+    if not spec.grid:
+        return []
     keys = sorted(spec.grid)
     cells = []
     for values in itertools.product(*(spec.grid[k] for k in keys)):

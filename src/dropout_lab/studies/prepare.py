@@ -7,17 +7,50 @@ import time
 
 import optuna
 from optuna.storages import BaseStorage
+from optuna.trial import TrialState
 
+from dropout_lab.errors import StudySpecError
 from dropout_lab.studies.grid import cell_key, grid_cells
 from dropout_lab.studies.samplers import make_pruner, make_sampler
 from dropout_lab.studies.spec import StudySpec
 
 GRID_FINGERPRINT = "grid_fingerprint"
+CELL_CHOICES = "cell_choices"
 
 
 def total_runs(spec: StudySpec) -> int:
     """How many runs the study holds when finished."""
-    return spec.n_trials if spec.is_tuning else len(grid_cells(spec))
+    if spec.is_tuning:
+        return spec.n_trials
+    return len(grid_cells(spec)) + len(spec.tuned_from) * len(spec.seeds)
+
+
+def tuned_cells(spec: StudySpec, storage: BaseStorage) -> list[dict]:
+    """For ``tuned_from``: each tuning study's best parameters and fixed overrides, with every seed."""
+    from dropout_lab.studies.spec import load_spec
+
+    cells = []
+    for name in spec.tuned_from:
+        tuning = load_spec(name)
+        try:
+            study = optuna.load_study(study_name=tuning.name, storage=storage)
+            finished = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+            best = study.best_trial
+        except (KeyError, ValueError):
+            finished, best = [], None
+        if best is None or len(finished) < (tuning.n_trials or 0):
+            raise StudySpecError(f"{spec.name}: tuned_from study {tuning.name!r} is not finished "
+                                 f"({len(finished)}/{tuning.n_trials} trials); run it first")
+        fixed = dict(o.split("=", 1) for o in tuning.overrides if "=" in o and "${" not in o)
+        params = {k: v for k, v in best.params.items() if k != "seed"}
+        for seed in spec.seeds:
+            cells.append({**fixed, **params, "seed": seed})
+    return cells
+
+
+def study_cells(spec: StudySpec, storage: BaseStorage) -> list[dict]:
+    """Every cell of a grid study: the grid's, then the tuned ones."""
+    return grid_cells(spec) + (tuned_cells(spec, storage) if spec.tuned_from else [])
 
 
 def load_study(spec: StudySpec, storage: BaseStorage) -> optuna.Study:
@@ -26,21 +59,32 @@ def load_study(spec: StudySpec, storage: BaseStorage) -> optuna.Study:
                              pruner=make_pruner(spec))
 
 
-def _fingerprint(spec: StudySpec) -> str:
-    text = "\n".join(cell_key(c) for c in grid_cells(spec))
+def _fingerprint(cells: list[dict]) -> str:
+    text = "\n".join(cell_key(c) for c in cells)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def _enqueue_missing(study: optuna.Study, spec: StudySpec) -> int:
+def _enqueue_missing(study: optuna.Study, cells: list[dict]) -> int:
     present = {cell_key(t.system_attrs.get("fixed_params", t.params)) for t in study.get_trials(deepcopy=False)}
     added = 0
-    for cell in grid_cells(spec):
+    for cell in cells:
         if cell_key(cell) not in present:
             study.enqueue_trial(cell, skip_if_exists=False)
             added += 1
-    study.set_user_attr("total_runs", len(grid_cells(spec)))
-    study.set_user_attr(GRID_FINGERPRINT, _fingerprint(spec))
+    study.set_user_attr("total_runs", len(cells))
+    study.set_user_attr(CELL_CHOICES, _choices(cells))
+    study.set_user_attr(GRID_FINGERPRINT, _fingerprint(cells))
     return added
+
+
+def _choices(cells: list[dict]) -> dict[str, list]:
+    """For text-valued keys, every value the cells take (Optuna's categorical choices)."""
+    out: dict[str, set] = {}
+    for cell in cells:
+        for key, value in cell.items():
+            if isinstance(value, str) or isinstance(value, bool) or value is None:
+                out.setdefault(key, set()).add(value)
+    return {key: sorted(values, key=str) for key, values in out.items()}
 
 
 def prepare_study(spec: StudySpec, storage: BaseStorage, wait_s: float = 60.0) -> optuna.Study:
@@ -50,6 +94,7 @@ def prepare_study(spec: StudySpec, storage: BaseStorage, wait_s: float = 60.0) -
     its fingerprint is stored. A relaunch with a changed grid (new seeds, new values) enqueues the
     new cells only. Run at most one launcher when you change a grid.
     """
+    cells = None if spec.is_tuning else study_cells(spec, storage)  # may refuse before anything is created
     try:
         study = optuna.create_study(study_name=spec.name, storage=storage, direction=spec.direction,
                                     sampler=make_sampler(spec), pruner=make_pruner(spec))
@@ -63,12 +108,12 @@ def prepare_study(spec: StudySpec, storage: BaseStorage, wait_s: float = 60.0) -
             study.set_user_attr(key, value)
     if spec.is_tuning:
         return study
-    fingerprint = _fingerprint(spec)
+    fingerprint = _fingerprint(cells)
     if not created:
         deadline = time.monotonic() + wait_s
         while GRID_FINGERPRINT not in study.user_attrs and time.monotonic() < deadline:
             time.sleep(0.5)  # the creator is still enqueueing
         if study.user_attrs.get(GRID_FINGERPRINT) == fingerprint:
             return study
-    _enqueue_missing(study, spec)
+    _enqueue_missing(study, cells)
     return study

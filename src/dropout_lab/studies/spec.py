@@ -31,7 +31,11 @@ class SearchDimension:
 
 @dataclass
 class StudySpec:
-    """What a study answers and how: overlay, grid or search space, seeds, budget, metric, analysis."""
+    """What a study answers and how: overlay, grid or search space, seeds, budget, metric, analysis.
+
+    ``tuned_from`` lists tuning studies: the grid is then each one's best parameters (plus its
+    fixed ``key=value`` overrides, e.g. ``noise=gaussian``), rerun with every seed.
+    """
 
     name: str = MISSING
     question: str = MISSING
@@ -46,6 +50,7 @@ class StudySpec:
     pruner: str = "median"
     metric: str = "val_acc"
     analysis: str = "compare"
+    tuned_from: list[str] = field(default_factory=list)
 
     @property
     def is_tuning(self) -> bool:
@@ -70,7 +75,7 @@ def _check(spec: StudySpec, source: str) -> StudySpec:
         raise bad("epochs", spec.epochs, "an integer >= 1")
     if not spec.seeds:
         raise bad("seeds", spec.seeds, "a non-empty list of integers")
-    if not spec.grid and not spec.search_space:
+    if not spec.grid and not spec.search_space and not spec.tuned_from:
         raise bad("grid", dict(spec.grid), "a non-empty grid or search_space (this study would run nothing)")
     for key, values in spec.grid.items():
         if not values:

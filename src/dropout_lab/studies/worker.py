@@ -22,7 +22,7 @@ from optuna_integration import PyTorchLightningPruningCallback
 
 from dropout_lab.config.compose import compose_train_config
 from dropout_lab.studies.grid import run_overrides
-from dropout_lab.studies.prepare import load_study
+from dropout_lab.studies.prepare import CELL_CHOICES, load_study
 from dropout_lab.studies.samplers import make_sampler
 from dropout_lab.studies.spec import StudySpec
 from dropout_lab.studies.storage import open_storage, retry_callback
@@ -78,12 +78,23 @@ def _requeue_interrupted(study: optuna.Study, trial: optuna.Trial) -> None:
     retry_callback()(study, study.tell(trial, state=TrialState.FAIL))
 
 
+def _suggest_fixed(trial: optuna.Trial, fixed: dict, choices: dict[str, list]) -> None:
+    """Record a queued cell's values as params: numbers as point ranges (compatible when a grid
+    grows), text as a choice among the values the study's cells take."""
+    for key, value in sorted(fixed.items()):
+        if isinstance(value, bool) or value is None or isinstance(value, str):
+            trial.suggest_categorical(key, choices.get(key, [value]))
+        elif isinstance(value, int):
+            trial.suggest_int(key, value, value)
+        else:
+            trial.suggest_float(key, float(value), float(value))
+
+
 def _run_grid_trial(study: optuna.Study, storage: BaseStorage, trial_id: int, spec: StudySpec,
                     settings: WorkerSettings) -> None:
     trial = optuna.Trial(study, trial_id)
     fixed = storage.get_trial_system_attrs(trial_id)["fixed_params"]
-    for key in sorted(fixed):
-        trial.suggest_categorical(key, list(spec.seeds if key == "seed" else spec.grid.get(key, [fixed[key]])))
+    _suggest_fixed(trial, fixed, study.user_attrs.get(CELL_CHOICES, {}))
     with get_heartbeat_thread(trial_id, storage):
         try:
             record = _train_trial(study, trial, spec, settings, dict(trial.params), callbacks=[])

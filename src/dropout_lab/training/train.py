@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -14,6 +15,7 @@ from hydra.utils import execution_whitelist, instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from dropout_lab.config.validate import validate_config
+from dropout_lab.errors import DropoutLabError
 from dropout_lab.evaluation.checkpoint import save_checkpoint, split_tensors
 from dropout_lab.evaluation.test_time import evaluate_test_time
 from dropout_lab.training.activation_monitor import ActivationMonitor
@@ -36,6 +38,27 @@ def _quiet_lightning() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
+#: Refuse to start a run with less free space than this in its output folder.
+MIN_FREE_BYTES = 50 * 2**20
+
+
+def prepare_output_dir(folder: str | Path) -> Path:
+    """Create the run's folder; fail clearly if it cannot be written or its disk is (nearly) full."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / ".write-check"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise DropoutLabError(f"results folder {folder} cannot be written: {exc.strerror}") from None
+    free = shutil.disk_usage(folder).free
+    if free < MIN_FREE_BYTES:
+        raise DropoutLabError(f"results folder {folder} has only {free // 2**20} MiB free; "
+                              f"at least {MIN_FREE_BYTES // 2**20} MiB are needed")
+    return folder
+
+
 def train(cfg: DictConfig, output_dir: str | Path, overrides: Sequence[str] = (),
           callbacks: Sequence[L.Callback] = ()) -> RunRecord:
     """Train, validate each epoch, test once with noise off; return and write the run's record.
@@ -48,8 +71,7 @@ def train(cfg: DictConfig, output_dir: str | Path, overrides: Sequence[str] = ()
     as ``failed`` with its reason, and the exception is re-raised for the caller to handle.
     """
     validate_config(cfg)
-    output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
+    output_dir = prepare_output_dir(output_dir)
     record = RunRecord(config=OmegaConf.to_container(cfg, resolve=True), seed=cfg.seed,
                        config_hash=config_hash(cfg), overrides=list(overrides))
     if cfg.threads:

@@ -1,0 +1,1 @@
+"""Generated reports: one folder per study under ``reports/`` with tables, figures and conclusions."""

@@ -1,0 +1,216 @@
+"""Exercise 2: long training with and without dropout; from which epoch does dropout pay?"""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from matplotlib.figure import Figure as MplFigure
+
+from dropout_lab.reports.analyses.grid_stats import ALPHA, describe_test, paired_test, summarize, t_errorbar
+from dropout_lab.reports.inputs import StudyData
+from dropout_lab.reports.model import Figure, Report, Table
+from dropout_lab.reports.stats import holm
+
+CONFIG = "configuration"
+EXPERIMENT_LABELS = {"chapter": "dropout 0.5/0.5", "no_dropout": "no dropout"}
+CURVES = (("train_loss", "training loss (dropout on)"), ("val_loss", "validation loss"),
+          ("val_acc", "validation accuracy"))
+
+
+def config_labels(data: StudyData, frame: pd.DataFrame) -> pd.Series:
+    """Readable configuration names: 'dropout 0.5/0.5' / 'no dropout' for the experiment grid, else key=value."""
+    if data.keys == ["experiment"]:
+        return frame["experiment"].map(lambda v: EXPERIMENT_LABELS.get(v, str(v)))
+    return data.label(frame)
+
+
+def _dropout_rates(data: StudyData, row: pd.Series) -> float:
+    """Total dropout rate of a configuration: 0.5 + 0.5 for 'chapter', the sum of '*dropout*' grid keys otherwise."""
+    if "experiment" in data.keys:
+        return {"chapter": 1.0, "no_dropout": 0.0}.get(row["experiment"], np.nan)
+    rates = [float(row[k]) for k in data.keys if "dropout" in k]
+    return float(sum(rates)) if rates else np.nan
+
+
+def treatment_and_reference(data: StudyData, runs: pd.DataFrame) -> tuple[str, str]:
+    """The dropout configuration and the no-dropout one it is compared with (most vs least dropout)."""
+    configs = runs.drop_duplicates(CONFIG).copy()
+    configs["rate"] = [_dropout_rates(data, row) for _, row in configs.iterrows()]
+    if configs["rate"].notna().sum() >= 2:
+        ordered = configs.sort_values("rate", kind="stable")
+        return ordered[CONFIG].iloc[-1], ordered[CONFIG].iloc[0]
+    return configs[CONFIG].iloc[0], configs[CONFIG].iloc[-1]  # grid order: first against last
+
+
+def finished_curves(data: StudyData) -> pd.DataFrame:
+    """Curves of the finished runs with their configuration, seed and generalization gap."""
+    curves = data.curves[data.curves["trial"].isin(data.runs["trial"])].copy()
+    curves[CONFIG] = config_labels(data, curves).to_numpy()
+    return curves.assign(gap=curves["val_loss"] - curves["train_loss"])
+
+
+def curves_figure(curves: pd.DataFrame, order: list[str]) -> MplFigure:
+    """Training loss, validation loss and validation accuracy per epoch: mean over seeds, 95% CI band."""
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    for ax, (column, label) in zip(axes, CURVES):
+        sns.lineplot(data=curves, x="epoch", y=column, hue=CONFIG, hue_order=order, errorbar=t_errorbar, ax=ax,
+                     legend=ax is axes[0])
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(label)
+    axes[0].legend(title=None)
+    fig.suptitle("Mean over seeds with 95% t-interval band")
+    fig.tight_layout()
+    return fig
+
+
+def gap_figure(curves: pd.DataFrame, order: list[str]) -> MplFigure:
+    """Validation loss minus training loss per epoch, mean over seeds with 95% CI band."""
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.axhline(0, color="grey", lw=1, ls="--")
+    sns.lineplot(data=curves, x="epoch", y="gap", hue=CONFIG, hue_order=order, errorbar=t_errorbar, ax=ax)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("validation loss - training loss")
+    ax.legend(title=None)
+    ax.set_title("Generalization gap (training loss measured with dropout on)")
+    fig.tight_layout()
+    return fig
+
+
+def best_epochs(curves: pd.DataFrame) -> pd.DataFrame:
+    """Per configuration: the epoch of best val_acc and of lowest val_loss, mean and 95% CI over seeds."""
+    per_run = curves.groupby([CONFIG, "seed", "trial"]).apply(
+        lambda g: pd.Series({"by val_acc": g.loc[g["val_acc"].idxmax(), "epoch"],
+                             "by val_loss": g.loc[g["val_loss"].idxmin(), "epoch"],
+                             "best val_acc": g["val_acc"].max(), "best val_loss": g["val_loss"].min()}),
+        include_groups=False).reset_index()
+    long = per_run.melt(id_vars=[CONFIG, "seed"], value_vars=["by val_acc", "by val_loss"],
+                        var_name="criterion", value_name="best_epoch")
+    table = summarize(long, [CONFIG, "criterion"], "best_epoch")
+    values = per_run.melt(id_vars=[CONFIG], value_vars=["best val_acc", "best val_loss"], var_name="criterion",
+                          value_name="best_value")
+    values["criterion"] = values["criterion"].str.replace("best ", "by ")
+    return table.merge(values.groupby([CONFIG, "criterion"], as_index=False)["best_value"].mean()
+                       .rename(columns={"best_value": "mean_best_value"}), on=[CONFIG, "criterion"])
+
+
+def per_epoch_tests(curves: pd.DataFrame, treatment: str, reference: str, metric: str = "val_acc") -> pd.DataFrame:
+    """Per epoch, treatment minus reference ``metric`` paired on seeds (paired t-test, Holm across epochs)."""
+    wide = curves.pivot_table(index=["epoch", "seed"], columns=CONFIG, values=metric, aggfunc="mean")
+    if treatment not in wide or reference not in wide:
+        return pd.DataFrame()
+    diff = (wide[treatment] - wide[reference]).rename("diff").reset_index()
+    rows = [{"epoch": epoch, **paired_test(group["diff"])} for epoch, group in diff.groupby("epoch")]
+    table = pd.DataFrame(rows)
+    table["p_holm"] = holm(table["p_value"].fillna(1.0))
+    return table
+
+
+def first_epoch_from_which(epochs: pd.Series, condition: pd.Series) -> int | None:
+    """The first epoch from which ``condition`` holds at every later epoch, or None if it fails at the last."""
+    ordered = pd.DataFrame({"epoch": epochs, "ok": condition.fillna(False).astype(bool)}).sort_values("epoch")
+    if ordered.empty or not ordered["ok"].iloc[-1]:
+        return None
+    failing = ordered.loc[~ordered["ok"], "epoch"]
+    later = ordered.loc[ordered["epoch"] > failing.max(), "epoch"] if not failing.empty else ordered["epoch"]
+    return int(later.min())
+
+
+def pays_sentence(tests: pd.DataFrame, treatment: str, reference: str) -> str:
+    """When the treatment's mean val_acc stays above the reference's, and when significantly so."""
+    last = int(tests["epoch"].max())
+    above = first_epoch_from_which(tests["epoch"], tests["mean_diff"] > 0)
+    significant = first_epoch_from_which(tests["epoch"], (tests["mean_diff"] > 0) & (tests["p_value"] < ALPHA))
+    holm_significant = first_epoch_from_which(tests["epoch"], (tests["mean_diff"] > 0) & (tests["p_holm"] < ALPHA))
+    head = (f"{treatment} vs {reference} over {last} epochs: " + (
+        f"its mean validation accuracy stays above from epoch {above} on" if above is not None
+        else f"its mean validation accuracy is not above at the last epoch ({last}), so dropout never pays for good"))
+    sig = (f"significantly (paired t-test per epoch, p < {ALPHA}) from epoch {significant} on"
+           if significant is not None else "never significantly up to the last epoch (paired t-test per epoch)")
+    holm_text = (f"(with Holm across the {len(tests)} epochs: from epoch {holm_significant} on)"
+                 if holm_significant is not None else f"(with Holm across the {len(tests)} epochs: never)")
+    at_last = tests.loc[tests["epoch"] == last].iloc[0]
+    return f"{head}; {sig} {holm_text}; at epoch {last} the difference is {describe_test(at_last)}."
+
+
+def final_test_comparison(runs: pd.DataFrame, treatment: str, reference: str) -> dict[str, float]:
+    """Final test accuracy, treatment minus reference, paired on seeds."""
+    wide = runs.pivot_table(index="seed", columns=CONFIG, values="test_acc", aggfunc="mean")
+    return paired_test(wide[treatment] - wide[reference])
+
+
+def gap_sentence(curves: pd.DataFrame, order: list[str]) -> str:
+    """The generalization gap at the last epoch per configuration, mean and 95% CI over seeds."""
+    last = int(curves["epoch"].max())
+    at_last = summarize(curves[curves["epoch"] == last], [CONFIG], "gap").set_index(CONFIG)
+    parts = [f"{name} {at_last.loc[name, 'mean']:.3f} (95% CI [{at_last.loc[name, 'ci_low']:.3f}, "
+             f"{at_last.loc[name, 'ci_high']:.3f}])" for name in order if name in at_last.index]
+    return f"Generalization gap (validation loss - training loss) at epoch {last}: " + "; ".join(parts) + "."
+
+
+def best_epoch_sentence(table: pd.DataFrame, order: list[str]) -> str:
+    """Mean best epoch by validation accuracy per configuration."""
+    rows = table[table["criterion"] == "by val_acc"].set_index(CONFIG)
+    parts = [f"{name} at epoch {rows.loc[name, 'mean']:.1f} (95% CI [{rows.loc[name, 'ci_low']:.1f}, "
+             f"{rows.loc[name, 'ci_high']:.1f}], best validation accuracy {rows.loc[name, 'mean_best_value']:.4f})"
+             for name in order if name in rows.index]
+    return "Best epoch by validation accuracy, mean over seeds: " + "; ".join(parts) + "."
+
+
+def difference_figure(tests: pd.DataFrame, treatment: str, reference: str) -> MplFigure:
+    """Per-epoch paired difference in validation accuracy with its 95% CI band."""
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.axhline(0, color="grey", lw=1, ls="--")
+    ax.plot(tests["epoch"], 100 * tests["mean_diff"], color="C0", label="mean over seeds")
+    ax.fill_between(tests["epoch"], 100 * tests["ci_low"], 100 * tests["ci_high"], color="C0", alpha=0.25,
+                    label="95% t-interval")
+    sig = tests[(tests["p_value"] < ALPHA)]
+    ax.scatter(sig["epoch"], 100 * sig["mean_diff"], s=12, color="C3", zorder=3, label=f"paired t-test p < {ALPHA}")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("validation accuracy difference [pp]")
+    ax.set_title(f"{treatment} minus {reference}, paired on seeds", fontsize=10)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def analyze(data: StudyData) -> Report:
+    """Curves, gap, best epochs, where dropout starts to pay and the final test comparison."""
+    report = Report()
+    if data.runs.empty or data.curves.empty:
+        return report
+    runs = data.runs.assign(**{CONFIG: config_labels(data, data.runs).to_numpy()})
+    treatment, reference = treatment_and_reference(data, runs)
+    order = [treatment, reference] + sorted(set(runs[CONFIG]) - {treatment, reference})
+    curves = finished_curves(data)
+    tests = per_epoch_tests(curves, treatment, reference)
+    final = final_test_comparison(runs, treatment, reference)
+    best = best_epochs(curves)
+    if not tests.empty:
+        report.conclusions.append(pays_sentence(tests, treatment, reference))
+    report.conclusions.append(f"Final test accuracy, {treatment} minus {reference}: {describe_test(final)}.")
+    report.conclusions.append(best_epoch_sentence(best, order))
+    report.conclusions.append(gap_sentence(curves, order))
+    summary = summarize(runs, [CONFIG], "test_acc")
+    report.tables.append(Table("test_accuracy", summary, "Final test accuracy per configuration over seeds"))
+    report.tables.append(Table("best_epochs", best, "Best epoch per run by validation accuracy / loss: mean, std, "
+                                                    "n and 95% t-interval over seeds, and the mean best value"))
+    if not tests.empty:
+        report.tables.append(Table("per_epoch_val_acc", tests, f"Validation accuracy, {treatment} minus {reference} "
+                                   "per epoch, paired on seeds (paired t-test, Holm across epochs)"))
+    report.figures.append(Figure("curves", curves_figure(curves, order),
+                                 "Training loss, validation loss and validation accuracy per epoch (mean, 95% CI band)"))
+    report.figures.append(Figure("generalization_gap", gap_figure(curves, order),
+                                 "Validation loss minus training loss per epoch (mean, 95% CI band)"))
+    if not tests.empty:
+        report.figures.append(Figure("val_acc_difference", difference_figure(tests, treatment, reference),
+                                     "Validation accuracy difference per epoch, paired on seeds: mean, 95% CI band, epochs with p < 0.05"))
+    report.notes.append("train_loss is the mean loss of the epoch's training batches with dropout ON (and weights "
+                        "still changing during the epoch), while val_loss is measured after the epoch with dropout "
+                        "off: for the dropout runs the gap val_loss - train_loss is pulled down by the noise in the "
+                        "training loss and can be negative, so it is not a pure measure of overfitting.")
+    report.notes.append("'Significantly from epoch E on' requires the paired t-test (p < 0.05, dropout ahead) at every "
+                        "epoch from E to the last: an intersection-union test, valid without correction; the Holm "
+                        "version (across all epochs) is stricter and is reported alongside.")
+    return report

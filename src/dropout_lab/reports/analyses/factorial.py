@@ -1,0 +1,264 @@
+"""Exercise 5: a 2x2 factorial (e.g. dropout x weight decay); are the two effects additive?
+
+The two grid keys are the factors; each key's first grid value is its "off" level, the second its "on" level.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from matplotlib.figure import Figure as MplFigure
+from scipy import stats
+
+from dropout_lab.reports.analyses.grid_stats import describe_test, excludes_zero, paired_test, summarize, t_errorbar
+from dropout_lab.reports.inputs import StudyData
+from dropout_lab.reports.model import Figure, Report, Table
+from dropout_lab.reports.stats import ci_text, holm
+
+METRIC = "test_acc"
+FACTOR_NAMES = {"experiment": "dropout", "optim.weight_decay": "weight decay"}
+LEVEL_NAMES = {"chapter": "dropout 0.5/0.5", "no_dropout": "no dropout"}
+CELLS = ("neither", "a_only", "b_only", "both")
+
+
+@dataclass(frozen=True)
+class Factor:
+    """A two-level grid key: its column, readable name and (off, on) levels."""
+
+    key: str
+    name: str
+    off: Any
+    on: Any
+
+    def level_name(self, value: Any) -> str:
+        """'no dropout', 'weight decay=0.0005', ..."""
+        return LEVEL_NAMES.get(value, f"{self.name}={value}") if isinstance(value, str) else f"{self.name}={value:g}"
+
+
+def find_factors(data: StudyData) -> tuple[Factor, Factor] | None:
+    """The two grid keys with exactly two levels among the finished runs, in the spec's order (None otherwise)."""
+    if len(data.keys) != 2:
+        return None
+    factors = []
+    for key in data.keys:
+        present = set(data.runs[key])
+        levels = [v for v in data.spec.grid[key] if v in present]
+        if len(levels) != 2:
+            return None
+        factors.append(Factor(key, FACTOR_NAMES.get(key, key), levels[0], levels[1]))
+    return factors[0], factors[1]
+
+
+def cell_table(runs: pd.DataFrame, a: Factor, b: Factor) -> pd.DataFrame:
+    """Seeds x the four cells (neither, a_only, b_only, both), seeds with all four cells only."""
+    wide = runs.pivot_table(index="seed", columns=[a.key, b.key], values=METRIC, aggfunc="mean")
+    columns = {"neither": (a.off, b.off), "a_only": (a.on, b.off), "b_only": (a.off, b.on), "both": (a.on, b.on)}
+    present = {name: wide[col] if col in wide.columns else pd.Series(np.nan, index=wide.index)
+               for name, col in columns.items()}
+    return pd.DataFrame(present).dropna()
+
+
+def effects_table(cells: pd.DataFrame, a: Factor, b: Factor) -> pd.DataFrame:
+    """Main effects, single effects, combined effect, interaction and combined-vs-best-single, paired on seeds."""
+    a_alone, b_alone = cells["a_only"] - cells["neither"], cells["b_only"] - cells["neither"]
+    best_single = "a_only" if cells["a_only"].mean() >= cells["b_only"].mean() else "b_only"
+    best_name = f"{a.name} only" if best_single == "a_only" else f"{b.name} only"
+    effects = {
+        (f"main effect of {a.name}", "mean over the other factor of (on - off)"):
+            (a_alone + cells["both"] - cells["b_only"]) / 2,
+        (f"main effect of {b.name}", "mean over the other factor of (on - off)"):
+            (b_alone + cells["both"] - cells["a_only"]) / 2,
+        (f"{a.name} alone", f"{a.name} only - neither"): a_alone,
+        (f"{b.name} alone", f"{b.name} only - neither"): b_alone,
+        ("both together", "both - neither"): cells["both"] - cells["neither"],
+        ("sum of single effects", f"({a.name} only - neither) + ({b.name} only - neither)"): a_alone + b_alone,
+        ("interaction", f"(both - {b.name} only) - ({a.name} only - neither)"):
+            cells["both"] - cells["b_only"] - cells["a_only"] + cells["neither"],
+        ("both vs best single", f"both - {best_name}"): cells["both"] - cells[best_single],
+    }
+    table = pd.DataFrame([{"effect": name, "definition": definition, **paired_test(diff)}
+                          for (name, definition), diff in effects.items()])
+    table["p_holm"] = holm(table["p_value"].fillna(1.0))
+    return table
+
+
+def _rss(columns: list[np.ndarray], y: np.ndarray) -> tuple[float, int, np.ndarray, np.ndarray]:
+    """Least squares of y on the columns: residual sum of squares, rank, coefficients, design."""
+    X = np.column_stack(columns)
+    beta, _, rank, _ = np.linalg.lstsq(X, y, rcond=None)
+    resid = y - X @ beta
+    return float(resid @ resid), int(rank), beta, X
+
+
+def anova_2x2(frame: pd.DataFrame, a: Factor, b: Factor, y: str = METRIC,
+              block: str | None = "seed") -> tuple[pd.DataFrame, dict[str, float]]:
+    """Two-way ANOVA with interaction (and ``block`` as a randomized-block factor) by OLS with numpy.
+
+    Factors are coded -1/2 (off) and +1/2 (on), so the interaction coefficient is the cell-mean contrast
+    both - b_only - a_only + neither. Each term's SS is the rise in residual SS when it is dropped (equal to
+    the sequential SS in a balanced design). ``F``/``p_value`` use the pooled residual; with a block,
+    ``F_rm``/``p_rm`` use the term x block residual instead (the repeated-measures error term, F_rm = t^2 of
+    the paired t-test of the per-block contrast). Also returns the interaction coefficient's t-test.
+    """
+    frame = frame.dropna(subset=[y])
+    values = frame[y].to_numpy(dtype=float)
+    xa = np.where(frame[a.key] == a.on, 0.5, -0.5)
+    xb = np.where(frame[b.key] == b.on, 0.5, -0.5)
+    terms = {a.name: [xa], b.name: [xb], f"{a.name} x {b.name}": [xa * xb]}
+    blocks = ([(frame[block] == level).to_numpy(float) for level in sorted(frame[block].unique())[1:]]
+              if block else [])
+    block = block if blocks else None  # a single block has nothing to separate
+    if block:
+        terms[block] = blocks
+    base = [np.ones(len(values))]
+    full_cols = base + [c for cols in terms.values() for c in cols]
+    rss_full, rank_full, beta, X = _rss(full_cols, values)
+    df_resid = len(values) - rank_full
+    ms_resid = rss_full / df_resid if df_resid > 0 else np.nan
+    crossed = {name: [c * s for c in terms[name] for s in blocks] for name in list(terms)[:3]} if block else {}
+    saturated = full_cols + [c for cols in crossed.values() for c in cols]
+    rss_sat, rank_sat, _, _ = _rss(saturated, values) if block else (np.nan, 0, None, None)
+    rows = []
+    for name, cols in terms.items():
+        reduced = base + [c for other, oc in terms.items() if other != name for c in oc]
+        rss_reduced, rank_reduced, _, _ = _rss(reduced, values)
+        ss, df = rss_reduced - rss_full, rank_full - rank_reduced
+        row = {"term": name, "SS": ss, "df": df, "MS": ss / df, "F": (ss / df) / ms_resid}
+        row["p_value"] = float(stats.f.sf(row["F"], df, df_resid))
+        if name in crossed:
+            others = saturated[:len(full_cols)] + [c for o, oc in crossed.items() if o != name for c in oc]
+            rss_wo, rank_wo, _, _ = _rss(others, values)
+            ss_err, df_err = rss_wo - rss_sat, rank_sat - rank_wo
+            row.update({"F_rm": (ss / df) / (ss_err / df_err), "df_rm_error": df_err})
+            row["p_rm"] = float(stats.f.sf(row["F_rm"], df, df_err))
+        rows.append(row)
+    rows.append({"term": "residual", "SS": rss_full, "df": df_resid, "MS": ms_resid})
+    j = 3  # intercept, a, b, a x b
+    cov = ms_resid * np.linalg.pinv(X.T @ X)
+    se = float(np.sqrt(cov[j, j]))
+    t = float(beta[j] / se)
+    coefficient = {"estimate": float(beta[j]), "se": se, "t": t, "df": df_resid,
+                   "p_value": float(2 * stats.t.sf(abs(t), df_resid))}
+    return pd.DataFrame(rows), coefficient
+
+
+def interaction_tests(effects: pd.DataFrame, anova: pd.DataFrame, coefficient: dict[str, float]) -> pd.DataFrame:
+    """The interaction by three routes: per-seed paired t-test, OLS coefficient, repeated-measures F."""
+    per_seed = effects.set_index("effect").loc["interaction"]
+    row = anova.iloc[2]
+    out = [{"method": "per-seed interaction, paired t-test", "estimate": per_seed["mean_diff"],
+            "statistic": f"t = {per_seed['t']:.3f}", "df": per_seed["n_pairs"] - 1, "p_value": per_seed["p_value"]},
+           {"method": "OLS coefficient (seed block, pooled error), t-test", "estimate": coefficient["estimate"],
+            "statistic": f"t = {coefficient['t']:.3f}", "df": coefficient["df"], "p_value": coefficient["p_value"]}]
+    if "F_rm" in anova and pd.notna(row.get("F_rm")):
+        out.append({"method": "ANOVA F, error = interaction x seed", "estimate": coefficient["estimate"],
+                    "statistic": f"F = {row['F_rm']:.3f}", "df": row["df_rm_error"], "p_value": row["p_rm"]})
+    return pd.DataFrame(out)
+
+
+def verdict(effects: pd.DataFrame) -> str:
+    """'additive', 'diminishing', 'cancelling' or 'synergistic', from the interaction and both-vs-best-single CIs."""
+    rows = effects.set_index("effect")
+    interaction, versus_best = rows.loc["interaction"], rows.loc["both vs best single"]
+    if pd.isna(interaction["ci_low"]):
+        return "undecided"
+    direction = excludes_zero(interaction)
+    if direction == 0:
+        return "additive"
+    if direction > 0:
+        return "synergistic"
+    return "diminishing" if excludes_zero(versus_best) > 0 else "cancelling"
+
+
+REASONS = {
+    "additive": "its 95% CI contains 0, so the data show no departure from adding the single effects",
+    "synergistic": "its 95% CI lies above 0: together they do better than the sum of the single effects",
+    "diminishing": "its 95% CI lies below 0, yet the combination still beats the best single one",
+    "cancelling": "its 95% CI lies below 0 and the combination is no better than the best single one",
+    "undecided": "it cannot be estimated with fewer than two seeds having all four cells",
+}
+
+
+def verdict_sentence(effects: pd.DataFrame, a: Factor, b: Factor) -> str:
+    """The study's answer, every number taken from the effects table."""
+    rows = effects.set_index("effect")
+    word = verdict(effects)
+    both, total = rows.loc["both together"], rows.loc["sum of single effects"]
+    alone_a, alone_b = rows.loc[f"{a.name} alone"], rows.loc[f"{b.name} alone"]
+    versus = rows.loc["both vs best single"]
+    return (f"The effects of {a.name} and {b.name} on test accuracy are {word}: together they change it by "
+            f"{100 * both['mean_diff']:+.2f} pp ({ci_text(both['ci_low'], both['ci_high'])}) against "
+            f"{100 * total['mean_diff']:+.2f} pp for the sum of the single effects ({a.name} alone "
+            f"{100 * alone_a['mean_diff']:+.2f} pp, {b.name} alone {100 * alone_b['mean_diff']:+.2f} pp); the "
+            f"interaction is {describe_test(rows.loc['interaction'])}: {REASONS[word]} "
+            f"({versus['definition']}: {100 * versus['mean_diff']:+.2f} pp, "
+            f"{ci_text(versus['ci_low'], versus['ci_high'])}).")
+
+
+def interaction_plot(runs: pd.DataFrame, a: Factor, b: Factor) -> MplFigure:
+    """Mean test accuracy per cell: x = factor b, hue = factor a, 95% t-interval bars, seeds as dots."""
+    frame = runs.assign(x=[b.level_name(v) for v in runs[b.key]], hue=[a.level_name(v) for v in runs[a.key]])
+    order, hue_order = [b.level_name(b.off), b.level_name(b.on)], [a.level_name(a.off), a.level_name(a.on)]
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    sns.stripplot(data=frame, x="x", y=METRIC, hue="hue", order=order, hue_order=hue_order, dodge=True,
+                  alpha=0.35, legend=False, ax=ax)
+    sns.pointplot(data=frame, x="x", y=METRIC, hue="hue", order=order, hue_order=hue_order, dodge=0.4,
+                  errorbar=t_errorbar, capsize=0.08, markers=["o", "s"], linestyles=["-", "--"], ax=ax)
+    ax.set_xlabel(b.name)
+    ax.set_ylabel("test accuracy")
+    ax.legend(title=a.name)
+    ax.set_title("Interaction plot: parallel lines = additive effects")
+    fig.tight_layout()
+    return fig
+
+
+def analyze(data: StudyData) -> Report:
+    """Main effects, interaction (per seed and by two-way ANOVA), interaction plot and the verdict."""
+    report = Report()
+    factors = find_factors(data) if not data.runs.empty else None
+    if factors is None:
+        report.notes.append("factorial needs finished runs on exactly two grid keys with two levels each.")
+        return report
+    a, b = factors
+    runs = data.runs.dropna(subset=[METRIC])
+    cells = cell_table(runs, a, b)
+    if cells.empty:
+        report.notes.append("No seed has finished runs in all four cells yet.")
+        return report
+    effects = effects_table(cells, a, b)
+    paired_runs = runs[runs["seed"].isin(cells.index)]
+    anova, coefficient = anova_2x2(paired_runs, a, b)
+    report.conclusions.append(verdict_sentence(effects, a, b))
+    for name in (f"main effect of {a.name}", f"main effect of {b.name}"):
+        row = effects.set_index("effect").loc[name]
+        report.conclusions.append(f"{name[0].upper() + name[1:]} on test accuracy: {describe_test(row, 'p_holm')}.")
+    interaction = anova.iloc[2]
+    per_seed = effects.set_index("effect").loc["interaction", "mean_diff"]
+    report.conclusions.append(
+        f"Two-way ANOVA with seed as block (OLS): interaction F({int(interaction['df'])}, {int(anova.iloc[-1]['df'])})"
+        f" = {interaction['F']:.2f}, p = {interaction['p_value']:.3g}; interaction coefficient "
+        f"{100 * coefficient['estimate']:+.2f} pp (t = {coefficient['t']:.2f}), "
+        + ("equal to" if np.isclose(coefficient["estimate"], per_seed) else "unlike")
+        + f" the per-seed mean interaction ({100 * per_seed:+.2f} pp).")
+    summary = summarize(runs, [a.key, b.key], METRIC)
+    report.tables.append(Table("cells", summary, "Test accuracy per cell over seeds (mean, std, n, 95% t-interval)"))
+    report.tables.append(Table("effects", effects, "Effects on test accuracy, paired on seeds (paired t-test, "
+                                                   "95% CI, Cohen's d_z, Holm across the rows)"))
+    report.tables.append(Table("anova", anova, "Two-way ANOVA with interaction and seed as block (OLS, numpy); "
+                                               "F_rm/p_rm: each term against its term x seed error"))
+    report.tables.append(Table("interaction_tests", interaction_tests(effects, anova, coefficient),
+                               "The interaction tested three ways"))
+    report.figures.append(Figure("interaction_plot", interaction_plot(runs, a, b),
+                                 "Interaction plot: mean test accuracy per cell with 95% t-interval bars"))
+    report.notes.append("The verdict uses the unadjusted 95% CIs of the pre-specified interaction and of 'both vs "
+                        "best single' (additive: interaction CI contains 0; diminishing: below 0 but both beats the "
+                        "best single factor; cancelling: below 0 and both no better than the best single factor; "
+                        "synergistic: above 0). p_holm corrects across all rows of the effects table.")
+    report.notes.append(f"Levels: {a.name} off = {a.off!r}, on = {a.on!r}; {b.name} off = {b.off!r}, on = {b.on!r} "
+                        "(each grid key's first value is 'off'). Only seeds with all four cells are paired.")
+    return report

@@ -1,0 +1,259 @@
+"""Exercise 4: why is dropout not used at test time? Deterministic, single noisy and Monte-Carlo evaluation.
+
+Reads ``attrs[trial]["test_time"]`` (see ``evaluation/test_time.py``): one ``deterministic`` row
+(noise off), one ``single`` row (mean over max(T) single noisy passes; ``seconds`` per pass) and one
+``mc`` row per T (softmax averaged over the first T passes; ``seconds`` of the T passes).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from matplotlib.figure import Figure as MplFigure
+from matplotlib.ticker import NullFormatter, ScalarFormatter
+
+from dropout_lab.reports.analyses.instruments import (attrs_table, direction, holm_text, paired_differences, ratio_ci,
+                                                      summarize_metrics, t_band, with_holm)
+from dropout_lab.reports.figures import plt
+from dropout_lab.reports.inputs import StudyData
+from dropout_lab.reports.model import Figure, Report, Table
+from dropout_lab.reports.stats import ci_text, pct
+
+METRICS = ("accuracy", "nll", "ece", "entropy", "seconds")
+COMPARED = ("accuracy", "nll", "ece")
+LABELS = {"accuracy": "test accuracy", "nll": "test NLL", "ece": "test ECE (15 bins)", "seconds": "seconds"}
+MODE_ORDER = {"deterministic": 0, "single": 1, "mc": 2}
+BASE = ("deterministic", 1)
+
+
+def test_time_table(data: StudyData) -> pd.DataFrame:
+    """Tidy test-time rows of every finished run with trial, seed and configuration."""
+    return attrs_table(data, "test_time")
+
+
+def summary_table(rows: pd.DataFrame) -> pd.DataFrame:
+    """Mean and 95% CI over seeds of each metric per (configuration, mode, T)."""
+    table = summarize_metrics(rows, ["configuration", "mode", "T"], METRICS)
+    return table.sort_values(["configuration", "mode", "T"], key=lambda c: c.map(MODE_ORDER) if c.name == "mode"
+                             else c).reset_index(drop=True)
+
+
+def comparison_table(rows: pd.DataFrame) -> pd.DataFrame:
+    """Single and MC (every T) minus deterministic for accuracy, NLL and ECE, paired on seeds; Holm over all rows."""
+    parts = []
+    for config, group in rows.groupby("configuration"):
+        for metric in COMPARED:
+            diffs = paired_differences(group, ["mode", "T"], metric, {"mode": BASE[0], "T": BASE[1]})
+            parts.append(with_holm(diffs.assign(configuration=config, metric=metric)))
+    table = pd.concat(parts, ignore_index=True)
+    front = ["configuration", "metric", "mode", "T"]
+    return table[[*front, *[c for c in table.columns if c not in front]]]
+
+
+def cost_table(rows: pd.DataFrame) -> pd.DataFrame:
+    """Time of each evaluation over the same run's deterministic pass, in total and per pass (mean, 95% CI)."""
+    det = rows[rows["mode"] == "deterministic"].set_index("trial")["seconds"]
+    noisy = rows[rows["mode"] != "deterministic"]
+    passes = np.where(noisy["mode"] == "mc", noisy["T"], 1)  # ``single`` seconds are per pass already
+    ratio = noisy["seconds"] / noisy["trial"].map(det)
+    noisy = noisy.assign(time_ratio=ratio, per_pass_ratio=ratio / passes)
+    return summarize_metrics(noisy, ["configuration", "mode", "T"], ["seconds", "time_ratio", "per_pass_ratio"])
+
+
+def _row(table: pd.DataFrame, config: str, mode: str, T: int | None = None, metric: str | None = None) -> pd.Series:
+    mask = (table["configuration"] == config) & (table["mode"] == mode)
+    if T is not None:
+        mask &= table["T"] == T
+    if metric is not None:
+        mask &= table["metric"] == metric
+    return table[mask].iloc[0]
+
+
+def reach_T(summary: pd.DataFrame, config: str) -> int | None:
+    """Smallest T whose MC mean accuracy is at or above the lower end of the deterministic 95% CI."""
+    det = _row(summary, config, "deterministic")
+    floor = det["accuracy_ci_low"] if pd.notna(det["accuracy_ci_low"]) else det["accuracy_mean"]
+    mc = summary[(summary["configuration"] == config) & (summary["mode"] == "mc")].sort_values("T")
+    reached = mc[mc["accuracy_mean"] >= floor]
+    return int(reached["T"].iloc[0]) if not reached.empty else None
+
+
+def _diff_text(row: pd.Series) -> str:
+    return (f"difference {row['mean_diff']:+.4f}, 95% CI [{row['ci_low']:+.4f}, {row['ci_high']:+.4f}], "
+            f"{holm_text(row['p_holm'])}")
+
+
+def _accuracy_sentence(summary: pd.DataFrame, comp: pd.DataFrame, config: str) -> str:
+    row = _row(comp, config, "single", metric="accuracy")
+    single, det = _row(summary, config, "single"), _row(summary, config, "deterministic")
+    verb = direction(row, "raises", "lowers", "does not significantly change")
+    return (f"A single stochastic pass {verb} test accuracy against the deterministic pass: {pct(row['mean_diff'])} "
+            f"({single['accuracy_mean']:.4f} vs {det['accuracy_mean']:.4f}; {ci_text(row['ci_low'], row['ci_high'])}, "
+            f"paired t-test over {int(row['n_pairs'])} seeds, {holm_text(row['p_holm'])}, "
+            f"d_z = {row['cohens_dz']:.2f}).")
+
+
+def _reach_sentence(summary: pd.DataFrame, comp: pd.DataFrame, config: str, t_max: int) -> str:
+    det = _row(summary, config, "deterministic")
+    at_max = _row(comp, config, "mc", t_max, "accuracy")
+    floor = det["accuracy_ci_low"] if pd.notna(det["accuracy_ci_low"]) else det["accuracy_mean"]
+    t = reach_T(summary, config)
+    tail = (f"at T = {t_max} the paired difference is {pct(at_max['mean_diff'])} "
+            f"({ci_text(at_max['ci_low'], at_max['ci_high'])}, {holm_text(at_max['p_holm'])})")
+    if t is None:
+        return (f"MC averaging does not reach the deterministic accuracy (lower end of its 95% CI {floor:.4f}) "
+                f"within T <= {t_max}: {tail}.")
+    acc = _row(summary, config, "mc", t)["accuracy_mean"]
+    return (f"MC averaging comes within the deterministic accuracy's 95% CI (mean at or above its lower end, "
+            f"{floor:.4f}) from T = {t} ({acc:.4f}); {tail}.")
+
+
+def _calibration_sentence(summary: pd.DataFrame, comp: pd.DataFrame, config: str, mode: str,
+                          T: int | None = None) -> str:
+    det = _row(summary, config, "deterministic")
+    ours = _row(summary, config, mode, T)
+    nll, ece = _row(comp, config, mode, T, "nll"), _row(comp, config, mode, T, "ece")
+    name = f"MC averaging at T = {T}" if mode == "mc" else "a single stochastic pass"
+    better = direction(ece, "the deterministic pass is", f"{name} is", "neither is significantly")
+    return (f"{name[0].upper() + name[1:]} vs deterministic: NLL {ours['nll_mean']:.4f} vs {det['nll_mean']:.4f} "
+            f"({_diff_text(nll)}); "
+            f"ECE {ours['ece_mean']:.4f} vs {det['ece_mean']:.4f} ({_diff_text(ece)}); by ECE {better} better "
+            "calibrated.")
+
+
+def _cost_sentence(cost: pd.DataFrame, summary: pd.DataFrame, config: str, t_max: int) -> str:
+    mc, single = _row(cost, config, "mc", t_max), _row(cost, config, "single")
+    det = _row(summary, config, "deterministic")
+    per_pass = cost[(cost["configuration"] == config) & (cost["mode"] == "mc")]["per_pass_ratio_mean"]
+    return (f"Cost: MC with T = {t_max} passes took {mc['time_ratio_mean']:.1f}x the deterministic pass's time "
+            f"({ratio_ci(mc['time_ratio_ci_low'], mc['time_ratio_ci_high'])}; {mc['seconds_mean']:.3g} s vs "
+            f"{det['seconds_mean']:.3g} s), i.e. {mc['time_ratio_mean'] / t_max:.2f}x per pass; one stochastic pass "
+            f"costs {single['time_ratio_mean']:.2f}x a deterministic one "
+            f"({ratio_ci(single['time_ratio_ci_low'], single['time_ratio_ci_high'])}); the per-pass ratio of MC "
+            f"ranges {per_pass.min():.2f}-{per_pass.max():.2f} across T.")
+
+
+def noisy_configuration(comp: pd.DataFrame) -> str:
+    """The configuration whose single passes differ most from its deterministic pass (the one the answer is about)."""
+    acc = comp[(comp["mode"] == "single") & (comp["metric"] == "accuracy")]
+    return str(acc.loc[acc["mean_diff"].abs().idxmax(), "configuration"])
+
+
+def _answer(summary: pd.DataFrame, comp: pd.DataFrame, cost: pd.DataFrame, config: str, t_max: int) -> str:
+    row = _row(comp, config, "single", metric="accuracy")
+    det = _row(summary, config, "deterministic")["accuracy_mean"]
+    verb = direction(row, "gains", "loses", "does not significantly change")
+    if verb == "does not significantly change":
+        single = (f"a single noisy pass {verb} test accuracy ({pct(row['mean_diff'])}, "
+                  f"Holm-adjusted p = {row['p_holm']:.3g})")
+    else:
+        single = (f"a single noisy pass {verb} {pct(abs(row['mean_diff']))} test accuracy "
+                  f"(Holm-adjusted p = {row['p_holm']:.3g})")
+    t = reach_T(summary, config)
+    reach = (f"comes within its 95% CI from T = {t}" if t is not None
+             else f"does not come within its 95% CI for T <= {t_max}")
+    ratio = _row(cost, config, "mc", t_max)["time_ratio_mean"]
+    return (f"Against the deterministic pass (test accuracy {det:.4f}), {single}; MC averaging {reach}, "
+            f"and T = {t_max} passes cost {ratio:.1f}x the time.")
+
+
+def _t_ticks(ax: plt.Axes, T: pd.Series) -> None:
+    """Ticks at the evaluated T values, written as plain numbers."""
+    ax.set_xticks(sorted(T.unique()))
+    ax.xaxis.set_major_formatter(ScalarFormatter())
+    ax.xaxis.set_minor_formatter(NullFormatter())
+
+
+def metrics_plot(rows: pd.DataFrame, summary: pd.DataFrame) -> MplFigure:
+    """Accuracy, NLL and ECE against T: MC (line, 95% t band), deterministic (dashed, band), single pass (point)."""
+    fig, axes = plt.subplots(1, 3, figsize=(13, 4))
+    mc = rows[rows["mode"] == "mc"]
+    configs = sorted(rows["configuration"].unique())
+    colors = dict(zip(configs, sns.color_palette(n_colors=len(configs))))
+    for ax, metric in zip(axes, COMPARED):
+        for config in configs:
+            tag = f" ({config})" if len(configs) > 1 else ""
+            sns.lineplot(data=mc[mc["configuration"] == config], x="T", y=metric, marker="o", color=colors[config],
+                         errorbar=t_band, label=f"MC average of T passes{tag}", ax=ax)
+            det, single = _row(summary, config, "deterministic"), _row(summary, config, "single")
+            ax.axhline(det[f"{metric}_mean"], color=colors[config], linestyle="--", label=f"deterministic{tag}")
+            if pd.notna(det[f"{metric}_ci_low"]):
+                ax.axhspan(det[f"{metric}_ci_low"], det[f"{metric}_ci_high"], color=colors[config], alpha=0.12)
+            err = np.array([[single[f"{metric}_mean"] - single[f"{metric}_ci_low"]],
+                            [single[f"{metric}_ci_high"] - single[f"{metric}_mean"]]])
+            ax.errorbar([1], [single[f"{metric}_mean"]], yerr=None if np.isnan(err).any() else err, fmt="s",
+                        color=colors[config], markeredgecolor="black", markersize=8, capsize=4,
+                        label=f"single noisy pass{tag}")
+        ax.set(xscale="log", xlabel="T (noisy passes averaged)", ylabel=LABELS[metric])
+        _t_ticks(ax, mc["T"])
+        ax.legend(fontsize=7) if metric == "accuracy" else ax.get_legend().remove()
+    fig.tight_layout()
+    return fig
+
+
+def cost_plot(rows: pd.DataFrame, summary: pd.DataFrame) -> MplFigure:
+    """Seconds of the test evaluation against T (log-log), with the deterministic pass and T x its time."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    mc = rows[rows["mode"] == "mc"]
+    configs = sorted(rows["configuration"].unique())
+    colors = dict(zip(configs, sns.color_palette(n_colors=len(configs))))
+    for config in configs:
+        tag = f" ({config})" if len(configs) > 1 else ""
+        sns.lineplot(data=mc[mc["configuration"] == config], x="T", y="seconds", marker="o", color=colors[config],
+                     errorbar=t_band, label=f"MC, T passes{tag}", ax=ax)
+        det = _row(summary, config, "deterministic")["seconds_mean"]
+        ts = np.sort(mc["T"].unique())
+        ax.axhline(det, color=colors[config], linestyle="--", label=f"deterministic pass{tag}")
+        ax.plot(ts, ts * det, color=colors[config], linestyle=":", label=f"T x deterministic{tag}")
+    ax.set(xscale="log", yscale="log", xlabel="T (noisy passes)", ylabel="seconds for the test split")
+    _t_ticks(ax, mc["T"])
+    ax.yaxis.set_major_formatter(ScalarFormatter())
+    ax.yaxis.set_minor_formatter(NullFormatter())
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def analyze(data: StudyData) -> Report:
+    """Deterministic vs single noisy vs MC-averaged evaluation: accuracy, NLL, ECE and cost against T."""
+    report = Report()
+    rows = test_time_table(data) if not data.runs.empty else pd.DataFrame()
+    if rows.empty:
+        report.notes.append("No finished run recorded test-time evaluations (test_time.enabled=true).")
+        return report
+    summary, comp, cost = summary_table(rows), comparison_table(rows), cost_table(rows)
+    t_max = int(rows.loc[rows["mode"] == "mc", "T"].max())
+    report.tables.append(Table("test_time_summary", summary,
+                               "Test metrics and seconds per configuration, mode and T: mean over seeds with 95% "
+                               "t-interval (single: mean over max(T) single passes per run; seconds per pass)"))
+    report.tables.append(Table("vs_deterministic", comp,
+                               "Single passes and MC at every T minus the deterministic pass, paired on seeds "
+                               "(paired t-test, Cohen's d_z), Holm within each configuration and metric"))
+    report.tables.append(Table("cost", cost,
+                               "Evaluation time over the same run's deterministic pass, in total and per pass "
+                               "(mean, 95% CI over seeds)"))
+    report.figures.append(Figure("metrics_vs_T", metrics_plot(rows, summary),
+                                 "Accuracy, NLL and ECE against T: MC averaging (line, 95% t-interval band over "
+                                 "seeds), deterministic pass (dashed, 95% t-interval band), single noisy pass "
+                                 "(square, 95% CI)"))
+    report.figures.append(Figure("cost_vs_T", cost_plot(rows, summary),
+                                 "Seconds to evaluate the test split against T (mean, 95% t-interval band), "
+                                 "deterministic pass (dashed) and T times its time (dotted)"))
+    configs = sorted(rows["configuration"].unique())
+    report.conclusions.append(_answer(summary, comp, cost, noisy_configuration(comp), t_max))
+    for config in configs:
+        prefix = f"{config}: " if len(configs) > 1 else ""
+        if (comp.loc[comp["configuration"] == config, "mean_diff"] == 0).all():
+            det = _row(summary, config, "deterministic")
+            report.conclusions.append(f"{prefix}no test-time noise: every single and MC pass equals the deterministic "
+                                      f"pass (test accuracy {det['accuracy_mean']:.4f}).")
+            continue
+        for sentence in (_accuracy_sentence(summary, comp, config), _reach_sentence(summary, comp, config, t_max),
+                         _calibration_sentence(summary, comp, config, "mc", t_max),
+                         _calibration_sentence(summary, comp, config, "single"),
+                         _cost_sentence(cost, summary, config, t_max)):
+            report.conclusions.append(prefix + sentence)
+    report.notes.append("Noisy passes run the network in train mode under no_grad with a seeded, forked RNG; "
+                        "MC rows reuse the first T of the same max(T) passes as the single-pass row.")
+    return report

@@ -1,0 +1,58 @@
+"""A tuning study: best parameters, optimization history, pruning and parameter importances."""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import optuna
+import pandas as pd
+import seaborn as sns
+
+from dropout_lab.reports.inputs import StudyData
+from dropout_lab.reports.model import Figure, Report, Table
+
+
+def _history(trials: pd.DataFrame, maximize: bool) -> Figure:
+    fig, ax = plt.subplots(figsize=(7, 4))
+    done = trials.dropna(subset=["value"]).sort_values("trial")
+    sns.scatterplot(data=done, x="trial", y="value", hue="state", ax=ax)
+    best = done["value"].cummax() if maximize else done["value"].cummin()
+    ax.plot(done["trial"], best, color="black", label="best so far")
+    ax.set_xlabel("trial")
+    ax.set_ylabel("validation metric (last reported epoch)")
+    ax.legend()
+    fig.tight_layout()
+    return Figure("optimization_history", fig, "Validation metric per trial (pruned trials at their last epoch) and best so far")
+
+
+def analyze(data: StudyData) -> Report:
+    """Summarize what the tuner found on the validation split."""
+    report = Report()
+    study = data.study
+    if study is None or not study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+        return report
+    rows = [{"trial": t.number, "state": t.state.name, **t.params,
+             "value": t.value if t.value is not None else (list(t.intermediate_values.values()) or [None])[-1],
+             "epochs_run": len(t.intermediate_values)}
+            for t in study.get_trials(deepcopy=False) if t.state.is_finished()]
+    trials = pd.DataFrame(rows)
+    maximize = data.spec.direction == "maximize"
+    report.tables.append(Table("trials", trials.sort_values("value", ascending=not maximize),
+                               f"Every finished trial, best first ({data.spec.metric} on the validation split)"))
+    report.figures.append(_history(trials, maximize))
+    best = study.best_trial
+    pruned = int((trials["state"] == "PRUNED").sum())
+    params = ", ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in best.params.items())
+    report.conclusions.append(f"Best {data.spec.metric} {best.value:.4f} at {params} (trial {best.number}), "
+                              f"after {len(trials)} trials of which {pruned} were pruned.")
+    try:
+        importances = optuna.importance.get_param_importances(study)
+    except (RuntimeError, ValueError):  # too few complete trials to fit the importance model
+        importances = {}
+    if importances:
+        table = pd.DataFrame({"param": list(importances), "importance": list(importances.values())})
+        report.tables.append(Table("importances", table, "Parameter importances (Optuna's fANOVA evaluator)"))
+        top = table.iloc[0]
+        report.conclusions.append(f"The most important parameter is {top['param']} "
+                                  f"(importance {top['importance']:.2f}).")
+    report.notes.append("Tuning uses the validation split only; the test set is used in the final comparison (ex7_noise).")
+    return report

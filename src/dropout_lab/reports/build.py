@@ -1,0 +1,29 @@
+"""``dropout-lab study report NAME``: compute a study's analysis from the store and write its report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import optuna
+
+from dropout_lab.errors import StudySpecError
+from dropout_lab.reports.analyses import ANALYSES
+from dropout_lab.reports.inputs import load_study_data
+from dropout_lab.reports.writer import REPORTS_DIR, write_index, write_report
+from dropout_lab.studies.spec import StudySpec
+
+
+def short_question(spec: StudySpec) -> str:
+    """The question's first sentence, for the index."""
+    return spec.question.split("? ")[0].rstrip("?") + "?"
+
+
+def build_report(spec: StudySpec, study: optuna.Study, reports_dir: Path = REPORTS_DIR) -> Path:
+    """Analyse the study's stored runs and write ``reports_dir/NAME/README.md`` and the index."""
+    if spec.analysis not in ANALYSES:
+        raise StudySpecError(f"analysis={spec.analysis!r} is invalid: allowed one of {', '.join(sorted(ANALYSES))}")
+    data = load_study_data(spec, study)
+    report = ANALYSES[spec.analysis](data)
+    path = write_report(spec, data.all_runs, report, Path(reports_dir) / spec.name)
+    write_index(Path(reports_dir), {spec.name: (short_question(spec), report.answer)})
+    return path

@@ -1,0 +1,37 @@
+"""Shared seaborn figure helpers (headless backend, labelled axes, 95% CI bands)."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+sns.set_theme(style="whitegrid", context="notebook")
+
+
+def point_plot(runs: pd.DataFrame, x: str, y: str, hue: str | None = None, xlabel: str = "",
+               ylabel: str = "") -> Figure:
+    """Mean of ``y`` per ``x`` (and ``hue``) with 95% t-based CI bars, seeds as dots."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    sns.stripplot(data=runs, x=x, y=y, hue=hue, dodge=hue is not None, alpha=0.35, ax=ax, legend=False)
+    sns.pointplot(data=runs, x=x, y=y, hue=hue, dodge=0.3 if hue else False, errorbar=("ci", 95),
+                  linestyle="none", capsize=0.1, ax=ax)
+    ax.set_xlabel(xlabel or x)
+    ax.set_ylabel(ylabel or y)
+    fig.tight_layout()
+    return fig
+
+
+def curve_plot(curves: pd.DataFrame, y: str, hue: str, ylabel: str, style: str | None = None) -> Figure:
+    """Per-epoch ``y`` by ``hue``: mean over seeds with a 95% CI band."""
+    fig, ax = plt.subplots(figsize=(7, 4))
+    sns.lineplot(data=curves, x="epoch", y=y, hue=hue, style=style, errorbar=("ci", 95), ax=ax)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(ylabel)
+    fig.tight_layout()
+    return fig

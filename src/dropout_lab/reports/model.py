@@ -1,0 +1,41 @@
+"""What an analysis produces: tables, figures and conclusion sentences computed from stored runs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pandas as pd
+from matplotlib.figure import Figure as MplFigure
+
+
+@dataclass
+class Table:
+    """A result table, written as CSV and shown in the report."""
+
+    name: str
+    frame: pd.DataFrame
+    caption: str
+
+
+@dataclass
+class Figure:
+    """A seaborn/matplotlib figure, written as PNG."""
+
+    name: str
+    figure: MplFigure
+    caption: str
+
+
+@dataclass
+class Report:
+    """The computed content of one study's report."""
+
+    tables: list[Table] = field(default_factory=list)
+    figures: list[Figure] = field(default_factory=list)
+    conclusions: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def answer(self) -> str:
+        """The one-line answer for the reports index: the first conclusion."""
+        return self.conclusions[0] if self.conclusions else "no finished runs yet"

@@ -1,0 +1,93 @@
+"""The report pipeline: files written from a real tiny study, conclusions computed from the numbers."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pandas as pd
+import pytest
+import yaml
+
+from dropout_lab.reports.analyses import baseline, noise_final
+from dropout_lab.reports.build import build_report
+from dropout_lab.reports.inputs import StudyData
+from dropout_lab.reports.stats import holm
+from dropout_lab.studies.spec import StudySpec, load_spec
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def _spec(**fields) -> StudySpec:
+    return StudySpec(**{"name": "s", "question": "q?", "epochs": 1, **fields})
+
+
+def _runs(key: str, accuracies: dict[str, list[float]]) -> pd.DataFrame:
+    rows = [{key: name, "seed": seed, "test_acc": acc, "val_acc": acc, "state": "COMPLETE", "wall_time_s": 1.0}
+            for name, values in accuracies.items() for seed, acc in enumerate(values)]
+    return pd.DataFrame(rows)
+
+
+def _data(spec: StudySpec, runs: pd.DataFrame) -> StudyData:
+    return StudyData(spec=spec, runs=runs, all_runs=runs, curves=pd.DataFrame(), attrs={})
+
+
+def test_holm_matches_hand_computed_values() -> None:
+    np.testing.assert_allclose(holm([0.01, 0.04, 0.03]), [0.03, 0.06, 0.06])
+    np.testing.assert_allclose(holm([0.5, 0.001]), [0.5, 0.002])
+
+
+def test_baseline_verdict_follows_the_numbers() -> None:
+    spec = _spec(grid={"model": ["scratch", "concise"]}, seeds=list(range(5)))
+    same = _data(spec, _runs("model", {"scratch": [0.84, 0.85, 0.83, 0.86, 0.84],
+                                       "concise": [0.85, 0.84, 0.84, 0.85, 0.85]}))
+    differ = _data(spec, _runs("model", {"scratch": [0.84, 0.85, 0.83, 0.86, 0.84],
+                                         "concise": [0.88, 0.895, 0.87, 0.905, 0.885]}))
+    first_same, first_differ = baseline.analyze(same).answer, baseline.analyze(differ).answer
+    assert first_same.startswith("The two implementations show no statistically significant difference")
+    assert first_differ.startswith("The two implementations differ")
+    assert "4.30 pp" in first_differ  # mean of the paired differences, computed
+
+
+def test_noise_final_states_plainly_whether_anything_beats_dropout() -> None:
+    spec = _spec(tuned_from=["a", "b"], seeds=list(range(5)))
+    base = [0.85, 0.86, 0.84, 0.85, 0.86]
+    loses = _data(spec, _runs("noise", {"dropout": base, "gaussian": [a - 0.01 for a in base]}))
+    wins = _data(spec, _runs("noise", {"dropout": base, "gaussian": [a + 0.02 + 0.001 * i for i, a in enumerate(base)]}))
+    assert noise_final.analyze(loses).answer.startswith("No technique beats tuned chapter dropout")
+    assert noise_final.analyze(wins).answer.startswith("gaussian beats tuned chapter dropout")
+
+
+def test_report_files_from_a_real_tiny_study(data_root: Path, tmp_path: Path) -> None:
+    spec_path = tmp_path / "tiny.yaml"
+    spec_path.write_text(yaml.safe_dump({"name": "tiny", "question": "Same accuracy? (smoke)", "experiment": "smoke",
+                                         "epochs": 1, "grid": {"model": ["scratch", "concise"]}, "seeds": [0, 1],
+                                         "analysis": "baseline"}))
+    env = {**os.environ, "DROPOUT_LAB_DATA": str(data_root), "DROPOUT_LAB_RESULTS": str(tmp_path / "results")}
+    out = subprocess.run([sys.executable, "-m", "dropout_lab.cli", "study", "run", str(spec_path)], env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{tmp_path / 'results' / 'studies.db'}")
+    readme = build_report(load_spec(str(spec_path)), study, tmp_path / "reports")
+    folder = readme.parent
+    for name in ("README.md", "runs.csv", "summary.csv", "paired_differences.csv", "test_accuracy.png",
+                 "validation_curves.png"):
+        assert (folder / name).is_file(), name
+    summary = pd.read_csv(folder / "summary.csv")
+    text = readme.read_text()
+    assert f"{summary.loc[0, 'mean']:.4f}" in text and "## Conclusion" in text
+    index = (tmp_path / "reports" / "README.md").read_text()
+    assert "[tiny](tiny/README.md)" in index
+
+    # Store one more run with a different number: the regenerated conclusion changes with it.
+    template = next(t for t in study.get_trials() if t.params["model"] == "concise")
+    study.add_trial(optuna.trial.create_trial(
+        value=0.999, params={**template.params, "seed": 7},
+        distributions={**template.distributions, "seed": optuna.distributions.IntDistribution(7, 7)},
+        user_attrs={**template.user_attrs, "final": {**template.user_attrs["final"], "test_acc": 0.999}}))
+    new_text = build_report(load_spec(str(spec_path)), study, tmp_path / "reports").read_text()
+    assert new_text.split("## Conclusion")[1] != text.split("## Conclusion")[1]

@@ -1,0 +1,290 @@
+"""Grid-study reports (rates_grid, epochs, factorial): synthetic inputs, verdict flips, statistics, end to end."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from itertools import product
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import optuna
+import pandas as pd
+import pytest
+import yaml
+from scipy import stats
+
+from dropout_lab.reports.analyses import ANALYSES, epochs, factorial, rates_grid
+from dropout_lab.reports.build import build_report
+from dropout_lab.reports.inputs import StudyData
+from dropout_lab.studies.spec import StudySpec, load_spec
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+SEEDS = [0, 1, 2, 3, 4]
+
+
+@pytest.fixture(autouse=True)
+def _close_figures():
+    yield
+    plt.close("all")
+
+
+def study_data(grid: dict, runs: pd.DataFrame, curves: pd.DataFrame | None = None, epochs_: int = 1) -> StudyData:
+    """A StudyData from hand-made tables, shaped like ``load_study_data``'s."""
+    spec = StudySpec(name="synthetic", question="q?", epochs=epochs_, grid=grid, seeds=SEEDS)
+    runs = runs.assign(trial=range(len(runs)), state="COMPLETE", status="completed", wall_time_s=1.0)
+    if curves is None:
+        curves = pd.DataFrame(columns=["trial", "epoch", "train_loss", "val_loss", "val_acc", "seconds"])
+    return StudyData(spec=spec, runs=runs, all_runs=runs, curves=curves, attrs={})
+
+
+# ---------------------------------------------------------------- rates_grid
+
+RATES = [0.1, 0.3, 0.5, 0.7]
+
+
+def rates_data(asymmetry: float, noise: float = 0.002, rng_seed: int = 0, p2_best: float = 0.5) -> StudyData:
+    """acc = 0.88 - 0.05 (p1 - 0.3)^2 - 0.05 (p2 - p2_best)^2 + asymmetry (p2 - p1) + seed effect + noise."""
+    rng = np.random.default_rng(rng_seed)
+    seed_effect = rng.normal(0, 0.003, len(SEEDS))
+    rows = [{"model.dropout_1": p1, "model.dropout_2": p2, "seed": s,
+             "test_acc": 0.88 - 0.05 * (p1 - 0.3) ** 2 - 0.05 * (p2 - p2_best) ** 2 + asymmetry * (p2 - p1)
+             + seed_effect[s] + rng.normal(0, noise)}
+            for p1, p2, s in product(RATES, RATES, SEEDS)]
+    return study_data({"model.dropout_1": RATES, "model.dropout_2": RATES}, pd.DataFrame(rows))
+
+
+def test_rates_grid_tables_figures_and_lower_first_verdict() -> None:
+    report = rates_grid.analyze(rates_data(asymmetry=0.02))
+    tables = {t.name: t.frame for t in report.tables}
+    assert {"cells", "swap_asymmetry"} <= set(tables)
+    swaps = tables["swap_asymmetry"]
+    assert {"p_low", "p_high", "mean_diff", "ci_low", "ci_high", "t", "p_value", "cohens_dz", "p_holm"} <= set(swaps)
+    assert len(swaps) == 6 and (swaps["p_low"] < swaps["p_high"]).all() and (swaps["p_holm"] >= swaps["p_value"]).all()
+    assert len(tables["cells"]) == 16 and (tables["cells"]["n"] == 5).all()
+    heat = {f.name: f.figure for f in report.figures}["test_accuracy_heatmap"].axes[0]
+    assert heat.get_ylabel() == "p1 (first hidden layer)" and heat.get_xlabel().startswith("p2 (second")
+    answer = report.answer
+    assert "holds" in answer and "in 6 of 6 swap pairs (100%)" in answer
+    assert report.conclusions[1].startswith("Best cell: p1 = 0.1, p2 = 0.7")  # 0.888 without noise
+
+    reversed_ = rates_grid.analyze(rates_data(asymmetry=-0.02)).answer
+    assert "is reversed" in reversed_ and "in 0 of 6 swap pairs (0%)" in reversed_
+    symmetric = rates_grid.analyze(rates_data(asymmetry=0.0, p2_best=0.3)).answer  # acc(p1, p2) = acc(p2, p1)
+    assert "is not supported" in symmetric
+
+
+def test_swap_table_matches_scipy_paired_t_test() -> None:
+    data = rates_data(asymmetry=0.01, noise=0.004)
+    row = rates_grid.swap_table(rates_grid.swap_differences(data.runs)).iloc[0]
+    wide = data.runs.pivot_table(index="seed", columns=["model.dropout_1", "model.dropout_2"], values="test_acc")
+    x, y = wide[(row["p_low"], row["p_high"])], wide[(row["p_high"], row["p_low"])]
+    test = stats.ttest_rel(x, y)
+    assert row["t"] == pytest.approx(test.statistic) and row["p_value"] == pytest.approx(test.pvalue)
+    assert row["cohens_dz"] == pytest.approx((x - y).mean() / (x - y).std(ddof=1))
+
+
+# ---------------------------------------------------------------- epochs
+
+def epochs_data(dropout_better_late: bool = True, n_epochs: int = 30, rng_seed: int = 1) -> StudyData:
+    """No dropout learns fast then overfits; dropout learns slower but keeps improving (or the reverse)."""
+    rng = np.random.default_rng(rng_seed)
+    runs, curves, trial = [], [], 0
+    for experiment, s in product(["chapter", "no_dropout"], SEEDS):
+        fast = (experiment == "no_dropout") == dropout_better_late
+        e = np.arange(1, n_epochs + 1)
+        val_acc = (0.89 - 0.10 * np.exp(-e / 2) - 0.0008 * e if fast else 0.89 - 0.12 * np.exp(-e / 5))
+        val_acc = val_acc + rng.normal(0, 0.001, n_epochs)
+        train_loss = 0.6 * np.exp(-e / (3 if fast else 6)) + (0.05 if fast else 0.3)
+        val_loss = 0.7 - 2 * (val_acc - 0.8)
+        curves.append(pd.DataFrame({"trial": trial, "epoch": e, "train_loss": train_loss, "val_loss": val_loss,
+                                    "val_acc": val_acc, "seconds": 1.0, "experiment": experiment, "seed": s}))
+        runs.append({"experiment": experiment, "seed": s, "test_acc": val_acc[-1] - 0.005,
+                     "val_acc": val_acc[-1], "test_loss": val_loss[-1]})
+        trial += 1
+    return study_data({"experiment": ["chapter", "no_dropout"]}, pd.DataFrame(runs),
+                      pd.concat(curves, ignore_index=True), n_epochs)
+
+
+def test_epochs_report_curves_best_epochs_and_where_dropout_pays() -> None:
+    report = epochs.analyze(epochs_data(True))
+    tables = {t.name: t.frame for t in report.tables}
+    assert {"test_accuracy", "best_epochs", "per_epoch_val_acc"} <= set(tables)
+    best = tables["best_epochs"]
+    assert set(best["criterion"]) == {"by val_acc", "by val_loss"}
+    assert set(best["configuration"]) == {"dropout 0.5/0.5", "no dropout"}
+    assert {"mean", "ci_low", "ci_high", "n"} <= set(best)
+    per_epoch = tables["per_epoch_val_acc"]
+    assert len(per_epoch) == 30 and {"epoch", "mean_diff", "p_value", "p_holm", "cohens_dz"} <= set(per_epoch)
+    figures = {f.name: f.figure for f in report.figures}
+    assert {"curves", "generalization_gap", "val_acc_difference"} <= set(figures)
+    legend = [t.get_text() for t in figures["curves"].axes[0].get_legend().get_texts()]
+    assert legend == ["dropout 0.5/0.5", "no dropout"]
+    assert [ax.get_ylabel() for ax in figures["curves"].axes] == [
+        "training loss (dropout on)", "validation loss", "validation accuracy"]
+    assert any("dropout ON" in note for note in report.notes)
+
+    first = per_epoch.loc[per_epoch["mean_diff"] > 0, "epoch"].min()
+    assert f"stays above from epoch {first} on" in report.answer and "significantly (paired" in report.answer
+    assert report.answer.startswith("dropout 0.5/0.5 vs no dropout over 30 epochs")
+
+    flipped = epochs.analyze(epochs_data(False)).answer
+    assert "not above at the last epoch (30)" in flipped and "never significantly" in flipped
+
+
+def test_first_epoch_from_which_needs_the_condition_to_last() -> None:
+    e = pd.Series([1, 2, 3, 4, 5])
+    assert epochs.first_epoch_from_which(e, pd.Series([False, True, False, True, True])) == 4
+    assert epochs.first_epoch_from_which(e, pd.Series([True] * 5)) == 1
+    assert epochs.first_epoch_from_which(e, pd.Series([True, True, True, True, False])) is None
+
+
+# ---------------------------------------------------------------- factorial
+
+FACTORIAL_GRID = {"experiment": ["no_dropout", "chapter"], "optim.weight_decay": [0.0, 0.0005]}
+
+
+def factorial_data(neither: float, dropout: float, wd: float, both: float, noise: float = 0.0005,
+                   rng_seed: int = 2) -> StudyData:
+    """Four cell means, a per-seed offset shared by the cells, independent noise per run."""
+    rng = np.random.default_rng(rng_seed)
+    offsets = rng.normal(0, 0.003, len(SEEDS))
+    means = {("no_dropout", 0.0): neither, ("chapter", 0.0): dropout, ("no_dropout", 0.0005): wd,
+             ("chapter", 0.0005): both}
+    rows = [{"experiment": exp, "optim.weight_decay": w, "seed": s, "test_acc": m + offsets[s] + rng.normal(0, noise)}
+            for (exp, w), m in means.items() for s in SEEDS]
+    return study_data(FACTORIAL_GRID, pd.DataFrame(rows))
+
+
+@pytest.mark.parametrize(("cells", "word"), [
+    ((0.850, 0.860, 0.855, 0.865), "additive"),      # both = sum of singles
+    ((0.850, 0.870, 0.865, 0.875), "diminishing"),   # +2.5 < 2 + 1.5, but beats dropout alone
+    ((0.850, 0.870, 0.865, 0.866), "cancelling"),    # no better than dropout alone
+    ((0.850, 0.855, 0.855, 0.875), "synergistic"),   # more than the sum
+])
+def test_factorial_verdict_follows_the_numbers(cells: tuple[float, ...], word: str) -> None:
+    report = factorial.analyze(factorial_data(*cells))
+    assert report.answer.startswith(f"The effects of dropout and weight decay on test accuracy are {word}:")
+    tables = {t.name: t.frame for t in report.tables}
+    effects = tables["effects"].set_index("effect")
+    expected = cells[3] - cells[2] - cells[1] + cells[0]
+    assert effects.loc["interaction", "mean_diff"] == pytest.approx(expected, abs=0.0015)
+    assert f"{100 * effects.loc['both together', 'mean_diff']:+.2f} pp" in report.answer
+
+
+def test_factorial_tables_plot_and_general_factors() -> None:
+    report = factorial.analyze(factorial_data(0.85, 0.86, 0.855, 0.865))
+    tables = {t.name: t.frame for t in report.tables}
+    assert {"cells", "effects", "anova", "interaction_tests"} <= set(tables)
+    assert {"effect", "definition", "mean_diff", "ci_low", "ci_high", "t", "p_value", "cohens_dz", "p_holm"} <= set(
+        tables["effects"])
+    assert list(tables["anova"]["term"]) == ["dropout", "weight decay", "dropout x weight decay", "seed", "residual"]
+    ax = {f.name: f.figure for f in report.figures}["interaction_plot"].axes[0]
+    assert ax.get_xlabel() == "weight decay" and ax.get_ylabel() == "test accuracy"
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["no dropout", "dropout 0.5/0.5"]
+
+    other = factorial_data(0.85, 0.86, 0.855, 0.865).runs.rename(
+        columns={"experiment": "model", "optim.weight_decay": "model.dropout_1"})
+    other["model"] = other["model"].map({"no_dropout": "scratch", "chapter": "concise"})
+    data = study_data({"model": ["scratch", "concise"], "model.dropout_1": [0.0, 0.0005]}, other)
+    assert factorial.analyze(data).answer.startswith("The effects of model and model.dropout_1 on test accuracy are additive")
+    lonely = study_data({"experiment": ["chapter"]}, pd.DataFrame({"experiment": ["chapter"], "seed": [0],
+                                                                   "test_acc": [0.8]}))
+    assert factorial.analyze(lonely).conclusions == []
+
+
+def _anova_input(rng_seed: int = 3) -> tuple[pd.DataFrame, factorial.Factor, factorial.Factor, pd.DataFrame]:
+    data = factorial_data(0.85, 0.87, 0.865, 0.872, noise=0.003, rng_seed=rng_seed)
+    a, b = factorial.find_factors(data)
+    return data.runs, a, b, factorial.cell_table(data.runs, a, b)
+
+
+def test_anova_interaction_matches_the_per_seed_test_and_scipy() -> None:
+    runs, a, b, cells = _anova_input()
+    interaction = cells["both"] - cells["b_only"] - cells["a_only"] + cells["neither"]
+    paired = stats.ttest_rel(cells["both"] - cells["b_only"], cells["a_only"] - cells["neither"])
+    table, coef = factorial.anova_2x2(runs, a, b)
+    rows = table.set_index("term")
+    # the OLS interaction coefficient is the mean per-seed interaction, and its t-test is the pooled F
+    assert coef["estimate"] == pytest.approx(interaction.mean())
+    assert coef["t"] ** 2 == pytest.approx(rows.loc["dropout x weight decay", "F"])
+    assert coef["p_value"] == pytest.approx(rows.loc["dropout x weight decay", "p_value"])
+    # against its own interaction x seed error, the ANOVA F is the paired t-test squared, same p
+    assert rows.loc["dropout x weight decay", "F_rm"] == pytest.approx(paired.statistic ** 2)
+    assert rows.loc["dropout x weight decay", "p_rm"] == pytest.approx(paired.pvalue)
+    assert rows.loc["dropout x weight decay", "df_rm_error"] == len(SEEDS) - 1
+    # sums of squares add up to the total
+    total = ((runs["test_acc"] - runs["test_acc"].mean()) ** 2).sum()
+    assert rows["SS"].sum() == pytest.approx(total)
+
+    # without a block it is the textbook two-way ANOVA: the treatments' SS is one-way ANOVA's between-cells SS
+    plain, _ = factorial.anova_2x2(runs, a, b, block=None)
+    groups = [g["test_acc"].to_numpy() for _, g in runs.groupby([a.key, b.key])]
+    one_way = stats.f_oneway(*groups)
+    rows = plain.set_index("term")
+    between = rows.loc[["dropout", "weight decay", "dropout x weight decay"], "SS"].sum()
+    assert (between / 3) / rows.loc["residual", "MS"] == pytest.approx(one_way.statistic)
+    assert rows.loc["residual", "df"] == len(runs) - 4
+    cell = runs.groupby([a.key, b.key])["test_acc"].mean()
+    contrast = cell[(a.on, b.on)] - cell[(a.off, b.on)] - cell[(a.on, b.off)] + cell[(a.off, b.off)]
+    assert rows.loc["dropout x weight decay", "SS"] == pytest.approx(len(SEEDS) * contrast ** 2 / 4)
+
+
+def test_pooled_anova_equals_the_per_seed_test_when_error_components_are_equal() -> None:
+    """Known input: the seed x A, seed x B and seed x AB deviations have the same spread, so pooled F = paired t^2."""
+    w = np.array([0.004, -0.002, 0.001, -0.003, 0.0])
+    u, v = np.roll(w, 1), np.roll(w, 2)  # same sum of squares about the mean
+    rows = []
+    for s in SEEDS:
+        for (exp, ca), (wd, cb) in product([("no_dropout", -1), ("chapter", 1)], [(0.0, -1), (0.0005, 1)]):
+            acc = 0.85 + 0.001 * s + 0.005 * ca + 0.0025 * cb + 0.001 * ca * cb + u[s] * ca + v[s] * cb + w[s] * ca * cb
+            rows.append({"experiment": exp, "optim.weight_decay": wd, "seed": s, "test_acc": acc})
+    data = study_data(FACTORIAL_GRID, pd.DataFrame(rows))
+    a, b = factorial.find_factors(data)
+    cells = factorial.cell_table(data.runs, a, b)
+    paired = stats.ttest_rel(cells["both"] - cells["b_only"], cells["a_only"] - cells["neither"])
+    row = factorial.anova_2x2(data.runs, a, b)[0].set_index("term").loc["dropout x weight decay"]
+    assert row["F"] == pytest.approx(paired.statistic ** 2) and row["F_rm"] == pytest.approx(row["F"])
+
+
+# ---------------------------------------------------------------- end to end on a tiny real study
+
+E2E_NAME = "tiny_reports"
+
+
+@pytest.fixture(scope="module")
+def tiny_study(tmp_path_factory: pytest.TempPathFactory, data_root: Path) -> Path:
+    """One 2x2 grid over the two dropout rates (smoke subset, 2 epochs, 2 seeds), shared by the three reports."""
+    root = tmp_path_factory.mktemp("grid_reports")
+    spec = {"name": E2E_NAME, "question": "Does the grid report run? More text.", "experiment": "smoke",
+            "epochs": 2, "grid": {"model.dropout_1": [0.0, 0.5], "model.dropout_2": [0.0, 0.5]}, "seeds": [0, 1]}
+    for analysis in ("rates_grid", "epochs", "factorial"):
+        (root / f"{analysis}.yaml").write_text(yaml.safe_dump({**spec, "analysis": analysis}))
+    env = {**os.environ, "DROPOUT_LAB_DATA": str(data_root), "DROPOUT_LAB_RESULTS": str(root / "results")}
+    out = subprocess.run([sys.executable, "-m", "dropout_lab.cli", "study", "run", str(root / "rates_grid.yaml")],
+                         env=env, cwd=root, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    return root
+
+
+@pytest.mark.parametrize(("analysis", "csvs", "pngs"), [
+    ("rates_grid", ["cells", "swap_asymmetry"], ["test_accuracy_heatmap", "swap_asymmetry"]),
+    ("epochs", ["test_accuracy", "best_epochs", "per_epoch_val_acc"], ["curves", "generalization_gap"]),
+    ("factorial", ["cells", "effects", "anova", "interaction_tests"], ["interaction_plot"]),
+])
+def test_report_end_to_end(tiny_study: Path, analysis: str, csvs: list[str], pngs: list[str]) -> None:
+    assert analysis in ANALYSES
+    spec = load_spec(str(tiny_study / f"{analysis}.yaml"))
+    study = optuna.load_study(study_name=E2E_NAME, storage=f"sqlite:///{tiny_study}/results/studies.db")
+    reports = tiny_study / "reports" / analysis
+    readme = build_report(spec, study, reports_dir=reports)
+    folder = reports / E2E_NAME
+    assert readme == folder / "README.md" and readme.exists()
+    assert all((folder / f"{name}.csv").exists() for name in [*csvs, "runs"])
+    assert all((folder / f"{name}.png").stat().st_size > 0 for name in pngs)
+    text = readme.read_text()
+    assert "## Conclusion" in text and text.count("\n- ") >= 2
+    assert E2E_NAME in (reports / "README.md").read_text()

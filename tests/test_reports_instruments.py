@@ -1,0 +1,286 @@
+"""Reports of the instrument studies: activation variance (ex. 3), test-time evaluation (ex. 4), DropConnect (ex. 6).
+
+Synthetic StudyData checks what each analysis computes and that its sentences follow the numbers;
+one tiny real study per kind of run goes end to end through ``build_report``.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pandas as pd
+import pytest
+import yaml
+
+from dropout_lab.reports.analyses import dropconnect as dc
+from dropout_lab.reports.analyses import test_time as tt
+from dropout_lab.reports.analyses import variance as va
+from dropout_lab.reports.build import build_report
+from dropout_lab.reports.inputs import StudyData
+from dropout_lab.studies.spec import StudySpec, load_spec
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+SEEDS = [0, 1, 2, 3]
+
+
+def _data(grid: dict, runs: pd.DataFrame, attrs: dict, curves: pd.DataFrame | None = None) -> StudyData:
+    spec = StudySpec(name="synthetic", question="q?", epochs=3, grid=grid, seeds=SEEDS)
+    runs = runs.assign(state="COMPLETE", wall_time_s=1.0)
+    return StudyData(spec=spec, runs=runs, all_runs=runs, curves=pd.DataFrame() if curves is None else curves,
+                     attrs=attrs)
+
+
+# --------------------------------------------------------------------------- variance (exercise 3)
+
+def _activation_rows(p: float, scale: float, growth: float, seed: int, rng: np.random.Generator) -> list[dict]:
+    """Monitor rows whose after-noise variance follows inverted dropout at rate p (exact up to 0.5% noise)."""
+    rows = []
+    for epoch in (1, 2, 3):
+        for layer, (m0, v0) in ((1, (0.2, 0.05)), (2, (0.1, 0.02))):
+            mean = m0 * (1 + 0.02 * seed)
+            var = v0 * scale * (growth * (1 + 0.02 * seed)) ** (epoch - 1) * (1 + 0.03 * seed)
+            z = 0.45
+            for source, step in (("train", 10 * (epoch - 1)), ("probe_train", 10 * epoch), ("probe_eval", 10 * epoch)):
+                noisy = source != "probe_eval" and p > 0
+                after_var = va.predicted_after_variance(mean, var, p) * (1 + rng.normal(0, 0.005)) if noisy else var
+                after_z = z + p * (1 - z) if noisy else z
+                base = {"source": source, "epoch": epoch, "step": step, "layer": layer}
+                rows.append({**base, "stage": "before", "mean": mean, "var": var, "zero_frac": z})
+                rows.append({**base, "stage": "after", "mean": mean, "var": after_var, "zero_frac": after_z})
+    return rows
+
+
+def variance_data(dropout_scale: float = 0.7, growth: float = 1.5, overrides: bool = True) -> StudyData:
+    rng = np.random.default_rng(0)
+    runs, attrs = [], {}
+    for experiment, p, scale in (("chapter", 0.5, dropout_scale), ("no_dropout", 0.0, 1.0)):
+        for seed in SEEDS:
+            trial = len(runs)
+            runs.append({"trial": trial, "experiment": experiment, "seed": seed, "test_acc": 0.85})
+            jitter = 1 + 0.05 * (seed % 2) * (p > 0)  # seed-to-seed variation of the dropout/no-dropout ratio
+            attrs[trial] = {"activations": _activation_rows(p, scale * jitter, growth, seed, rng)}
+            if overrides:
+                attrs[trial]["overrides"] = [f"experiment={experiment}"]
+    return _data({"experiment": ["chapter", "no_dropout"]}, pd.DataFrame(runs), attrs)
+
+
+def test_predicted_variance_formula_on_known_input_and_simulation() -> None:
+    assert va.predicted_after_variance(1.0, 2.0, 0.5) == pytest.approx(5.0)  # (2 + 0.5 * 1) / 0.5
+    assert va.predicted_after_variance(3.0, 1.0, 0.0) == pytest.approx(1.0)  # no noise: unchanged
+    rng = np.random.default_rng(1)
+    h = np.maximum(rng.normal(0.3, 1.0, 2_000_000), 0)  # ReLU outputs
+    p = 0.3
+    after = h * (rng.random(h.size) >= p) / (1 - p)
+    assert after.var() == pytest.approx(va.predicted_after_variance(h.mean(), h.var(), p), rel=0.01)
+
+
+def test_variance_tables_figures_and_conclusions() -> None:
+    report = va.analyze(variance_data())
+    tables = {t.name: t.frame for t in report.tables}
+    assert set(tables) == {"final_epoch_variance", "noise_inflation", "pre_noise_vs_no_noise", "variance_evolution"}
+    final = tables["final_epoch_variance"]
+    assert {"configuration", "layer", "stage", "mode", "var_mean", "var_ci_low", "var_ci_high", "n"} <= set(final)
+    assert len(final) == 2 * 2 * 2 * 2 and (final["n"] == len(SEEDS)).all()
+    inflation = tables["noise_inflation"].set_index(["configuration", "layer"])
+    assert inflation.loc[("chapter", 1), "p"] == 0.5 and inflation.loc[("no_dropout", 1), "p"] == 0.0
+    assert inflation.loc[("chapter", 1), "measured_over_predicted_mean"] == pytest.approx(1.0, abs=0.01)
+    assert inflation.loc[("no_dropout", 2), "ratio_after_before_mean"] == pytest.approx(1.0)
+    assert {f.name for f in report.figures} == {"variance_per_epoch", "variance_per_step", "predicted_vs_measured"}
+    for figure in report.figures:
+        labels = {ax.get_xlabel() for ax in figure.figure.axes} | {ax.get_ylabel() for ax in figure.figure.axes}
+        assert any("variance" in label for label in labels) and len(labels - {""}) >= 2
+
+    # The numbers in the sentences are the table's.
+    ratio = inflation.loc[("chapter", 1), "ratio_after_before_mean"]
+    assert report.answer.startswith("With chapter, the noise multiplies")
+    assert f"layer 1 x{ratio:.2f}" in report.answer
+    close = inflation.loc[("chapter", 1), "measured_over_predicted_mean"]
+    assert f"measured/predicted = {close:.4f}" in report.conclusions[1] and "(p = 0.5)" in report.conclusions[1]
+    assert any(c.startswith("no_dropout: no activation noise") for c in report.conclusions)
+    smaller = [c for c in report.conclusions if "before the noise), layer" in c]
+    assert len(smaller) == 2 and all("is smaller than that with no_dropout" in c for c in smaller)
+    assert all("grows" in c for c in report.conclusions if "from epoch 1 to 3" in c)
+
+
+def test_variance_conclusions_follow_the_numbers() -> None:
+    report = va.analyze(variance_data(dropout_scale=1.6, growth=0.6))
+    gap = [c for c in report.conclusions if "before the noise), layer" in c]
+    assert gap and all("is larger than that with no_dropout" in c for c in gap)
+    assert all("shrinks" in c for c in report.conclusions if "from epoch 1 to 3" in c)
+    assert "layer 1 larger" in report.answer
+
+
+def test_variance_rates_estimated_from_zero_fractions_without_overrides() -> None:
+    report = va.analyze(variance_data(overrides=False))
+    inflation = {t.name: t.frame for t in report.tables}["noise_inflation"].set_index(["configuration", "layer"])
+    assert inflation.loc[("chapter", 2), "p"] == pytest.approx(0.5)
+    assert any("estimated from zero fractions" in n for n in report.notes)
+
+
+# --------------------------------------------------------------------------- test time (exercise 4)
+
+T_VALUES = [1, 2, 5, 10]
+
+
+def _test_time_rows(seed: int, single_gap: float, mc_ece: float) -> list[dict]:
+    det = 0.88 + 0.004 * seed
+    rows = [{"mode": "deterministic", "T": 1, "accuracy": det, "nll": 0.35, "ece": 0.020 + 0.001 * seed,
+             "entropy": 0.3, "seconds": 0.10 + 0.002 * seed}]
+    single = det + single_gap + 0.001 * (seed % 2)
+    rows.append({"mode": "single", "T": max(T_VALUES), "accuracy": single, "nll": 0.42 + 0.002 * seed,
+                 "ece": 0.04 + 0.0015 * seed, "entropy": 0.35, "seconds": 0.10 + 0.003 * seed})
+    for T in T_VALUES:
+        rows.append({"mode": "mc", "T": T, "accuracy": det + single_gap / T + 0.0005 * (seed % 2),
+                     "nll": 0.34 - 0.002 * seed / T, "ece": mc_ece + 0.0013 * seed, "entropy": 0.32,
+                     "seconds": T * (0.10 + 0.002 * seed) * (1.05 + 0.01 * seed)})
+    return rows
+
+
+def tt_data(single_gap: float = -0.03, mc_ece: float = 0.01) -> StudyData:
+    runs = pd.DataFrame({"trial": range(len(SEEDS)), "model": "concise", "seed": SEEDS, "test_acc": 0.88})
+    attrs = {i: {"test_time": _test_time_rows(seed, single_gap, mc_ece)} for i, seed in enumerate(SEEDS)}
+    return _data({"model": ["concise"]}, runs, attrs)
+
+
+def test_test_time_tables_figures_and_conclusions() -> None:
+    report = tt.analyze(tt_data())
+    tables = {t.name: t.frame for t in report.tables}
+    summary = tables["test_time_summary"]
+    expected = {"mode", "T", "accuracy_mean", "accuracy_ci_low", "nll_mean", "ece_ci_high", "seconds_mean", "n"}
+    assert expected <= set(summary)
+    assert summary["mode"].tolist()[:2] == ["deterministic", "single"] and len(summary) == 2 + len(T_VALUES)
+    comp = tables["vs_deterministic"]
+    assert set(comp["metric"]) == {"accuracy", "nll", "ece"} and {"p_holm", "cohens_dz", "ci_low"} <= set(comp)
+    single = comp[(comp["mode"] == "single") & (comp["metric"] == "accuracy")].iloc[0]
+    assert single["mean_diff"] == pytest.approx(-0.03 + 0.0005, abs=1e-9)
+    assert {f.name for f in report.figures} == {"metrics_vs_T", "cost_vs_T"}
+
+    # Deterministic accuracies 0.880..0.892 (CI low 0.8778): MC at T is 0.886 - 0.03/T + 0.00025, inside from T = 5.
+    det = summary[summary["mode"] == "deterministic"].iloc[0]
+    expected_T = min(T for T in T_VALUES if np.mean([0.88 + 0.004 * s - 0.03 / T + 0.0005 * (s % 2) for s in SEEDS])
+                     >= det["accuracy_ci_low"])
+    assert tt.reach_T(summary, "concise") == expected_T == 5
+    assert report.answer.startswith("Against the deterministic pass (test accuracy 0.8860), "
+                                    "a single noisy pass loses 2.95 pp")
+    assert f"from T = {expected_T}" in report.answer and "T = 10 passes cost" in report.answer
+    (mc,) = [c for c in report.conclusions if c.startswith("MC averaging at T = 10 vs deterministic")]
+    assert mc.endswith("by ECE MC averaging at T = 10 is better calibrated.")
+    cost = tables["cost"].set_index(["mode", "T"])
+    assert cost.loc[("mc", 10), "per_pass_ratio_mean"] == pytest.approx(1.065, abs=0.01)
+    assert f"{cost.loc[('mc', 10), 'time_ratio_mean']:.1f}x the deterministic" in report.conclusions[-1]
+
+
+def test_test_time_conclusions_follow_the_numbers() -> None:
+    report = tt.analyze(tt_data(single_gap=+0.03, mc_ece=0.05))
+    assert "a single noisy pass gains 3.05 pp" in report.answer
+    assert any(c.startswith("A single stochastic pass raises test accuracy") for c in report.conclusions)
+    (mc,) = [c for c in report.conclusions if c.startswith("MC averaging at T = 10 vs deterministic")]
+    assert mc.endswith("by ECE the deterministic pass is better calibrated.")
+
+
+# --------------------------------------------------------------------------- DropConnect (exercise 6)
+
+def dropconnect_data(gain: float = 0.01, slowdown: float = 1.2) -> StudyData:
+    runs, curves = [], []
+    for noise in ("dropout", "dropconnect"):
+        for rate in (0.2, 0.5):
+            for seed in SEEDS:
+                trial = len(runs)
+                acc = 0.86 - 0.02 * rate + 0.003 * seed + (gain + 0.001 * (seed % 2) if noise == "dropconnect" else 0)
+                runs.append({"trial": trial, "noise": noise, "model.dropout_1": rate, "seed": seed, "test_acc": acc})
+                base = 1.0 + 0.1 * seed
+                for epoch in (1, 2, 3):
+                    factor = slowdown * (1 + 0.01 * seed) if noise == "dropconnect" else 1
+                    seconds = base * factor * (1 + 0.01 * epoch)
+                    curves.append({"trial": trial, "epoch": epoch, "seconds": seconds, "train_loss": 0.5,
+                                   "val_loss": 0.5, "val_acc": 0.8, "noise": noise, "model.dropout_1": rate,
+                                   "seed": seed})
+    grid = {"noise": ["dropout", "dropconnect"], "model.dropout_1": [0.2, 0.5]}
+    return _data(grid, pd.DataFrame(runs), {}, pd.DataFrame(curves))
+
+
+def test_dropconnect_tables_figures_and_conclusions() -> None:
+    report = dc.analyze(dropconnect_data())
+    tables = {t.name: t.frame for t in report.tables}
+    assert set(tables) == {"accuracy", "paired_differences", "seconds_per_epoch", "cost_ratio"}
+    diffs = tables["paired_differences"]
+    assert diffs["model.dropout_1"].tolist() == [0.2, 0.5] and (diffs["noise"] == "dropconnect").all()
+    assert diffs["mean_diff"].tolist() == pytest.approx([0.0105, 0.0105])
+    assert {"p_value", "p_holm", "cohens_dz", "ci_low", "ci_high"} <= set(diffs)
+    assert (diffs["p_holm"] >= diffs["p_value"]).all()
+    costs = tables["cost_ratio"].set_index("model.dropout_1")
+    geometric_mean = 1.2 * np.exp(np.mean(np.log(1 + 0.01 * np.array(SEEDS))))
+    assert costs.loc["all", "ratio"] == pytest.approx(geometric_mean, rel=1e-6)
+    assert costs.loc["all", "ratio_ci_low"] < costs.loc["all", "ratio"] < costs.loc["all", "ratio_ci_high"]
+    assert {f.name for f in report.figures} == {"test_accuracy", "seconds_per_epoch"}
+    assert report.answer.startswith("At matched rates dropconnect beats dropout in test accuracy (1.05 pp at 0.2")
+    assert f"costs {costs.loc['all', 'ratio']:.2f}x the time per epoch" in report.answer
+    assert any("significantly more time" in c for c in report.conclusions)
+
+
+def test_dropconnect_conclusions_follow_the_numbers() -> None:
+    report = dc.analyze(dropconnect_data(gain=-0.02, slowdown=0.8))
+    assert report.answer.startswith("At matched rates dropconnect is worse than dropout")
+    assert all("lower than dropout's" in c for c in report.conclusions if c.startswith("At model.dropout_1 ="))
+    assert any("significantly less time" in c for c in report.conclusions)
+
+
+# --------------------------------------------------------------------------- end to end on tiny real studies
+
+INSTRUMENTS = {"name": "instruments", "question": "Tiny: activation variance and test-time evaluation?",
+               "experiment": "smoke", "epochs": 2, "seeds": [0, 1],
+               "overrides": ["monitor.enabled=true", "monitor.every_n_steps=4", "test_time.enabled=true",
+                             "test_time.T=[1,2,5]", "model.dropout_2=\\${model.dropout_1}"],
+               "grid": {"model.dropout_1": [0.5, 0.0]}}
+DROPCONNECT = {"name": "tiny_dropconnect", "question": "Tiny: DropConnect against dropout?", "experiment": "smoke",
+               "epochs": 1, "seeds": [0, 1], "overrides": ["model.dropout_2=\\${model.dropout_1}"],
+               "grid": {"noise": ["dropout", "dropconnect"], "model.dropout_1": [0.2, 0.5]}}
+
+
+@pytest.fixture(scope="module")
+def real_studies(data_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Run the two tiny studies side by side (one worker each); returns the folder of specs and results."""
+    root = tmp_path_factory.mktemp("instrument_studies")
+    env = {**os.environ, "DROPOUT_LAB_DATA": str(data_root), "DROPOUT_LAB_RESULTS": str(root / "results")}
+    specs = {"variance": INSTRUMENTS, "test_time": INSTRUMENTS, "dropconnect": DROPCONNECT}
+    for analysis, fields in specs.items():
+        (root / f"{analysis}.yaml").write_text(yaml.safe_dump({**fields, "analysis": analysis}))
+    # Both specs of one study share the sqlite file; one launcher per study.
+    jobs = [subprocess.Popen([sys.executable, "-m", "dropout_lab.cli", "study", "run", str(root / f"{name}.yaml")],
+                             env=env, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for name in ("variance", "dropconnect")]
+    for job in jobs:
+        out, err = job.communicate(timeout=300)
+        assert job.returncode == 0, err[-3000:]
+    return root
+
+
+@pytest.mark.parametrize("analysis, csvs, pngs", [
+    ("variance", ["final_epoch_variance", "noise_inflation", "pre_noise_vs_no_noise", "variance_evolution"],
+     ["variance_per_epoch", "variance_per_step", "predicted_vs_measured"]),
+    ("test_time", ["test_time_summary", "vs_deterministic", "cost"], ["metrics_vs_T", "cost_vs_T"]),
+    ("dropconnect", ["accuracy", "paired_differences", "seconds_per_epoch", "cost_ratio"],
+     ["test_accuracy", "seconds_per_epoch"]),
+])
+def test_report_end_to_end(real_studies: Path, tmp_path: Path, analysis: str, csvs: list[str],
+                           pngs: list[str]) -> None:
+    spec = load_spec(str(real_studies / f"{analysis}.yaml"))
+    assert spec.analysis == analysis
+    study = optuna.load_study(study_name=spec.name, storage=f"sqlite:///{real_studies}/results/studies.db")
+    readme = build_report(spec, study, reports_dir=tmp_path)
+    folder = tmp_path / spec.name
+    assert readme == folder / "README.md" and readme.is_file()
+    for name in ["runs", *csvs]:
+        assert not pd.read_csv(folder / f"{name}.csv").empty, name
+    for name in pngs:
+        assert (folder / f"{name}.png").stat().st_size > 10_000, name
+    text = readme.read_text()
+    assert "## Conclusion" in text and "nan" not in text.split("## Conclusion")[1].split("\n")[2]
+    index = (tmp_path / "README.md").read_text()
+    assert f"[{spec.name}]" in index and "no finished runs yet" not in index

@@ -1,0 +1,434 @@
+"""Single-run cost: dropout-lab vs. a hand-written PyTorch loop vs. the book's DataLoader path.
+
+The same chapter training (concise 784-256-256-10 MLP, p = 0.5/0.5, batch 256, SGD lr 0.1, one seed,
+50k train / 10k validation split, validation every epoch, test once at the end) is run three ways:
+
+  a  dropout-lab as users run it: ``train(compose_train_config([...]), out_dir)``
+  b  a hand-written PyTorch loop over the same in-memory tensors and index-slice batches
+  c  the book's data path: ``FashionMNIST(root, transform=ToTensor())`` through a shuffling
+     ``DataLoader(batch_size=256, num_workers=4)`` (d2l's default), for training, validation and test
+
+Every variant runs in a fresh subprocess, so its peak RSS (``ru_maxrss``, read in the child) is its
+own, and the variants alternate (a, b, c, a, b, c, ...) so that background load hits them alike.
+The timed span starts after the imports and ends with the test accuracy: it includes reading the
+data (and, for a, composing the config, building the Trainer and writing ``run.json``).
+
+    python benchmarks/bench_train.py                      # 10 epochs, 3 repetitions, writes benchmarks/README.md
+    python benchmarks/bench_train.py --epochs 1 --repeats 1 --train-subset 2000 --readme /tmp/x.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import re
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+VARIANTS = ("a", "b", "c")
+LABELS = {
+    "a": "dropout-lab train()",
+    "b": "hand-written loop, in-memory tensors",
+    "c": "book: FashionMNIST+ToTensor+DataLoader",
+}
+BEGIN, END = "<!-- bench_train:begin -->", "<!-- bench_train:end -->"
+VAL_SIZE, SPLIT_SEED, BATCH, EVAL_BATCH, LR, P = 10_000, 0, 256, 2000, 0.1, 0.5
+
+
+# ----------------------------------------------------------------------------------------------
+# The three variants (each runs in its own child process).
+# ----------------------------------------------------------------------------------------------
+
+def _book_net():
+    from torch import nn
+
+    return nn.Sequential(nn.Flatten(), nn.Linear(784, 256), nn.ReLU(), nn.Dropout(P),
+                         nn.Linear(256, 256), nn.ReLU(), nn.Dropout(P), nn.Linear(256, 10))
+
+
+def _evaluate(net, batches) -> tuple[float, float]:
+    """Mean loss and accuracy over ``batches`` with dropout off (weighted by batch size)."""
+    import torch
+    import torch.nn.functional as F
+
+    net.eval()
+    loss_sum = torch.zeros(())
+    correct = torch.zeros((), dtype=torch.long)
+    n = 0
+    with torch.no_grad():
+        for X, y in batches:
+            logits = net(X)
+            loss_sum += F.cross_entropy(logits, y, reduction="sum")
+            correct += (logits.argmax(1) == y).sum()
+            n += len(y)
+    net.train()
+    return loss_sum.item() / n, correct.item() / n
+
+
+def _fit(net, train_batches, val_batches, test_batches, epochs: int) -> dict:
+    """The hand-written loop shared by b and c: SGD, per-epoch train loss and validation, final test."""
+    import torch
+    import torch.nn.functional as F
+
+    opt = torch.optim.SGD(net.parameters(), lr=LR)
+    curves = []
+    net.train()
+    for epoch in range(epochs):
+        loss_sum, n = torch.zeros(()), 0
+        for X, y in train_batches():
+            loss = F.cross_entropy(net(X), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            loss_sum += loss.detach() * len(y)
+            n += len(y)
+        val_loss, val_acc = _evaluate(net, val_batches())
+        curves.append({"epoch": epoch + 1, "train_loss": loss_sum.item() / n, "val_loss": val_loss,
+                       "val_acc": val_acc})
+    test_loss, test_acc = _evaluate(net, test_batches())
+    return {"curves": curves, "test_loss": test_loss, "test_acc": test_acc}
+
+
+def run_a(args: argparse.Namespace) -> dict:
+    from dropout_lab.config.compose import compose_train_config
+    from dropout_lab.training import train
+
+    overrides = [f"trainer.max_epochs={args.epochs}", f"seed={args.seed}", f"data.root={args.data_root}",
+                 "trainer=cpu", f"threads={args.threads or 'null'}"]
+    if args.train_subset:
+        overrides.append(f"data.train_subset={args.train_subset}")
+    with tempfile.TemporaryDirectory() as out:
+        overrides.append(f"results_dir={out}")
+        start = time.perf_counter()
+        record = train(compose_train_config(overrides), Path(out) / "run", overrides)
+        wall = time.perf_counter() - start
+    return {"wall_s": wall, "test_acc": record.final["test_acc"], "curves": record.curves,
+            "n_train": args.train_subset or 60_000 - VAL_SIZE}
+
+
+def run_b(args: argparse.Namespace) -> dict:
+    import torch
+    from torchvision.datasets import FashionMNIST
+
+    start = time.perf_counter()
+    torch.manual_seed(args.seed)
+    net = _book_net()
+    tr, te = FashionMNIST(args.data_root, train=True), FashionMNIST(args.data_root, train=False)
+    X_all = tr.data.unsqueeze(1).float().div_(255)
+    order = torch.randperm(len(X_all), generator=torch.Generator().manual_seed(SPLIT_SEED))
+    val_idx, train_idx = order[:VAL_SIZE], order[VAL_SIZE:][: args.train_subset]
+    X, y = X_all[train_idx], tr.targets[train_idx]
+    Xv, yv = X_all[val_idx], tr.targets[val_idx]
+    Xt, yt = te.data.unsqueeze(1).float().div_(255), te.targets
+    del X_all
+    shuffle = torch.Generator().manual_seed(0)
+
+    def train_batches():
+        perm = torch.randperm(len(y), generator=shuffle)
+        for i in range(0, len(y), BATCH):
+            idx = perm[i:i + BATCH]
+            yield X[idx], y[idx]
+
+    def slices(A, b):
+        return lambda: ((A[i:i + EVAL_BATCH], b[i:i + EVAL_BATCH]) for i in range(0, len(b), EVAL_BATCH))
+
+    out = _fit(net, train_batches, slices(Xv, yv), slices(Xt, yt), args.epochs)
+    return {**out, "wall_s": time.perf_counter() - start, "n_train": len(y)}
+
+
+def run_c(args: argparse.Namespace) -> dict:
+    import torch
+    from torch.utils.data import DataLoader, Subset
+    from torchvision import transforms
+    from torchvision.datasets import FashionMNIST
+
+    start = time.perf_counter()
+    torch.manual_seed(args.seed)
+    net = _book_net()
+    to_tensor = transforms.ToTensor()
+    train_full = FashionMNIST(args.data_root, train=True, transform=to_tensor)
+    test = FashionMNIST(args.data_root, train=False, transform=to_tensor)
+    order = torch.randperm(len(train_full), generator=torch.Generator().manual_seed(SPLIT_SEED))
+    train_idx = order[VAL_SIZE:][: args.train_subset].tolist()
+    train_ds, val_ds = Subset(train_full, train_idx), Subset(train_full, order[:VAL_SIZE].tolist())
+
+    def loader(ds, shuffle):
+        return lambda: DataLoader(ds, batch_size=BATCH, shuffle=shuffle, num_workers=args.workers)
+
+    out = _fit(net, loader(train_ds, True), loader(val_ds, False), loader(test, False), args.epochs)
+    return {**out, "wall_s": time.perf_counter() - start, "n_train": len(train_ds)}
+
+
+def _vm_kib(pid: int | str, field: str) -> int:
+    """``VmHWM`` (peak RSS) or ``VmRSS`` of a process in KiB, 0 if it is gone."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
+class ChildPeaks:
+    """Samples the peak RSS (``VmHWM``) of this process's children (DataLoader workers) every 50 ms.
+
+    ``RUSAGE_CHILDREN`` cannot be used: ``import torch`` itself forks a short-lived helper whose
+    RSS (copied from the parent's pages) would hide the workers'.
+    """
+
+    def __init__(self) -> None:
+        import threading
+
+        self.peak_kib = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        me = os.getpid()
+        while not self._stop.wait(0.05):
+            try:
+                kids = Path(f"/proc/{me}/task/{me}/children").read_text().split()
+            except OSError:
+                return
+            for kid in kids:
+                self.peak_kib = max(self.peak_kib, _vm_kib(kid, "VmHWM"))
+
+    def __enter__(self) -> "ChildPeaks":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def child(args: argparse.Namespace) -> None:
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    run = {"a": run_a, "b": run_b, "c": run_c}[args.child]
+    if args.child == "a":  # import what train() needs before the clock starts, as b and c do
+        import dropout_lab.data.datamodule  # noqa: F401
+        import dropout_lab.models  # noqa: F401
+        import dropout_lab.training  # noqa: F401
+    else:
+        import torchvision.datasets  # noqa: F401
+    rss_imports = _vm_kib("self", "VmRSS") / 1024
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    with ChildPeaks() as kids:
+        result = run(args)
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    result["cpu_s"] = (after.ru_utime - usage.ru_utime) + (after.ru_stime - usage.ru_stime)
+    result["threads"] = torch.get_num_threads()
+    result["rss_imports_mib"] = rss_imports
+    result["rss_mib"] = after.ru_maxrss / 1024  # KiB on Linux
+    result["workers_rss_mib"] = kids.peak_kib / 1024
+    result["samples_per_s"] = result["n_train"] * args.epochs / result["wall_s"]
+    print("RESULT " + json.dumps(result), flush=True)
+
+
+# ----------------------------------------------------------------------------------------------
+# The driver: alternate the variants in fresh subprocesses, summarise, write the README section.
+# ----------------------------------------------------------------------------------------------
+
+def machine_info() -> dict:
+    import torch
+
+    cpu = platform.processor() or "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__, "python": platform.python_version(),
+            "torch_default_threads": torch.get_num_threads()}
+
+
+def load_average() -> str:
+    return " ".join(f"{v:.2f}" for v in os.getloadavg())
+
+
+def run_child(variant: str, args: argparse.Namespace) -> dict:
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", variant, "--epochs", str(args.epochs),
+           "--seed", str(args.seed), "--threads", str(args.threads), "--workers", str(args.workers),
+           "--data-root", args.data_root]
+    if args.train_subset:
+        cmd += ["--train-subset", str(args.train_subset)]
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    process_s = time.perf_counter() - start
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+    if proc.returncode != 0 or not lines:
+        sys.stderr.write(proc.stdout + proc.stderr)
+        raise SystemExit(f"variant {variant} failed with status {proc.returncode}")
+    result = json.loads(lines[-1][len("RESULT "):])
+    result["process_s"] = process_s
+    return result
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def summarise(runs: dict[str, list[dict]]) -> tuple[list[dict], dict[str, dict[str, float]]]:
+    """Medians per variant, and the medians of the per-repetition ratios (wall and CPU seconds)."""
+    rows = []
+    for v in VARIANTS:
+        rs = runs[v]
+        if not rs:
+            continue
+        row = {"variant": v, "label": LABELS[v], "n": len(rs),
+               "wall_min": min(r["wall_s"] for r in rs), "wall_max": max(r["wall_s"] for r in rs)}
+        for key in ("wall_s", "cpu_s", "process_s", "samples_per_s", "rss_imports_mib", "rss_mib",
+                    "workers_rss_mib", "test_acc"):
+            row[key] = median([r[key] for r in rs])
+        rows.append(row)
+    ratios = {}
+    for num, den in (("a", "b"), ("c", "a")):
+        if runs[num] and runs[den]:
+            pairs = list(zip(runs[num], runs[den]))
+            ratios[f"{num}/{den}"] = {key: median([x[key] / y[key] for x, y in pairs]) for key in ("wall_s", "cpu_s")}
+    return rows, ratios
+
+
+def table(rows: list[dict]) -> str:
+    lines = ["| variant | wall s | min-max | CPU s | process s | train samples/s | RSS after imports MiB "
+             "| peak RSS MiB | DataLoader workers' peak RSS MiB | test acc |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for r in rows:
+        workers = f"{r['workers_rss_mib']:.0f}" if r["variant"] == "c" else "-"
+        lines.append(f"| {r['variant']}: {r['label']} | {r['wall_s']:.2f} | {r['wall_min']:.2f}-{r['wall_max']:.2f} "
+                     f"| {r['cpu_s']:.2f} | {r['process_s']:.2f} | {r['samples_per_s']:,.0f} "
+                     f"| {r['rss_imports_mib']:.0f} | {r['rss_mib']:.0f} | {workers} | {r['test_acc']:.4f} |")
+    return "\n".join(lines)
+
+
+INTRO = """# Benchmarks
+
+Speed measurements of dropout-lab against plain PyTorch. `make bench` reruns both scripts at full
+budget and rewrites the generated sections below (between the `bench_*` markers); text outside
+the markers is kept.
+
+* `bench_train.py`: one chapter run three ways (dropout-lab, a hand-written loop over the same
+  in-memory tensors, the book's `FashionMNIST` + `ToTensor` + `DataLoader` path), alternating,
+  each in a fresh subprocess.
+* `bench_sweep.py`: sweep throughput (a 16-run grid with 1 vs 2 local workers), a tuning study
+  with pruning on vs off, peak RSS per worker and RSS growth over runs in one process.
+"""
+
+
+def write_section(readme: Path, begin: str, end: str, body: str) -> None:
+    """Replace the text between ``begin`` and ``end`` in ``readme`` (append the section if absent)."""
+    text = readme.read_text() if readme.exists() else INTRO
+    section = f"{begin}\n{body.rstrip()}\n{end}"
+    if begin in text and end in text:
+        text = re.sub(re.escape(begin) + r".*?" + re.escape(end), lambda _m: section, text, flags=re.S)
+    else:
+        text = text.rstrip() + "\n\n" + section + "\n"
+    readme.parent.mkdir(parents=True, exist_ok=True)
+    readme.write_text(text)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--repeats", type=int, default=3, help="repetitions of (a, b, c), medians over them")
+    parser.add_argument("--train-subset", type=int, default=None, help="first N training images (smoke budget)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads in every variant (0: torch's default)")
+    parser.add_argument("--workers", type=int, default=4, help="DataLoader workers of variant c (d2l's default: 4)")
+    parser.add_argument("--data-root", default=os.environ.get("DROPOUT_LAB_DATA", str(ROOT / "data")))
+    parser.add_argument("--readme", type=Path, default=HERE / "README.md", help="where the table goes")
+    parser.add_argument("--variants", default="abc", help=argparse.SUPPRESS)
+    parser.add_argument("--child", choices=VARIANTS, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(args)
+        return
+
+    from dropout_lab.data.files import ensure_fashion_mnist
+
+    ensure_fashion_mnist(args.data_root, download=False)
+    info = machine_info()
+    load_start, started = load_average(), dt.datetime.now(dt.timezone.utc)
+    print(f"bench_train: {args.epochs} epoch(s), {args.repeats} repetition(s), train subset "
+          f"{args.train_subset or 'all 50k'}, threads {args.threads or 'torch default'}, "
+          f"DataLoader workers {args.workers}; load average {load_start}", flush=True)
+    runs: dict[str, list[dict]] = {v: [] for v in VARIANTS}
+    for rep in range(args.repeats):
+        for v in args.variants:
+            r = run_child(v, args)
+            runs[v].append(r)
+            print(f"  rep {rep + 1} {v} ({LABELS[v]}): wall {r['wall_s']:.2f} s (CPU {r['cpu_s']:.2f} s), "
+                  f"{r['samples_per_s']:,.0f} samples/s, "
+                  f"peak RSS {r['rss_mib']:.0f} MiB, test_acc {r['test_acc']:.4f}", flush=True)
+    load_end = load_average()
+    rows, ratios = summarise(runs)
+    print()
+    for r in rows:
+        print(f"{r['variant']}: {r['label']}: wall {r['wall_s']:.2f} s (CPU {r['cpu_s']:.2f} s), "
+              f"{r['samples_per_s']:,.0f} samples/s, peak RSS {r['rss_mib']:.0f} MiB, test_acc {r['test_acc']:.4f}")
+    targets = {"a/b": "<= 1.10", "c/a": ">= 6"}
+    for name, ratio in ratios.items():
+        print(f"ratio {name} = {ratio['wall_s']:.3f} wall, {ratio['cpu_s']:.3f} CPU (target {targets[name]})")
+    print(f"load average: start {load_start}, end {load_end}")
+    if set(args.variants) != set(VARIANTS):
+        return
+    a_curves, b_curves = runs["a"][0]["curves"], runs["b"][0]["curves"]
+    same = all(abs(x[k] - y[k]) <= 1e-5 for x, y in zip(a_curves, b_curves)
+               for k in ("train_loss", "val_loss", "val_acc")) and abs(runs["a"][0]["test_acc"] - runs["b"][0]["test_acc"]) <= 1e-5
+    print(f"a and b give the same curves and test accuracy: {same}")
+
+    body = "\n".join([
+        "## Single run: dropout-lab vs. hand-written loop vs. the book's DataLoader",
+        "",
+        f"Generated by `python benchmarks/bench_train.py{' ' + ' '.join(sys.argv[1:]) if sys.argv[1:] else ''}` "
+        f"on {started:%Y-%m-%d %H:%M} UTC: {args.epochs} epoch(s) of the chapter run (concise MLP, p = 0.5/0.5, "
+        f"batch 256, SGD lr 0.1, seed {args.seed}) on {args.train_subset or 50_000} training images, validation "
+        f"on 10k every epoch, test on 10k at the end; {args.repeats} interleaved repetition(s) of a, b, c, each "
+        "in a fresh subprocess; medians.",
+        "",
+        f"Machine: {info['cpu']}, {info['cores']} cores, Python {info['python']}, torch {info['torch']}, "
+        f"torch threads per run {args.threads or info['torch_default_threads']}, DataLoader workers (c) "
+        f"{args.workers}. Load average (1/5/15 min) at start {load_start}, at end {load_end}"
+        f"{' (other jobs were running: wall times are noisy, CPU seconds less so)' if float(load_start.split()[0]) > 0.5 * (info['cores'] or 1) else ''}.",
+        "",
+        table(rows),
+        "",
+        f"**a/b = {ratios['a/b']['wall_s']:.3f}** wall ({ratios['a/b']['cpu_s']:.3f} CPU), target <= 1.10; "
+        f"**c/a = {ratios['c/a']['wall_s']:.2f}** wall ({ratios['c/a']['cpu_s']:.2f} CPU), target >= 6. "
+        "Medians of the per-repetition ratios.",
+        "",
+        "* *wall s*: from after the imports to the test accuracy, data reading included (for a also composing "
+        "the config, building the Trainer, verifying the files' MD5 and writing `run.json`). *CPU s*: user + "
+        "system time of the variant's process over the same span (c's DataLoader workers not included). "
+        "*process s*: the whole subprocess, interpreter start and imports included.",
+        "* *train samples/s*: training images x epochs / wall s. *peak RSS*: `ru_maxrss` of the variant's "
+        "process; *RSS after imports* is its part that is only `import torch` (+ Lightning for a). "
+        "For c, the largest DataLoader worker's peak (`VmHWM`, sampled).",
+        f"* a and b draw the same initial weights, split, batch order and dropout masks, and give the same "
+        f"per-epoch curves and test accuracy (within float32 rounding, 1e-5): {'yes' if same else 'no'}. "
+        "c has the same initial weights and split, but the DataLoader shuffles with another random stream, "
+        "so its test accuracy is another draw of the same training (seeds vary by a few points here). "
+        "c validates and tests through DataLoaders too, at the book's batch size 256 (a and b: 2000).",
+    ])
+    write_section(args.readme, BEGIN, END, body)
+    print(f"wrote {args.readme}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,33 @@
+"""Smoke test of ``benchmarks/bench_train.py`` on a tiny budget (no timing asserts)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_train.py"
+
+
+def test_bench_train_prints_three_variants_two_ratios_and_writes_the_table(data_root: Path, tmp_path: Path) -> None:
+    readme = tmp_path / "README.md"
+    readme.write_text("# Hand-written intro\n\nkept as is\n\n<!-- bench_train:begin -->\nstale\n<!-- bench_train:end -->\n"
+                      "\nhand-written notes after the section\n")
+    proc = subprocess.run(
+        [sys.executable, str(BENCH), "--epochs", "1", "--repeats", "1", "--train-subset", "2000",
+         "--workers", "2", "--data-root", str(data_root), "--readme", str(readme)],
+        capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = proc.stdout
+    for line in ("a: dropout-lab train()", "b: hand-written loop", "c: book: FashionMNIST"):
+        assert line in out
+    assert "ratio a/b = " in out and "ratio c/a = " in out
+    assert "a and b give the same curves and test accuracy: True" in out
+
+    text = readme.read_text()
+    assert text.startswith("# Hand-written intro\n\nkept as is\n")
+    assert text.rstrip().endswith("hand-written notes after the section")
+    assert "stale" not in text and text.count("<!-- bench_train:begin -->") == 1
+    table = [line for line in text.splitlines() if line.startswith("| ")]
+    assert [row.split("|")[1].strip()[:2] for row in table[2:]] == ["a:", "b:", "c:"]
+    assert "**a/b = " in text and "**c/a = " in text and "Load average" in text

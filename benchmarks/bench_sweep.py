@@ -100,22 +100,28 @@ class TreePeaks:
                       and "python" in e["cmd"] and "-m dropout_lab.cli study" not in e["cmd"])
 
 
-def grid_spec(epochs: int, seeds: list[int]) -> str:
+def _subset(train_subset: int | None) -> str:
+    return f"overrides: [data.train_subset={train_subset}]\n" if train_subset else ""
+
+
+def grid_spec(epochs: int, seeds: list[int], train_subset: int | None = None) -> str:
     return (
         "name: bench_grid\n"
         "question: Sweep throughput benchmark (benchmarks/bench_sweep.py).\n"
         "experiment: chapter\n"
+        f"{_subset(train_subset)}"
         f"epochs: {epochs}\n"
         f"grid:\n  model.dropout_1: {DROPOUT_1}\n"
         f"seeds: {seeds}\n"
     )
 
 
-def tune_spec(name: str, pruner: str, trials: int, epochs: int) -> str:
+def tune_spec(name: str, pruner: str, trials: int, epochs: int, train_subset: int | None = None) -> str:
     return (
         f"name: {name}\n"
         "question: Pruning benchmark (benchmarks/bench_sweep.py).\n"
         "experiment: chapter\n"
+        f"{_subset(train_subset)}"
         f"epochs: {epochs}\n"
         "search_space:\n"
         "  model.dropout_1: {type: float, low: 0.0, high: 0.9}\n"
@@ -185,6 +191,8 @@ def rss_child(args: argparse.Namespace) -> None:
         for i in range(args.rss_runs):
             overrides = ["experiment=chapter", f"trainer.max_epochs={args.rss_epochs}", f"seed={i}", "threads=1",
                          "trainer=cpu", f"data.root={args.data_root}", f"results_dir={out}"]
+            if args.train_subset:
+                overrides.append(f"data.train_subset={args.train_subset}")
             train(compose_train_config(overrides), Path(out) / f"run{i}", overrides)
             rows.append({"after": f"run {i + 1}", "rss_mib": _vm_kib("self", "VmRSS") / 1024,
                          "peak_mib": _vm_kib("self", "VmHWM") / 1024})
@@ -196,7 +204,8 @@ def rss_child(args: argparse.Namespace) -> None:
 
 def rss_growth(args: argparse.Namespace) -> dict:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child-rss", "--rss-runs", str(args.rss_runs),
-           "--rss-epochs", str(args.rss_epochs), "--data-root", args.data_root]
+           "--rss-epochs", str(args.rss_epochs), "--data-root", args.data_root,
+           "--train-subset", str(args.train_subset or 0)]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
     if proc.returncode != 0 or not lines:
@@ -213,7 +222,7 @@ def median(values: list[float]) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--grid-epochs", type=int, default=2, help="epochs per run of the 16-run grid")
+    parser.add_argument("--grid-epochs", type=int, default=5, help="epochs per run of the 16-run grid")
     parser.add_argument("--grid-seeds", type=int, default=len(SEEDS), help="seeds per grid value (4: 16 runs)")
     parser.add_argument("--tune-trials", type=int, default=12)
     parser.add_argument("--tune-epochs", type=int, default=5)
@@ -221,6 +230,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2, help="repetitions of the alternating configurations")
     parser.add_argument("--rss-runs", type=int, default=4, help="runs in one process for the RSS growth check")
     parser.add_argument("--rss-epochs", type=int, default=1)
+    parser.add_argument("--train-subset", type=int, default=0, help="training images per run (0: all 50k)")
     parser.add_argument("--skip", default="", help="comma list of parts to skip: grid, tune, rss")
     parser.add_argument("--data-root", default=os.environ.get("DROPOUT_LAB_DATA", str(ROOT / "data")))
     parser.add_argument("--readme", type=Path, default=HERE / "README.md")
@@ -253,11 +263,11 @@ def main() -> None:
                 kind, jobs, pruner, overrides = config
                 workdir = Path(tmp) / f"{kind}_{jobs}_{pruner}_{rep}"
                 if kind.startswith("grid"):
-                    r = run_study(grid_spec(args.grid_epochs, seeds), "bench_grid", jobs, workdir, args.data_root, overrides)
+                    r = run_study(grid_spec(args.grid_epochs, seeds, args.train_subset), "bench_grid", jobs, workdir, args.data_root, overrides)
                     label = f"grid, --jobs {jobs}" + "".join(f" --override {o}" for o in overrides)
                 else:
                     name = f"bench_tune_{pruner}"
-                    r = run_study(tune_spec(name, pruner, args.tune_trials, args.tune_epochs), name, jobs, workdir,
+                    r = run_study(tune_spec(name, pruner, args.tune_trials, args.tune_epochs, args.train_subset), name, jobs, workdir,
                                   args.data_root, overrides)
                     label = f"tuning, pruner {pruner}"
                 results[config].append(r)
@@ -287,7 +297,7 @@ def main() -> None:
         speedup_1t = median([a["wall_s"] / b["wall_s"] for a, b in zip(g1t, g2)])
         lines += [
             f"**Grid**: `dropout-lab study run SPEC --jobs N` on a fresh results folder, {n_grid} runs "
-            f"(`experiment=chapter`, {args.grid_epochs} epoch(s), `model.dropout_1` in {DROPOUT_1} x seeds {seeds}); "
+            f"(`experiment=chapter`, {args.grid_epochs} epoch(s) on {args.train_subset or 'all 50k'} training images, `model.dropout_1` in {DROPOUT_1} x seeds {seeds}); "
             "wall time from the command's start to its exit (worker start-up included). Torch threads per run: "
             "cores / jobs (`study run`'s default), and 1 job with 1 thread for comparison.",
             "",
@@ -330,7 +340,7 @@ def main() -> None:
         growth = rows[-1]["rss_mib"] - rows[1]["rss_mib"]
         lines += [
             f"**RSS over {args.rss_runs} runs in one process** (`train()` called in a loop, as a study worker "
-            f"does; {args.rss_epochs} epoch(s), full data): the files were read {rss['file_reads']} time(s) "
+            f"does; {args.rss_epochs} epoch(s), {args.train_subset or 'all 50k'} training images): the files were read {rss['file_reads']} time(s) "
             f"(`load_tensors`, {rss['cached_mib']:.0f} MiB of tensors) and the splits built {rss['split_builds']} "
             f"time(s) (`cpu_splits`, then {rss['split_hits']} cache hits).",
             "",

@@ -31,3 +31,25 @@ def test_bench_train_prints_three_variants_two_ratios_and_writes_the_table(data_
     table = [line for line in text.splitlines() if line.startswith("| ")]
     assert [row.split("|")[1].strip()[:2] for row in table[2:]] == ["a:", "b:", "c:"]
     assert "**a/b = " in text and "**c/a = " in text and "Load average" in text
+
+
+SWEEP = BENCH.with_name("bench_sweep.py")
+
+
+def test_bench_sweep_measures_grid_tuning_and_rss_and_writes_its_section(data_root: Path, tmp_path: Path) -> None:
+    readme = tmp_path / "README.md"
+    readme.write_text("intro\n\n<!-- bench_sweep:begin -->\nstale\n<!-- bench_sweep:end -->\n")
+    proc = subprocess.run(
+        [sys.executable, str(SWEEP), "--grid-epochs", "1", "--grid-seeds", "1", "--tune-trials", "3",
+         "--tune-epochs", "2", "--repeats", "1", "--rss-runs", "2", "--train-subset", "1000",
+         "--data-root", str(data_root), "--readme", str(readme)],
+        capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    out = proc.stdout
+    assert "grid speedup 2 vs 1 jobs: " in out
+    assert "complete 4, pruned 0, failed 0" in out  # every grid run finished, with 1 and with 2 jobs
+    assert "tuning: pruning on " in out and "RSS in one process: " in out
+    text = readme.read_text()
+    assert text.startswith("intro\n") and "stale" not in text
+    assert "**Speedup of 2 workers over 1: " in text and "**Pruning on / off wall time: " in text
+    assert "| run 2 |" in text and "the files were read 1 time(s)" in text  # data read once per process

@@ -1,5 +1,6 @@
 """Real Fashion-MNIST files: found, verified, split honestly, and clear errors when missing or corrupt."""
 
+import os
 import shutil
 from pathlib import Path
 
@@ -98,3 +99,18 @@ def test_bad_split_values_are_refused() -> None:
         FashionMNISTDataModule(batch_size=0)
     with pytest.raises(InvalidValueError, match="data.val_size=60000"):
         FashionMNISTDataModule(val_size=60_000)
+
+
+def test_recorded_checksum_does_not_hide_a_later_corruption(data_root: Path, tmp_path: Path) -> None:
+    root = tmp_path / "copy"
+    shutil.copytree(raw_folder(data_root), raw_folder(root))
+    ensure_fashion_mnist(root, system_dir=None, download=False)  # verifies and records the MD5 stamps
+    bad = raw_folder(root) / "train-labels-idx1-ubyte"
+    assert bad.with_name(bad.name + ".md5").read_text().endswith(RAW_FILES[bad.name][1])
+    before = bad.stat()
+    data = bytearray(bad.read_bytes())
+    data[100] = (data[100] + 1) % 10
+    bad.write_bytes(bytes(data))
+    os.utime(bad, ns=(before.st_atime_ns, before.st_mtime_ns))  # same size and mtime as the good file
+    with pytest.raises(DataNotFoundError, match=r"train-labels-idx1-ubyte has the right size but its MD5"):
+        ensure_fashion_mnist(root, system_dir=None, download=False)

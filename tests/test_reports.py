@@ -91,3 +91,23 @@ def test_report_files_from_a_real_tiny_study(data_root: Path, tmp_path: Path) ->
         user_attrs={**template.user_attrs, "final": {**template.user_attrs["final"], "test_acc": 0.999}}))
     new_text = build_report(load_spec(str(spec_path)), study, tmp_path / "reports").read_text()
     assert new_text.split("## Conclusion")[1] != text.split("## Conclusion")[1]
+
+
+def test_point_plot_error_bars_are_the_tables_t_intervals() -> None:
+    import numpy as np
+    import pandas as pd
+
+    from dropout_lab.analysis.aggregate import t_interval
+    from dropout_lab.reports.figures import plt, point_plot
+
+    values = {"a": [0.80, 0.81, 0.83, 0.86], "b": [0.70, 0.75, 0.71, 0.72]}
+    runs = pd.DataFrame([{"model": k, "test_acc": v} for k, vs in values.items() for v in vs])
+    fig = point_plot(runs, x="model", y="test_acc")
+    ax = fig.axes[0]
+    # The first line joins the means; each later one is a capped bar (segments separated by NaN).
+    bars = [(np.nanmin(line.get_ydata()), np.nanmax(line.get_ydata())) for line in ax.lines[1:]]
+    plt.close(fig)
+    expected = [t_interval(vs) for vs in values.values()]
+    assert len(bars) == 2
+    for (low, high), bar in zip(expected, bars):
+        assert bar == pytest.approx((low, high), abs=1e-9)

@@ -101,6 +101,24 @@ def test_killed_study_resumes_without_duplicates(data_root, write_spec, tmp_path
     assert not study.get_trials(states=(TrialState.RUNNING, TrialState.WAITING))
 
 
+def test_worker_killed_right_after_its_claim_leaves_a_stale_run_that_is_requeued(tmp_path: Path) -> None:
+    """The window between claiming a queued run and the heartbeat thread's first beat."""
+    from optuna.storages import fail_stale_trials
+
+    from dropout_lab.studies.storage import open_storage
+    from dropout_lab.studies.worker import _claim_waiting
+
+    storage = open_storage(f"sqlite:///{tmp_path / 'claim.db'}", heartbeat_interval=1, grace_period=2)
+    study = optuna.create_study(study_name="claim", storage=storage, direction="maximize")
+    study.enqueue_trial({"x": 1.0})
+    trial_id = _claim_waiting(study, storage)  # then the worker dies: no heartbeat thread ever starts
+    assert trial_id is not None and storage.get_trial(trial_id).state == TrialState.RUNNING
+    time.sleep(3)
+    fail_stale_trials(study)
+    states = [t.state for t in study.get_trials()]
+    assert states == [TrialState.FAIL, TrialState.WAITING]  # failed as stale and queued again
+
+
 def test_tuning_prunes_and_resumes_toward_its_total(run_cli, write_spec, tmp_path: Path) -> None:
     space = {"optim.lr": {"type": "float", "low": 1e-4, "high": 0.5, "log": True}}
     common = dict(question="q", experiment="smoke", epochs=3, search_space=space, seeds=[0],

@@ -113,3 +113,23 @@ def test_seeds_change_init_masks_and_data_order(make_cfg) -> None:
         assert torch.equal(same, other)
     for first, second in zip(a, c):
         assert not torch.equal(first, second)
+
+
+def test_classifier_attribute_shortcut_keeps_module_semantics() -> None:
+    import torch
+    from torch import nn
+
+    from dropout_lab.training.classifier import Classifier
+
+    module = Classifier(nn.Linear(3, 2))
+    module.extra = nn.Linear(2, 2)  # a submodule is registered
+    module.scale = nn.Parameter(torch.ones(1))  # a parameter is registered
+    module.label = "x"  # a plain value is a plain attribute
+    module.automatic_optimization = True  # property setters still run
+    assert "extra" in module._modules and "scale" in module._parameters and "label" not in module._modules
+    assert module.label == "x" and module.automatic_optimization is True
+    assert len(list(module.parameters())) == 2 + 2 + 1
+    module.scale = None  # None for a parameter's name goes through nn.Module: the entry stays, set to None
+    assert "scale" in module._parameters and module._parameters["scale"] is None
+    with pytest.raises(TypeError):
+        module.extra = 3  # nn.Module refuses a non-module for a submodule's name

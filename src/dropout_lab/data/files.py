@@ -50,14 +50,39 @@ def raw_file_problems(folder: Path) -> dict[str, str]:
 
 
 @functools.lru_cache(maxsize=64)
-def _md5_cached(path: str, size: int, mtime_ns: int) -> str:
+def _md5_cached(path: str, identity: str) -> str:
     return calculate_md5(path)
 
 
+def _stamp(path: Path) -> str:
+    """What identifies this version of the file: size, inode, mtime and ctime (ctime cannot be set back)."""
+    st = path.stat()
+    return f"{st.st_size} {st.st_ino} {st.st_mtime_ns} {st.st_ctime_ns}"
+
+
 def _md5(path: Path) -> str:
-    """MD5 of a file, computed once per process for an unchanged file."""
-    stat = path.stat()
-    return _md5_cached(str(path), stat.st_size, stat.st_mtime_ns)
+    """MD5 of a file, computed once per unchanged file.
+
+    Within a process the result is cached; across processes a ``<file>.md5`` stamp next to it
+    records the MD5 with the file's size, inode, mtime and ctime, so that a study's many runs do not
+    re-hash 55 MB each (about 0.1 s a run). Any write, replacement or ``touch`` changes the stamp.
+    """
+    stamp_file = path.with_name(path.name + ".md5")
+    identity = _stamp(path)
+    try:
+        recorded_identity, recorded_md5 = stamp_file.read_text().rsplit(" ", 1)
+        if recorded_identity == identity:
+            return recorded_md5
+    except (OSError, ValueError):
+        pass
+    md5 = _md5_cached(str(path), identity)
+    try:
+        tmp = stamp_file.with_name(f"{stamp_file.name}.{os.getpid()}.tmp")
+        tmp.write_text(f"{identity} {md5}")
+        os.replace(tmp, stamp_file)
+    except OSError:  # a read-only data folder: hash again next time
+        pass
+    return md5
 
 
 def _unpack_from(source: Path, target: Path) -> None:

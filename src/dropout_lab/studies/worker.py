@@ -46,9 +46,17 @@ class WorkerSettings:
 
 
 def _claim_waiting(study: optuna.Study, storage: BaseStorage) -> int | None:
-    """Move one WAITING trial to RUNNING and return its id (None when the queue is empty)."""
+    """Move one WAITING trial to RUNNING and return its id (None when the queue is empty).
+
+    With heartbeats, a heartbeat is recorded *before* the claim: Optuna never counts a RUNNING
+    trial without any heartbeat as stale, so a worker killed between its claim and its heartbeat
+    thread's first beat would otherwise leave the run RUNNING forever.
+    """
+    beating = is_heartbeat_enabled(storage)
     for trial in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
         try:
+            if beating:
+                storage.record_heartbeat(trial._trial_id)
             if storage.set_trial_state_values(trial._trial_id, state=TrialState.RUNNING):
                 return trial._trial_id
         except (optuna.exceptions.UpdateFinishedTrialError, optuna.exceptions.StorageInternalError):

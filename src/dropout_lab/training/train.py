@@ -20,6 +20,7 @@ from dropout_lab.evaluation.checkpoint import save_checkpoint, split_tensors
 from dropout_lab.evaluation.test_time import evaluate_test_time
 from dropout_lab.training.activation_monitor import ActivationMonitor
 from dropout_lab.training.classifier import Classifier
+from dropout_lab.training.profiler import NoProfiler
 from dropout_lab.training.record import RunRecord, config_hash
 from dropout_lab.training.recorder import EpochRecorder
 
@@ -85,7 +86,8 @@ def train(cfg: DictConfig, output_dir: str | Path, overrides: Sequence[str] = ()
         datamodule = instantiate(cfg.data)
         module = Classifier(instantiate(cfg.model), **cfg.optim)
         logger = instantiate(cfg.logger) if cfg.logger else False
-        trainer = instantiate(cfg.trainer, logger=logger,
+        profiler = {} if cfg.trainer.get("profiler") else {"profiler": NoProfiler()}  # keep a user's profiler
+        trainer = instantiate(cfg.trainer, logger=logger, **profiler,
                               callbacks=[recorder, *([monitor] if monitor else []), *callbacks])
     start = time.perf_counter()
     try:

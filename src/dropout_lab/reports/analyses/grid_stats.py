@@ -35,14 +35,6 @@ def paired_test(diff: Sequence[float]) -> dict[str, float]:
             "t": t, "p_value": p, "cohens_dz": float(d.mean() / sd) if n > 1 and sd > 0 else np.nan}
 
 
-def t_errorbar(values: Sequence[float]) -> tuple[float, float]:
-    """95% t-interval of a mean, as a seaborn ``errorbar`` callable (a point for a single value)."""
-    x = np.asarray(values, dtype=float)
-    if len(x) < 2 or np.ptp(x) == 0:
-        return (float(x.mean()), float(x.mean())) if len(x) else (np.nan, np.nan)
-    return t_interval(x)
-
-
 def summarize(frame: pd.DataFrame, by: Sequence[str], metric: str) -> pd.DataFrame:
     """``summarize_over_seeds`` with a zero-width interval (not NaN) when all seeds agree exactly."""
     zero_spread = frame.groupby(list(by), dropna=False)[metric].transform(lambda s: len(s) > 1 and s.nunique() == 1).astype(bool)

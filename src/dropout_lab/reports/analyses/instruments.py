@@ -10,6 +10,7 @@ import pandas as pd
 
 from dropout_lab.analysis import aggregate
 from dropout_lab.analysis.aggregate import t_interval
+from dropout_lab.reports.figures import t_errorbar
 from dropout_lab.reports.inputs import StudyData
 from dropout_lab.reports.stats import holm, significance
 
@@ -33,14 +34,6 @@ def attrs_table(data: StudyData, key: str) -> pd.DataFrame:
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
 
 
-def t_band(values: Sequence[float]) -> tuple[float, float]:
-    """95% t-interval of the mean, for seaborn's ``errorbar=`` (a zero-width band when it is undefined)."""
-    x = np.asarray(values, dtype=float)
-    if len(x) < 2 or np.ptp(x) == 0:
-        return float(x.mean()), float(x.mean())
-    return t_interval(x)
-
-
 def geometric_mean(values: Sequence[float]) -> float:
     """exp(mean(log x)): the centre of a positive quantity compared as ratios."""
     return float(np.exp(np.mean(np.log(np.asarray(values, dtype=float)))))
@@ -48,7 +41,7 @@ def geometric_mean(values: Sequence[float]) -> float:
 
 def log_t_band(values: Sequence[float]) -> tuple[float, float]:
     """95% t-interval of the geometric mean (computed on log values), for seaborn's ``errorbar=``."""
-    low, high = t_band(np.log(np.asarray(values, dtype=float)))
+    low, high = t_errorbar(np.log(np.asarray(values, dtype=float)))
     return float(np.exp(low)), float(np.exp(high))
 
 

@@ -14,8 +14,8 @@ from matplotlib.figure import Figure as MplFigure
 from matplotlib.ticker import NullFormatter, ScalarFormatter
 
 from dropout_lab.reports.analyses.instruments import (attrs_table, direction, holm_text, paired_differences, ratio_ci,
-                                                      summarize_metrics, t_band, with_holm)
-from dropout_lab.reports.figures import plt
+                                                      summarize_metrics, with_holm)
+from dropout_lab.reports.figures import plt, t_errorbar
 from dropout_lab.reports.inputs import StudyData
 from dropout_lab.reports.model import Figure, Report, Table
 from dropout_lab.reports.stats import ci_text, pct
@@ -175,7 +175,7 @@ def metrics_plot(rows: pd.DataFrame, summary: pd.DataFrame) -> MplFigure:
         for config in configs:
             tag = f" ({config})" if len(configs) > 1 else ""
             sns.lineplot(data=mc[mc["configuration"] == config], x="T", y=metric, marker="o", color=colors[config],
-                         errorbar=t_band, label=f"MC average of T passes{tag}", ax=ax)
+                         errorbar=t_errorbar, label=f"MC average of T passes{tag}", ax=ax)
             det, single = _row(summary, config, "deterministic"), _row(summary, config, "single")
             ax.axhline(det[f"{metric}_mean"], color=colors[config], linestyle="--", label=f"deterministic{tag}")
             if pd.notna(det[f"{metric}_ci_low"]):
@@ -201,7 +201,7 @@ def cost_plot(rows: pd.DataFrame, summary: pd.DataFrame) -> MplFigure:
     for config in configs:
         tag = f" ({config})" if len(configs) > 1 else ""
         sns.lineplot(data=mc[mc["configuration"] == config], x="T", y="seconds", marker="o", color=colors[config],
-                     errorbar=t_band, label=f"MC, T passes{tag}", ax=ax)
+                     errorbar=t_errorbar, label=f"MC, T passes{tag}", ax=ax)
         det = _row(summary, config, "deterministic")["seconds_mean"]
         ts = np.sort(mc["T"].unique())
         ax.axhline(det, color=colors[config], linestyle="--", label=f"deterministic pass{tag}")

@@ -1,0 +1,23 @@
+"""A Lightning profiler that does nothing, more cheaply than the default ``PassThroughProfiler``."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import ContextManager
+
+from lightning.pytorch.profilers import PassThroughProfiler
+
+
+class NoProfiler(PassThroughProfiler):
+    """Lightning's default when no profiler is set, minus the per-call generator.
+
+    Lightning wraps every hook call in ``trainer.profiler.profile(name)``, about 35 times per
+    training step; the base class builds a ``@contextmanager`` generator each time (about 25 us a
+    step on CPU). This one hands out one shared, reentrant ``nullcontext``. Nothing is measured
+    either way.
+    """
+
+    _NULL = contextlib.nullcontext()
+
+    def profile(self, action_name: str) -> ContextManager:
+        return self._NULL

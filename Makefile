@@ -66,6 +66,8 @@ test: setup postgres
 # Speed at full budget (about 30 min on 2 cores; results in temporary folders): one run vs. a
 # hand-written loop and the book's DataLoader, then sweeps. Rewrites the tables in benchmarks/README.md.
 bench: setup
+	@$(BIN)/python -c "import d2l" 2>/dev/null || { $(BIN)/pip install -q --no-deps d2l==1.0.3 && \
+	  $(BIN)/pip install -q -c requirements.lock ipython matplotlib-inline requests; }
 	$(BIN)/python benchmarks/bench_train.py
 	$(BIN)/python benchmarks/bench_sweep.py
 

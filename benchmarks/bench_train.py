@@ -8,7 +8,11 @@ The same chapter training (concise 784-256-256-10 MLP, p = 0.5/0.5, batch 256, S
   c  the book's data path, as ``d2l.FashionMNIST(batch_size=256)`` builds it: torchvision's
      ``FashionMNIST`` with the per-sample ``Compose([Resize((28, 28)), ToTensor()])`` through a
      shuffling ``DataLoader(batch_size=256, num_workers=4)`` (d2l's defaults), for training,
-     validation and test
+     validation and test, with b's hand-written loop
+  d  (when the ``d2l`` package is installed: ``make bench`` installs it) the book's own code: the
+     chapter's concise ``DropoutMLP(d2l.Classifier)``, ``d2l.FashionMNIST(batch_size=256)`` and
+     ``d2l.Trainer(max_epochs=10)``, which trains on all 60k images, validates on the test set
+     every epoch and plots its progress board (here without a notebook to draw into)
 
 Every variant runs in a fresh subprocess, so its peak RSS (``ru_maxrss``, read in the child) is its
 own, and the variants alternate (a, b, c, a, b, c, ...) so that background load hits them alike.
@@ -23,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import importlib.util
 import json
 import os
 import platform
@@ -37,12 +42,14 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-VARIANTS = ("a", "b", "c")
+VARIANTS = ("a", "b", "c", "d")
 LABELS = {
     "a": "dropout-lab train()",
     "b": "hand-written loop, in-memory tensors",
     "c": "book: FashionMNIST+Resize+ToTensor+DataLoader",
+    "d": "book's own code: d2l 1.0.3 Trainer",
 }
+TARGETS = {"a/b": "<= 1.10", "c/a": ">= 6", "d/a": "none (the source of the c/a target)"}
 BEGIN, END = "<!-- bench_train:begin -->", "<!-- bench_train:end -->"
 VAL_SIZE, SPLIT_SEED, BATCH, EVAL_BATCH, LR, P = 10_000, 0, 256, 2000, 0.1, 0.5
 
@@ -173,6 +180,40 @@ def run_c(args: argparse.Namespace) -> dict:
     return {**out, "wall_s": time.perf_counter() - start, "n_train": len(train_ds)}
 
 
+def run_d(args: argparse.Namespace) -> dict:
+    """The chapter's own concise implementation, run with the d2l package as the book runs it."""
+    import torch
+    from d2l import torch as d2l
+    from torch import nn
+
+    class DropoutMLP(d2l.Classifier):  # the chapter's concise model (d2l 5.6.4)
+        def __init__(self, num_outputs, num_hiddens_1, num_hiddens_2, dropout_1, dropout_2, lr):
+            super().__init__()
+            self.save_hyperparameters()
+            self.net = nn.Sequential(
+                nn.Flatten(), nn.LazyLinear(num_hiddens_1), nn.ReLU(), nn.Dropout(dropout_1),
+                nn.LazyLinear(num_hiddens_2), nn.ReLU(), nn.Dropout(dropout_2), nn.LazyLinear(num_outputs))
+
+    with tempfile.TemporaryDirectory() as tmp:  # d2l reads ../data: point it at our copy of the files
+        (Path(tmp) / "data").symlink_to(Path(args.data_root).resolve())
+        (Path(tmp) / "cwd").mkdir()
+        os.chdir(Path(tmp) / "cwd")
+        start = time.perf_counter()
+        torch.manual_seed(args.seed)
+        model = DropoutMLP(num_outputs=10, num_hiddens_1=256, num_hiddens_2=256, dropout_1=P, dropout_2=P, lr=LR)
+        data = d2l.FashionMNIST(batch_size=BATCH)
+        trainer = d2l.Trainer(max_epochs=args.epochs)
+        trainer.fit(model, data)
+        model.eval()
+        correct = n = 0
+        with torch.no_grad():
+            for X, y in data.val_dataloader():  # d2l's validation set is the test set
+                correct += int((model(X).argmax(1) == y).sum())
+                n += len(y)
+        wall = time.perf_counter() - start
+    return {"wall_s": wall, "test_acc": correct / n, "curves": [], "n_train": len(data.train)}
+
+
 def _vm_kib(pid: int | str, field: str) -> int:
     """``VmHWM`` (peak RSS) or ``VmRSS`` of a process in KiB, 0 if it is gone."""
     try:
@@ -222,8 +263,13 @@ def child(args: argparse.Namespace) -> None:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    run = {"a": run_a, "b": run_b, "c": run_c}[args.child]
-    if args.child == "a":  # import what train() needs before the clock starts, as b and c do
+    run = {"a": run_a, "b": run_b, "c": run_c, "d": run_d}[args.child]
+    if args.child == "d":
+        import matplotlib
+
+        matplotlib.use("Agg")
+        from d2l import torch as _d2l  # noqa: F401
+    elif args.child == "a":  # import what train() needs before the clock starts, as b and c do
         import dropout_lab.data.datamodule  # noqa: F401
         import dropout_lab.models  # noqa: F401
         import dropout_lab.training  # noqa: F401
@@ -300,16 +346,22 @@ def summarise(runs: dict[str, list[dict]]) -> tuple[list[dict], dict[str, dict[s
         for key in ("wall_s", "cpu_s", "process_s", "samples_per_s", "rss_imports_mib", "rss_mib",
                     "workers_rss_mib", "test_acc"):
             row[key] = median([r[key] for r in rs])
-        row["epoch_s"] = median([c["seconds"] for r in rs for c in r["curves"]])
+        seconds = [c["seconds"] for r in rs for c in r["curves"]]
+        row["epoch_s"] = median(seconds) if seconds else float("nan")  # d2l's Trainer keeps no timings
         rows.append(row)
     ratios = {}
-    for num, den in (("a", "b"), ("c", "a")):
+    for num, den in (("a", "b"), ("c", "a"), ("d", "a")):
         if runs[num] and runs[den]:
             pairs = list(zip(runs[num], runs[den]))
             ratios[f"{num}/{den}"] = {key: median([x[key] / y[key] for x, y in pairs]) for key in ("wall_s", "cpu_s")}
-            ratios[f"{num}/{den}"]["epoch_s"] = median([median([c["seconds"] for c in x["curves"]])
-                                                        / median([c["seconds"] for c in y["curves"]]) for x, y in pairs])
+            ratios[f"{num}/{den}"]["epoch_s"] = (
+                median([median([c["seconds"] for c in x["curves"]]) / median([c["seconds"] for c in y["curves"]])
+                        for x, y in pairs]) if runs[num][0]["curves"] else float("nan"))
     return rows, ratios
+
+
+def _num(value: float, fmt: str) -> str:
+    return "-" if value != value else format(value, fmt)
 
 
 def table(rows: list[dict]) -> str:
@@ -317,9 +369,9 @@ def table(rows: list[dict]) -> str:
              "| peak RSS MiB | DataLoader workers' peak RSS MiB | test acc |",
              "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in rows:
-        workers = f"{r['workers_rss_mib']:.0f}" if r["variant"] == "c" else "-"
+        workers = f"{r['workers_rss_mib']:.0f}" if r["variant"] in ("c", "d") else "-"
         lines.append(f"| {r['variant']}: {r['label']} | {r['wall_s']:.2f} | {r['wall_min']:.2f}-{r['wall_max']:.2f} "
-                     f"| {r['cpu_s']:.2f} | {r['process_s']:.2f} | {r['epoch_s']:.3f} | {r['samples_per_s']:,.0f} "
+                     f"| {r['cpu_s']:.2f} | {r['process_s']:.2f} | {_num(r['epoch_s'], '.3f')} | {r['samples_per_s']:,.0f} "
                      f"| {r['rss_imports_mib']:.0f} | {r['rss_mib']:.0f} | {workers} | {r['test_acc']:.4f} |")
     return "\n".join(lines)
 
@@ -360,7 +412,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=4, help="DataLoader workers of variant c (d2l's default: 4)")
     parser.add_argument("--data-root", default=os.environ.get("DROPOUT_LAB_DATA", str(ROOT / "data")))
     parser.add_argument("--readme", type=Path, default=HERE / "README.md", help="where the table goes")
-    parser.add_argument("--variants", default="abc", help=argparse.SUPPRESS)
+    parser.add_argument("--variants", default="abcd" if importlib.util.find_spec("d2l") else "abc",
+                        help="which variants to run (default: abc, and d when the d2l package is installed)")
     parser.add_argument("--child", choices=VARIANTS, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -389,12 +442,13 @@ def main() -> None:
     for r in rows:
         print(f"{r['variant']}: {r['label']}: wall {r['wall_s']:.2f} s (CPU {r['cpu_s']:.2f} s), "
               f"{r['samples_per_s']:,.0f} samples/s, peak RSS {r['rss_mib']:.0f} MiB, test_acc {r['test_acc']:.4f}")
-    targets = {"a/b": "<= 1.10", "c/a": ">= 6"}
     for name, ratio in ratios.items():
-        print(f"ratio {name} = {ratio['wall_s']:.3f} wall, {ratio['cpu_s']:.3f} CPU, {ratio['epoch_s']:.3f} per epoch "
-              f"(target {targets[name]})")
+        print(f"ratio {name} = {ratio['wall_s']:.3f} wall, {ratio['cpu_s']:.3f} CPU, {_num(ratio['epoch_s'], '.3f')} "
+              f"per epoch (target {TARGETS[name]})")
     print(f"load average: start {load_start}, end {load_end}")
-    if set(args.variants) != set(VARIANTS):
+    if "d" not in args.variants:
+        print("d skipped: the d2l package is not installed (make bench installs it)")
+    if not set("abc") <= set(args.variants):
         return
     a_curves, b_curves = runs["a"][0]["curves"], runs["b"][0]["curves"]
     same = all(abs(x[k] - y[k]) <= 1e-5 for x, y in zip(a_curves, b_curves)
@@ -407,7 +461,7 @@ def main() -> None:
         f"Generated by `python benchmarks/bench_train.py{' ' + ' '.join(sys.argv[1:]) if sys.argv[1:] else ''}` "
         f"on {started:%Y-%m-%d %H:%M} UTC: {args.epochs} epoch(s) of the chapter run (concise MLP, p = 0.5/0.5, "
         f"batch 256, SGD lr 0.1, seed {args.seed}) on {args.train_subset or 50_000} training images, validation "
-        f"on 10k every epoch, test on 10k at the end; {args.repeats} interleaved repetition(s) of a, b, c, each "
+        f"on 10k every epoch, test on 10k at the end; {args.repeats} interleaved repetition(s) of {', '.join(args.variants)}, each "
         "in a fresh subprocess; medians.",
         "",
         f"Machine: {info['cpu']}, {info['cores']} cores, Python {info['python']}, torch {info['torch']}, "
@@ -420,7 +474,9 @@ def main() -> None:
         f"**a/b = {ratios['a/b']['wall_s']:.3f}** wall ({ratios['a/b']['cpu_s']:.3f} CPU, "
         f"{ratios['a/b']['epoch_s']:.3f} per epoch), target <= 1.10; "
         f"**c/a = {ratios['c/a']['wall_s']:.2f}** wall ({ratios['c/a']['cpu_s']:.2f} CPU, "
-        f"{ratios['c/a']['epoch_s']:.2f} per epoch), target >= 6. Medians of the per-repetition ratios.",
+        f"{ratios['c/a']['epoch_s']:.2f} per epoch), target >= 6"
+        + (f"; **d/a = {ratios['d/a']['wall_s']:.2f}** wall ({ratios['d/a']['cpu_s']:.2f} CPU)" if "d/a" in ratios else "")
+        + ". Medians of the per-repetition ratios.",
         "",
         "* *wall s*: from after the imports to the test accuracy, data reading included (for a also composing "
         "the config, building the Trainer, verifying the files' MD5 and writing `run.json`). *CPU s*: user + "
@@ -435,7 +491,10 @@ def main() -> None:
         f"per-epoch curves and test accuracy (within float32 rounding, 1e-5): {'yes' if same else 'no'}. "
         "c has the same initial weights and split, but the DataLoader shuffles with another random stream, "
         "so its test accuracy is another draw of the same training (seeds vary by a few points here). "
-        "c validates and tests through DataLoaders too, at the book's batch size 256 (a and b: 2000).",
+        "c validates and tests through DataLoaders too, at the book's batch size 256 (a and b: 2000)."
+        + (" d trains on all 60k images and validates on the 10k test images every epoch, as the book does "
+           "(its samples/s counts 60k per epoch); its *CPU s* and *DataLoader workers' peak RSS* are those of "
+           "its main process and largest worker, like c's." if "d" in args.variants else ""),
     ])
     write_section(args.readme, BEGIN, END, body)
     print(f"wrote {args.readme}")

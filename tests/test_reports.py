@@ -111,3 +111,19 @@ def test_point_plot_error_bars_are_the_tables_t_intervals() -> None:
     assert len(bars) == 2
     for (low, high), bar in zip(expected, bars):
         assert bar == pytest.approx((low, high), abs=1e-9)
+
+
+def test_tuning_caveats_follow_the_trials_and_settings() -> None:
+    import pandas as pd
+
+    from dropout_lab.reports.analyses.tuning import design_caveats
+
+    def trials(n: int, pruned_at: list[int]) -> pd.DataFrame:
+        states = ["PRUNED"] * len(pruned_at) + ["COMPLETE"] * (n - len(pruned_at))
+        return pd.DataFrame({"state": states, "epochs_run": pruned_at + [20] * (n - len(pruned_at))})
+
+    notes = design_caveats("tpe", "median", 10, trials(11, [1, 1, 4]))
+    assert any("budget of 10 trials lies within TPE's 10 random start-up trials (all 11" in n for n in notes)
+    assert any("2 of the 3 pruned trials were stopped after epoch 1" in n for n in notes)
+    assert design_caveats("tpe", "none", 25, trials(25, [])) == []  # TPE modelled 15 trials, nothing pruned
+    assert design_caveats("random", "median", 5, trials(5, [])) == []

@@ -131,8 +131,25 @@ def test_epochs_report_curves_best_epochs_and_where_dropout_pays() -> None:
     assert f"stays above from epoch {first} on" in report.answer and "significantly (paired" in report.answer
     assert report.answer.startswith("dropout 0.5/0.5 vs no dropout over 30 epochs")
 
-    flipped = epochs.analyze(epochs_data(False)).answer
+    smooth = tables["per_epoch_val_acc_smoothed"]  # 3-epoch windows for 30 epochs: defined from epoch 3
+    assert smooth["epoch"].min() == 3 and len(smooth) == 28
+    from_epoch = epochs.first_epoch_from_which(smooth["epoch"], smooth["mean_diff"] > 0)
+    assert any(f"trailing 3 epochs" in c and f"above no dropout's from epoch {from_epoch} on" in c
+               for c in report.conclusions)
+    assert "val_acc_difference_smoothed" in figures
+
+    flipped_report = epochs.analyze(epochs_data(False))
+    flipped = flipped_report.answer
     assert "not above at the last epoch (30)" in flipped and "never significantly" in flipped
+    assert any("not above no dropout's at the last epoch" in c for c in flipped_report.conclusions)
+
+
+def test_smoothed_curves_average_each_run_over_its_trailing_window() -> None:
+    curves = pd.DataFrame({"trial": [0, 0, 0, 1, 1, 1], "epoch": [1, 2, 3, 1, 2, 3],
+                           "val_acc": [0.1, 0.2, 0.6, 0.5, 0.5, 0.8]})
+    out = epochs.smoothed_curves(curves, 2)
+    assert out["epoch"].tolist() == [2, 3, 2, 3]
+    assert out["val_acc"].tolist() == pytest.approx([0.15, 0.4, 0.5, 0.65])
 
 
 def test_first_epoch_from_which_needs_the_condition_to_last() -> None:

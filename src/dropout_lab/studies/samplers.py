@@ -11,6 +11,10 @@ if TYPE_CHECKING:
 
 SAMPLER_NAMES = ("tpe", "random", "grid")
 PRUNER_NAMES = ("median", "hyperband", "none")
+#: TPE's random start-up trials (Optuna's default), before it models the search space.
+TPE_STARTUP_TRIALS = 10
+#: The median pruner's finished trials before it prunes, and epochs before it compares.
+MEDIAN_STARTUP_TRIALS, MEDIAN_WARMUP_EPOCHS = 3, 0
 
 
 class AskTellGridSampler(optuna.samplers.GridSampler):
@@ -30,13 +34,13 @@ def build_sampler(name: str, seed: int, grid: dict[str, list[Any]] | None = None
         return optuna.samplers.RandomSampler(seed=seed)
     if name == "grid":
         return AskTellGridSampler(grid or {}, seed=seed)
-    return optuna.samplers.TPESampler(seed=seed)
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=TPE_STARTUP_TRIALS)
 
 
 def build_pruner(name: str, max_epochs: int) -> optuna.pruners.BasePruner:
     """Median or Hyperband pruning on the per-epoch validation metric, or none."""
     if name == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=0)
+        return optuna.pruners.MedianPruner(n_startup_trials=MEDIAN_STARTUP_TRIALS, n_warmup_steps=MEDIAN_WARMUP_EPOCHS)
     if name == "hyperband":
         return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max_epochs)
     return optuna.pruners.NopPruner()

@@ -135,6 +135,31 @@ def pays_sentence(tests: pd.DataFrame, treatment: str, reference: str) -> str:
     return f"{head}; {sig} {holm_text}; at epoch {last} the difference is {describe_test(at_last)}."
 
 
+def smoothing_window(n_epochs: int) -> int:
+    """Epochs per moving-average window: a tenth of the run (at least 2), or 0 for runs under 10 epochs."""
+    return max(2, n_epochs // 10) if n_epochs >= 10 else 0
+
+
+def smoothed_curves(curves: pd.DataFrame, window: int, metric: str = "val_acc") -> pd.DataFrame:
+    """Each run's ``metric`` as the mean over the trailing ``window`` epochs (from epoch ``window`` on)."""
+    out = curves.sort_values(["trial", "epoch"]).copy()
+    out[metric] = out.groupby("trial")[metric].transform(lambda s: s.rolling(window, min_periods=window).mean())
+    return out.dropna(subset=[metric])
+
+
+def smoothed_pays_sentence(tests: pd.DataFrame, treatment: str, reference: str, window: int) -> str:
+    """Where the treatment pays once the epoch-to-epoch noise is averaged out over ``window`` epochs."""
+    above = first_epoch_from_which(tests["epoch"], tests["mean_diff"] > 0)
+    significant = first_epoch_from_which(tests["epoch"], (tests["mean_diff"] > 0) & (tests["p_value"] < ALPHA))
+    head = (f"Averaged over the trailing {window} epochs (validation accuracy jumps from epoch to epoch at "
+            f"this learning rate), {treatment}'s validation accuracy is ")
+    head += (f"above {reference}'s from epoch {above} on" if above is not None
+             else f"not above {reference}'s at the last epoch")
+    sig = (f"significantly (paired t-test per window, p < {ALPHA}) from epoch {significant} on"
+           if significant is not None else "never significantly up to the last epoch")
+    return f"{head}; {sig}."
+
+
 def final_test_comparison(runs: pd.DataFrame, treatment: str, reference: str) -> dict[str, float]:
     """Final test accuracy, treatment minus reference, paired on seeds."""
     wide = runs.pivot_table(index="seed", columns=CONFIG, values="test_acc", aggfunc="mean")
@@ -188,8 +213,13 @@ def analyze(data: StudyData) -> Report:
     tests = per_epoch_tests(curves, treatment, reference)
     final = final_test_comparison(runs, treatment, reference)
     best = best_epochs(curves)
+    window = smoothing_window(int(curves["epoch"].max()))
+    smooth_tests = (per_epoch_tests(smoothed_curves(curves, window), treatment, reference) if window
+                    else pd.DataFrame())
     if not tests.empty:
         report.conclusions.append(pays_sentence(tests, treatment, reference))
+    if not smooth_tests.empty:
+        report.conclusions.append(smoothed_pays_sentence(smooth_tests, treatment, reference, window))
     report.conclusions.append(f"Final test accuracy, {treatment} minus {reference}: {describe_test(final)}.")
     report.conclusions.append(best_epoch_sentence(best, order))
     report.conclusions.append(gap_sentence(curves, order))
@@ -200,6 +230,10 @@ def analyze(data: StudyData) -> Report:
     if not tests.empty:
         report.tables.append(Table("per_epoch_val_acc", tests, f"Validation accuracy, {treatment} minus {reference} "
                                    "per epoch, paired on seeds (paired t-test, Holm across epochs)"))
+    if not smooth_tests.empty:
+        report.tables.append(Table("per_epoch_val_acc_smoothed", smooth_tests,
+                                   f"Validation accuracy averaged over the trailing {window} epochs, {treatment} "
+                                   f"minus {reference}, paired on seeds (paired t-test, Holm across epochs)"))
     report.figures.append(Figure("curves", curves_figure(curves, order),
                                  "Training loss, validation loss and validation accuracy per epoch (mean, 95% CI band)"))
     report.figures.append(Figure("generalization_gap", gap_figure(curves, order),
@@ -207,6 +241,11 @@ def analyze(data: StudyData) -> Report:
     if not tests.empty:
         report.figures.append(Figure("val_acc_difference", difference_figure(tests, treatment, reference),
                                      "Validation accuracy difference per epoch, paired on seeds: mean, 95% CI band, epochs with p < 0.05"))
+    if not smooth_tests.empty:
+        report.figures.append(Figure("val_acc_difference_smoothed",
+                                     difference_figure(smooth_tests, treatment, reference),
+                                     f"The same difference for validation accuracy averaged over the trailing "
+                                     f"{window} epochs: mean, 95% CI band, epochs with p < 0.05"))
     report.notes.append("train_loss is the mean loss of the epoch's training batches with dropout ON (and weights "
                         "still changing during the epoch), while val_loss is measured after the epoch with dropout "
                         "off: for the dropout runs the gap val_loss - train_loss is pulled down by the noise in the "

@@ -9,6 +9,7 @@ import seaborn as sns
 
 from dropout_lab.reports.inputs import StudyData
 from dropout_lab.reports.model import Figure, Report, Table
+from dropout_lab.studies.samplers import MEDIAN_WARMUP_EPOCHS, TPE_STARTUP_TRIALS
 
 
 def _history(trials: pd.DataFrame, maximize: bool) -> Figure:
@@ -22,6 +23,24 @@ def _history(trials: pd.DataFrame, maximize: bool) -> Figure:
     ax.legend()
     fig.tight_layout()
     return Figure("optimization_history", fig, "Validation metric per trial (pruned trials at their last epoch) and best so far")
+
+
+def design_caveats(sampler: str, pruner: str, n_trials: int, trials: pd.DataFrame) -> list[str]:
+    """What the sampler and pruner settings imply for this study's trials (computed, not typed in)."""
+    notes = []
+    if sampler == "tpe" and n_trials <= TPE_STARTUP_TRIALS:  # extra trials of parallel workers start earlier still
+        notes.append(f"The budget of {n_trials} trials lies within TPE's {TPE_STARTUP_TRIALS} random start-up "
+                     f"trials (all {len(trials)} trials here were sampled at random), so this tuning was a seeded "
+                     "random search: studies with the same seed and search-space shape "
+                     "drew their candidates at the same relative positions of their ranges (the same budget and "
+                     "a fair comparison, but no model-based search). More trials than that would let TPE act.")
+    pruned = trials[trials["state"] == "PRUNED"]
+    if pruner == "median" and MEDIAN_WARMUP_EPOCHS == 0 and len(pruned):
+        first = int((pruned["epochs_run"] <= 1).sum())
+        notes.append(f"The median pruner compares from the first epoch (no warm-up): {first} of the {len(pruned)} "
+                     "pruned trials were stopped after epoch 1, where a slow starter is not yet told from a bad "
+                     "configuration.")
+    return notes
 
 
 def analyze(data: StudyData) -> Report:
@@ -55,4 +74,5 @@ def analyze(data: StudyData) -> Report:
         report.conclusions.append(f"The most important parameter is {top['param']} "
                                   f"(importance {top['importance']:.2f}).")
     report.notes.append("Tuning uses the validation split only; the test set is used in the final comparison (ex7_noise).")
+    report.notes.extend(design_caveats(data.spec.sampler, data.spec.pruner, data.spec.n_trials, trials))
     return report

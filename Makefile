@@ -63,8 +63,9 @@ reports: setup
 test: setup postgres
 	$(BIN)/python -m pytest -q
 
-# Speed at full budget (about 30 min on 2 cores; results in temporary folders): one run vs. a
-# hand-written loop and the book's DataLoader, then sweeps. Rewrites the tables in benchmarks/README.md.
+# Speed at full budget (about 20 min on 2 cores; results in temporary folders): one run vs. a
+# hand-written loop, the book's DataLoader and the book's own d2l code (installed here without its
+# pinned dependencies), then sweeps. Rewrites the tables in benchmarks/README.md.
 bench: setup
 	@$(BIN)/python -c "import d2l" 2>/dev/null || { $(BIN)/pip install -q --no-deps d2l==1.0.3 && \
 	  $(BIN)/pip install -q -c requirements.lock ipython matplotlib-inline requests; }

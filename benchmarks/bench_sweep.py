@@ -285,7 +285,7 @@ def main() -> None:
         f"on {started:%Y-%m-%d %H:%M} UTC; {args.repeats} repetition(s), configurations alternating, medians. "
         f"Machine: {info['cpu']}, {info['cores']} cores, torch {info['torch']}. Load average (1/5/15 min) at start "
         f"{load_start}, at end {load_end}"
-        f"{' (other jobs were running: timings are noisy)' if float(load_start.split()[0]) > 0.5 * (info['cores'] or 1) else ''}.",
+        f"{' (above half the cores at the start: the average lags by minutes, so it may be an earlier run; if other jobs are running, timings are noisy)' if float(load_start.split()[0]) > 0.5 * (info['cores'] or 1) else ''}.",
         "",
     ]
     print()

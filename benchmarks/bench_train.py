@@ -467,7 +467,7 @@ def main() -> None:
         f"Machine: {info['cpu']}, {info['cores']} cores, Python {info['python']}, torch {info['torch']}, "
         f"torch threads per run {args.threads or info['torch_default_threads']}, DataLoader workers (c) "
         f"{args.workers}. Load average (1/5/15 min) at start {load_start}, at end {load_end}"
-        f"{' (other jobs were running: wall times are noisy, CPU seconds less so)' if float(load_start.split()[0]) > 0.5 * (info['cores'] or 1) else ''}.",
+        f"{' (above half the cores at the start: the average lags by minutes, so it may be an earlier run; if other jobs are running, wall times are noisy, CPU seconds less so)' if float(load_start.split()[0]) > 0.5 * (info['cores'] or 1) else ''}.",
         "",
         table(rows),
         "",

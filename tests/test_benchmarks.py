@@ -15,7 +15,7 @@ def test_bench_train_prints_three_variants_two_ratios_and_writes_the_table(data_
                       "\nhand-written notes after the section\n")
     proc = subprocess.run(
         [sys.executable, str(BENCH), "--epochs", "1", "--repeats", "1", "--train-subset", "2000",
-         "--workers", "2", "--data-root", str(data_root), "--readme", str(readme)],
+         "--workers", "2", "--variants", "abc", "--data-root", str(data_root), "--readme", str(readme)],
         capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     out = proc.stdout

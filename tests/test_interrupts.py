@@ -18,13 +18,19 @@ from conftest import CLI
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
+def _catch_sigint() -> None:
+    """Undo an inherited SIG_IGN (a shell's background jobs start with SIGINT ignored, and Python then
+    leaves it ignored), so that the study process sees Ctrl-C as in a terminal however pytest runs."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_sigint_marks_run_interrupted_and_relaunch_resumes(data_root, tmp_path: Path) -> None:
     spec = tmp_path / "sigint.yaml"
-    spec.write_text(yaml.safe_dump({"name": "sigint", "question": "q", "experiment": "smoke", "epochs": 60,
+    spec.write_text(yaml.safe_dump({"name": "sigint", "question": "q", "experiment": "smoke", "epochs": 150,
                                     "grid": {"model.dropout_1": [0.2, 0.5]}, "seeds": [0, 1]}))
     env = {**os.environ, "DROPOUT_LAB_DATA": str(data_root), "DROPOUT_LAB_RESULTS": str(tmp_path / "results")}
     cmd = [*CLI, "study", "run", str(spec)]
-    proc = subprocess.Popen(cmd, env=env, cwd=tmp_path, start_new_session=True,
+    proc = subprocess.Popen(cmd, env=env, cwd=tmp_path, start_new_session=True, preexec_fn=_catch_sigint,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     db = tmp_path / "results" / "studies.db"
     deadline = time.monotonic() + 120

@@ -119,6 +119,42 @@ def test_worker_killed_right_after_its_claim_leaves_a_stale_run_that_is_requeued
     assert states == [TrialState.FAIL, TrialState.WAITING]  # failed as stale and queued again
 
 
+def _relaunched_worker_step(url: str, start, claimed) -> None:  # noqa: ANN001 (multiprocessing objects)
+    from dropout_lab.studies.storage import open_storage, queue_lock
+    from dropout_lab.studies.worker import requeue_stale_and_claim
+
+    storage = open_storage(url, heartbeat_interval=1, grace_period=2)
+    study = optuna.load_study(study_name="stale", storage=storage)
+    lock = queue_lock(url)
+    start.wait()  # all workers look at the queue at the same moment
+    claimed.put(requeue_stale_and_claim(study, storage, lock))
+
+
+def test_workers_noticing_a_stale_run_together_requeue_and_claim_it_once(tmp_path: Path) -> None:
+    import multiprocessing
+
+    from dropout_lab.studies.storage import open_storage
+    from dropout_lab.studies.worker import _claim_waiting
+
+    url = f"sqlite:///{tmp_path / 'stale.db'}"
+    storage = open_storage(url, heartbeat_interval=1, grace_period=2)
+    study = optuna.create_study(study_name="stale", storage=storage, direction="maximize")
+    study.enqueue_trial({"x": 1.0})
+    assert _claim_waiting(study, storage) is not None  # then its worker dies
+    time.sleep(3)
+    ctx = multiprocessing.get_context("fork")
+    claimed, start = ctx.Queue(), ctx.Barrier(4)
+    workers = [ctx.Process(target=_relaunched_worker_step, args=(url, start, claimed)) for _ in range(4)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(60)
+    results = [claimed.get(timeout=10) for _ in workers]
+    assert sum(r is not None for r in results) == 1  # one worker got the re-queued run
+    states = Counter(t.state for t in study.get_trials())
+    assert states == Counter({TrialState.FAIL: 1, TrialState.RUNNING: 1})  # re-queued once, claimed once
+
+
 def test_tuning_prunes_and_resumes_toward_its_total(run_cli, write_spec, tmp_path: Path) -> None:
     space = {"optim.lr": {"type": "float", "low": 1e-4, "high": 0.5, "log": True}}
     common = dict(question="q", experiment="smoke", epochs=3, search_space=space, seeds=[0],

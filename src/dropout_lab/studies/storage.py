@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 import time
@@ -11,6 +12,8 @@ import optuna
 import warnings
 from optuna.storages import BaseStorage, JournalStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.storages.journal import JournalFileBackend
+
+from filelock import FileLock
 
 from dropout_lab.errors import StorageError
 
@@ -25,6 +28,20 @@ CREATE_ATTEMPTS = 3
 def retry_callback() -> RetryHeartbeatStaleTrialCallback:
     """Re-queues a trial whose worker died or was interrupted, at most ``MAX_RETRY`` times."""
     return RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)
+
+
+def queue_lock(url: str) -> contextlib.AbstractContextManager:
+    """A lock around claiming queued runs and re-queueing stale ones, across all local workers.
+
+    SQLite has no row locks (Optuna's ``SELECT ... FOR UPDATE`` is a plain read there), so two
+    workers can both see a stale run RUNNING and both re-queue it, and the run is then done
+    twice (seen in a test: two workers relaunched at once re-queued each killed run twice). A file
+    lock next to the database serializes those steps; SQLite is single-host anyway. PostgreSQL's
+    row locks already serialize them, and the journal storage has no heartbeats.
+    """
+    if url.startswith("sqlite:///"):
+        return FileLock(url[len("sqlite:///"):] + ".lock")
+    return contextlib.nullcontext()
 
 
 def default_storage_url(results_dir: str | os.PathLike) -> str:

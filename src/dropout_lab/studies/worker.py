@@ -2,13 +2,14 @@
 
 Any number of workers, on any number of hosts, can share one storage. Each grid run is claimed
 atomically by moving its trial from WAITING to RUNNING, the way Optuna pops its own queue, so no
-run is done twice. A worker killed with SIGKILL stops beating; the first worker (or relaunch)
+run is done twice (on SQLite under a file lock, see ``queue_lock``). A worker killed with SIGKILL stops beating; the first worker (or relaunch)
 that notices re-queues its run once (``RetryFailedTrialCallback``). Ctrl-C marks the current run
 failed and re-queues it before the worker exits.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
@@ -25,7 +26,7 @@ from dropout_lab.studies.grid import run_overrides
 from dropout_lab.studies.prepare import CELL_CHOICES, load_study
 from dropout_lab.studies.samplers import make_sampler
 from dropout_lab.studies.spec import StudySpec
-from dropout_lab.studies.storage import open_storage, retry_callback
+from dropout_lab.studies.storage import open_storage, queue_lock, retry_callback
 from dropout_lab.studies.store import save_failure, save_record
 from dropout_lab.training.record import RunRecord
 from dropout_lab.training.train import train
@@ -116,13 +117,21 @@ def _run_grid_trial(study: optuna.Study, storage: BaseStorage, trial_id: int, sp
     study.tell(trial, record.final[spec.metric])
 
 
+def requeue_stale_and_claim(study: optuna.Study, storage: BaseStorage,
+                            lock: contextlib.AbstractContextManager) -> int | None:
+    """Re-queue runs whose worker died, then claim one queued run, under the storage's queue lock."""
+    with lock:
+        fail_stale_trials(study)
+        return _claim_waiting(study, storage)
+
+
 def run_grid(study: optuna.Study, storage: BaseStorage, spec: StudySpec, settings: WorkerSettings) -> int:
     """Work through the queue; with heartbeats, wait for running trials that may still fail."""
     done = 0
     beating = is_heartbeat_enabled(storage)
+    lock = queue_lock(settings.storage_url)
     while True:
-        fail_stale_trials(study)
-        trial_id = _claim_waiting(study, storage)
+        trial_id = requeue_stale_and_claim(study, storage, lock)
         if trial_id is not None:
             _run_grid_trial(study, storage, trial_id, spec, settings)
             done += 1

@@ -2,9 +2,10 @@
 
 Any number of workers, on any number of hosts, can share one storage. Each grid run is claimed
 atomically by moving its trial from WAITING to RUNNING, the way Optuna pops its own queue, so no
-run is done twice (on SQLite under a file lock, see ``queue_lock``). A worker killed with SIGKILL stops beating; the first worker (or relaunch)
-that notices re-queues its run once (``RetryFailedTrialCallback``). Ctrl-C marks the current run
-failed and re-queues it before the worker exits.
+run is done twice (on SQLite under a file lock, see ``queue_lock``). A worker killed with SIGKILL
+stops beating; the first worker (or relaunch) that notices re-queues its run once
+(``RetryHeartbeatStaleTrialCallback``). Ctrl-C marks the current run failed and re-queues it
+before the worker exits.
 """
 
 from __future__ import annotations

@@ -27,7 +27,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -35,21 +34,22 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
-from bench_train import _vm_kib, load_average, machine_info, write_section  # noqa: E402
+from bench_train import PeriodicSampler, _vm_kib, load_average, machine_info, write_section  # noqa: E402
 
 BEGIN, END = "<!-- bench_sweep:begin -->", "<!-- bench_sweep:end -->"
 DROPOUT_1 = [0.2, 0.35, 0.5, 0.65]
 SEEDS = [0, 1, 2, 3]
 
 
-class TreePeaks:
+class TreePeaks(PeriodicSampler):
     """Samples the peak RSS (``VmHWM``) of a process and all its descendants every 0.2 s."""
 
+    interval = 0.2
+
     def __init__(self, root_pid: int) -> None:
+        super().__init__()
         self.root_pid = root_pid
         self.peaks: dict[int, dict] = {}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
 
     @staticmethod
     def _parents() -> dict[int, int]:
@@ -71,27 +71,18 @@ class TreePeaks:
             tree += frontier
         return tree
 
-    def _run(self) -> None:
-        while not self._stop.wait(0.2):
-            for pid in self._tree():
-                hwm = _vm_kib(pid, "VmHWM")
-                if not hwm:
-                    continue
-                entry = self.peaks.setdefault(pid, {"peak_kib": 0, "cmd": ""})
-                entry["peak_kib"] = max(entry["peak_kib"], hwm)
-                if not entry["cmd"]:
-                    try:
-                        entry["cmd"] = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-                    except OSError:
-                        pass
-
-    def __enter__(self) -> "TreePeaks":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
+    def sample(self) -> None:
+        for pid in self._tree():
+            hwm = _vm_kib(pid, "VmHWM")
+            if not hwm:
+                continue
+            entry = self.peaks.setdefault(pid, {"peak_kib": 0, "cmd": ""})
+            entry["peak_kib"] = max(entry["peak_kib"], hwm)
+            if not entry["cmd"]:
+                try:
+                    entry["cmd"] = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+                except OSError:
+                    pass
 
     def worker_peaks_mib(self) -> list[float]:
         """Peak RSS of the processes that trained runs (they import torch: > 400 MiB), in MiB."""

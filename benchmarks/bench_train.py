@@ -37,6 +37,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -225,7 +226,36 @@ def _vm_kib(pid: int | str, field: str) -> int:
     return 0
 
 
-class ChildPeaks:
+class PeriodicSampler:
+    """Calls ``sample()`` every ``interval`` seconds in a daemon thread while the ``with`` block runs.
+
+    ``sample()`` returns False to stop early.
+    """
+
+    interval = 0.05
+
+    def __init__(self) -> None:
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            if self.sample() is False:
+                return
+
+    def sample(self) -> bool | None:
+        raise NotImplementedError
+
+    def __enter__(self):  # noqa: ANN204 (returns the subclass)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+class ChildPeaks(PeriodicSampler):
     """Samples the peak RSS (``VmHWM``) of this process's children (DataLoader workers) every 50 ms.
 
     ``RUSAGE_CHILDREN`` cannot be used: ``import torch`` itself forks a short-lived helper whose
@@ -233,29 +263,18 @@ class ChildPeaks:
     """
 
     def __init__(self) -> None:
-        import threading
-
+        super().__init__()
         self.peak_kib = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def _run(self) -> None:
+    def sample(self) -> bool | None:
         me = os.getpid()
-        while not self._stop.wait(0.05):
-            try:
-                kids = Path(f"/proc/{me}/task/{me}/children").read_text().split()
-            except OSError:
-                return
-            for kid in kids:
-                self.peak_kib = max(self.peak_kib, _vm_kib(kid, "VmHWM"))
-
-    def __enter__(self) -> "ChildPeaks":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
+        try:
+            kids = Path(f"/proc/{me}/task/{me}/children").read_text().split()
+        except OSError:
+            return False
+        for kid in kids:
+            self.peak_kib = max(self.peak_kib, _vm_kib(kid, "VmHWM"))
+        return None
 
 
 def child(args: argparse.Namespace) -> None:

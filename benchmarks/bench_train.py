@@ -13,6 +13,14 @@ The same chapter training (concise 784-256-256-10 MLP, p = 0.5/0.5, batch 256, S
      chapter's concise ``DropoutMLP(d2l.Classifier)``, ``d2l.FashionMNIST(batch_size=256)`` and
      ``d2l.Trainer(max_epochs=10)``, which trains on all 60k images, validates on the test set
      every epoch and plots its progress board (here without a notebook to draw into)
+  m  a with the activation monitor on (``monitor.enabled=true``, its default every 50 steps):
+     m/a is the monitor's own overhead
+  s  a with ``model=scratch``: the chapter's from-scratch dropout, whose masks compare uniform
+     draws with p (``torch.rand_like(h) > p``) instead of ``nn.Dropout``'s Bernoulli sampler
+
+Each variant runs at every ``--threads`` setting (default: 1 torch thread, what a study worker
+uses with ``--jobs 2`` on two cores, and 0 = torch's default, one per core, what a single
+``dropout-lab train`` uses); every setting gets its own table.
 
 Every variant runs in a fresh subprocess, so its peak RSS (``ru_maxrss``, read in the child) is its
 own, and the variants alternate (a, b, c, a, b, c, ...) so that background load hits them alike.
@@ -20,7 +28,7 @@ The timed span starts after the imports and ends with the test accuracy: it incl
 data (and, for a, composing the config, building the Trainer and writing ``run.json``).
 
     python benchmarks/bench_train.py                      # 10 epochs, 3 repetitions, writes benchmarks/README.md
-    python benchmarks/bench_train.py --epochs 1 --repeats 1 --train-subset 2000 --readme /tmp/x.md
+    python benchmarks/bench_train.py --epochs 1 --repeats 1 --train-subset 2000 --threads 1 --readme /tmp/x.md
 """
 
 from __future__ import annotations
@@ -43,14 +51,18 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-VARIANTS = ("a", "b", "c", "d")
+VARIANTS = ("a", "b", "c", "d", "m", "s")
 LABELS = {
     "a": "dropout-lab train()",
     "b": "hand-written loop, in-memory tensors",
     "c": "book: FashionMNIST+Resize+ToTensor+DataLoader",
     "d": "book's own code: d2l 1.0.3 Trainer",
+    "m": "a + activation monitor (every 50 steps)",
+    "s": "a with model=scratch (uniform-draw masks)",
 }
-TARGETS = {"a/b": "<= 1.10", "c/a": ">= 6", "d/a": "none (the source of the c/a target)"}
+RATIOS = (("a", "b"), ("c", "a"), ("d", "a"), ("m", "a"), ("s", "a"))
+TARGETS = {"a/b": "<= 1.10", "c/a": ">= 6", "d/a": "none (the source of the c/a target)",
+           "m/a": "none (the monitor's overhead)", "s/a": "none"}
 BEGIN, END = "<!-- bench_train:begin -->", "<!-- bench_train:end -->"
 VAL_SIZE, SPLIT_SEED, BATCH, EVAL_BATCH, LR, P = 10_000, 0, 256, 2000, 0.1, 0.5
 
@@ -110,12 +122,12 @@ def _fit(net, train_batches, val_batches, test_batches, epochs: int) -> dict:
     return {"curves": curves, "test_loss": test_loss, "test_acc": test_acc}
 
 
-def run_a(args: argparse.Namespace) -> dict:
+def _run_dropout_lab(args: argparse.Namespace, *extra: str) -> dict:
     from dropout_lab.config.compose import compose_train_config
     from dropout_lab.training import train
 
     overrides = [f"trainer.max_epochs={args.epochs}", f"seed={args.seed}", f"data.root={args.data_root}",
-                 "trainer=cpu", f"threads={args.threads or 'null'}"]
+                 "trainer=cpu", f"threads={args.threads or 'null'}", *extra]
     if args.train_subset:
         overrides.append(f"data.train_subset={args.train_subset}")
     with tempfile.TemporaryDirectory() as out:
@@ -124,7 +136,19 @@ def run_a(args: argparse.Namespace) -> dict:
         record = train(compose_train_config(overrides), Path(out) / "run", overrides)
         wall = time.perf_counter() - start
     return {"wall_s": wall, "test_acc": record.final["test_acc"], "curves": record.curves,
-            "n_train": args.train_subset or 60_000 - VAL_SIZE}
+            "n_train": args.train_subset or 60_000 - VAL_SIZE, "monitor_rows": len(record.activations)}
+
+
+def run_a(args: argparse.Namespace) -> dict:
+    return _run_dropout_lab(args)
+
+
+def run_m(args: argparse.Namespace) -> dict:
+    return _run_dropout_lab(args, "monitor.enabled=true")
+
+
+def run_s(args: argparse.Namespace) -> dict:
+    return _run_dropout_lab(args, "model=scratch")
 
 
 def run_b(args: argparse.Namespace) -> dict:
@@ -280,15 +304,16 @@ class ChildPeaks(PeriodicSampler):
 def child(args: argparse.Namespace) -> None:
     import torch
 
+    (args.threads,) = args.threads  # one setting per child
     if args.threads:
         torch.set_num_threads(args.threads)
-    run = {"a": run_a, "b": run_b, "c": run_c, "d": run_d}[args.child]
+    run = {"a": run_a, "b": run_b, "c": run_c, "d": run_d, "m": run_m, "s": run_s}[args.child]
     if args.child == "d":
         import matplotlib
 
         matplotlib.use("Agg")
         from d2l import torch as _d2l  # noqa: F401
-    elif args.child == "a":  # import what train() needs before the clock starts, as b and c do
+    elif args.child in "ams":  # import what train() needs before the clock starts, as b and c do
         import dropout_lab.data.datamodule  # noqa: F401
         import dropout_lab.models  # noqa: F401
         import dropout_lab.training  # noqa: F401
@@ -331,9 +356,9 @@ def load_average() -> str:
     return " ".join(f"{v:.2f}" for v in os.getloadavg())
 
 
-def run_child(variant: str, args: argparse.Namespace) -> dict:
+def run_child(variant: str, args: argparse.Namespace, threads: int) -> dict:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", variant, "--epochs", str(args.epochs),
-           "--seed", str(args.seed), "--threads", str(args.threads), "--workers", str(args.workers),
+           "--seed", str(args.seed), "--threads", str(threads), "--workers", str(args.workers),
            "--data-root", args.data_root]
     if args.train_subset:
         cmd += ["--train-subset", str(args.train_subset)]
@@ -369,7 +394,7 @@ def summarise(runs: dict[str, list[dict]]) -> tuple[list[dict], dict[str, dict[s
         row["epoch_s"] = median(seconds) if seconds else float("nan")  # d2l's Trainer keeps no timings
         rows.append(row)
     ratios = {}
-    for num, den in (("a", "b"), ("c", "a"), ("d", "a")):
+    for num, den in RATIOS:
         if runs[num] and runs[den]:
             pairs = list(zip(runs[num], runs[den]))
             ratios[f"{num}/{den}"] = {key: median([x[key] / y[key] for x, y in pairs]) for key in ("wall_s", "cpu_s")}
@@ -421,23 +446,43 @@ def write_section(readme: Path, begin: str, end: str, body: str) -> None:
     readme.write_text(text)
 
 
+def threads_label(threads: int, info: dict) -> str:
+    return (f"{threads} torch thread{'s' if threads > 1 else ''}" if threads
+            else f"torch's default threads ({info['torch_default_threads']})")
+
+
+def ratio_line(ratios: dict[str, dict[str, float]]) -> str:
+    """The ratios in bold with their targets, as the README states them."""
+    parts = []
+    for name, r in ratios.items():
+        detail = f"{r['cpu_s']:.3f} CPU" + (f", {r['epoch_s']:.3f} per epoch" if r["epoch_s"] == r["epoch_s"] else "")
+        target = TARGETS[name]
+        parts.append(f"**{name} = {r['wall_s']:.3f}** wall ({detail})"
+                     + (f", target {target}" if not target.startswith("none") else ""))
+    return "; ".join(parts) + ". Medians of the per-repetition ratios."
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--repeats", type=int, default=3, help="repetitions of (a, b, c), medians over them")
+    parser.add_argument("--repeats", type=int, default=3, help="repetitions of every variant, medians over them")
     parser.add_argument("--train-subset", type=int, default=None, help="first N training images (smoke budget)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=1, help="torch threads in every variant (0: torch's default)")
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 0],
+                        help="torch threads per run, one table per setting (0: torch's default); default: 1 0")
     parser.add_argument("--workers", type=int, default=4, help="DataLoader workers of variant c (d2l's default: 4)")
     parser.add_argument("--data-root", default=os.environ.get("DROPOUT_LAB_DATA", str(ROOT / "data")))
     parser.add_argument("--readme", type=Path, default=HERE / "README.md", help="where the table goes")
-    parser.add_argument("--variants", default="abcd" if importlib.util.find_spec("d2l") else "abc",
-                        help="which variants to run (default: abc, and d when the d2l package is installed)")
+    parser.add_argument("--variants", default="abcdms" if importlib.util.find_spec("d2l") else "abcms",
+                        help="which variants to run (default: abcms, and d when the d2l package is installed)")
     parser.add_argument("--child", choices=VARIANTS, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         child(args)
         return
+    unknown = sorted(set(args.variants) - set(VARIANTS))
+    if unknown:
+        parser.error(f"--variants: unknown {', '.join(unknown)}; allowed: {', '.join(VARIANTS)}")
 
     from dropout_lab.data.files import ensure_fashion_mnist
 
@@ -445,61 +490,63 @@ def main() -> None:
     info = machine_info()
     load_start, started = load_average(), dt.datetime.now(dt.timezone.utc)
     print(f"bench_train: {args.epochs} epoch(s), {args.repeats} repetition(s), train subset "
-          f"{args.train_subset or 'all 50k'}, threads {args.threads or 'torch default'}, "
+          f"{args.train_subset or 'all 50k'}, threads {args.threads} (0: torch default), "
           f"DataLoader workers {args.workers}; load average {load_start}", flush=True)
-    runs: dict[str, list[dict]] = {v: [] for v in VARIANTS}
+    runs = {t: {v: [] for v in VARIANTS} for t in args.threads}
     for rep in range(args.repeats):
-        for v in args.variants:
-            r = run_child(v, args)
-            runs[v].append(r)
-            print(f"  rep {rep + 1} {v} ({LABELS[v]}): wall {r['wall_s']:.2f} s (CPU {r['cpu_s']:.2f} s), "
-                  f"{r['samples_per_s']:,.0f} samples/s, "
-                  f"peak RSS {r['rss_mib']:.0f} MiB, test_acc {r['test_acc']:.4f}", flush=True)
+        for threads in args.threads:
+            for v in args.variants:
+                r = run_child(v, args, threads)
+                runs[threads][v].append(r)
+                print(f"  rep {rep + 1} threads {threads} {v} ({LABELS[v]}): wall {r['wall_s']:.2f} s "
+                      f"(CPU {r['cpu_s']:.2f} s), {r['samples_per_s']:,.0f} samples/s, "
+                      f"peak RSS {r['rss_mib']:.0f} MiB, test_acc {r['test_acc']:.4f}", flush=True)
     load_end = load_average()
-    rows, ratios = summarise(runs)
-    print()
-    for r in rows:
-        print(f"{r['variant']}: {r['label']}: wall {r['wall_s']:.2f} s (CPU {r['cpu_s']:.2f} s), "
-              f"{r['samples_per_s']:,.0f} samples/s, peak RSS {r['rss_mib']:.0f} MiB, test_acc {r['test_acc']:.4f}")
-    for name, ratio in ratios.items():
-        print(f"ratio {name} = {ratio['wall_s']:.3f} wall, {ratio['cpu_s']:.3f} CPU, {_num(ratio['epoch_s'], '.3f')} "
-              f"per epoch (target {TARGETS[name]})")
-    print(f"load average: start {load_start}, end {load_end}")
     if "d" not in args.variants:
         print("d skipped: the d2l package is not installed (make bench installs it)")
+
+    sections, same_all = [], []
+    for threads in args.threads:
+        rows, ratios = summarise(runs[threads])
+        label = threads_label(threads, info)
+        print(f"\n{label}:")
+        for r in rows:
+            print(f"{r['variant']}: {r['label']}: wall {r['wall_s']:.2f} s (CPU {r['cpu_s']:.2f} s), "
+                  f"{r['samples_per_s']:,.0f} samples/s, peak RSS {r['rss_mib']:.0f} MiB, test_acc {r['test_acc']:.4f}")
+        for name, ratio in ratios.items():
+            print(f"ratio {name} = {ratio['wall_s']:.3f} wall, {ratio['cpu_s']:.3f} CPU, {_num(ratio['epoch_s'], '.3f')} "
+                  f"per epoch (target {TARGETS[name]})")
+        if runs[threads]["a"] and runs[threads]["b"]:
+            a_run, b_run = runs[threads]["a"][0], runs[threads]["b"][0]
+            same = all(abs(x[k] - y[k]) <= 1e-5 for x, y in zip(a_run["curves"], b_run["curves"])
+                       for k in ("train_loss", "val_loss", "val_acc")) and abs(a_run["test_acc"] - b_run["test_acc"]) <= 1e-5
+            same_all.append(same)
+            print(f"a and b give the same curves and test accuracy: {same}")
+        if runs[threads]["m"]:
+            print(f"m recorded {runs[threads]['m'][0]['monitor_rows']} activation rows")
+        sections += [f"### {label}", "", table(rows), "", ratio_line(ratios), ""]
+    print(f"load average: start {load_start}, end {load_end}")
     if not set("abc") <= set(args.variants):
         return
-    a_curves, b_curves = runs["a"][0]["curves"], runs["b"][0]["curves"]
-    same = all(abs(x[k] - y[k]) <= 1e-5 for x, y in zip(a_curves, b_curves)
-               for k in ("train_loss", "val_loss", "val_acc")) and abs(runs["a"][0]["test_acc"] - runs["b"][0]["test_acc"]) <= 1e-5
-    print(f"a and b give the same curves and test accuracy: {same}")
 
+    busy = float(load_start.split()[0]) > 0.5 * (info["cores"] or 1)
     body = "\n".join([
         "## Single run: dropout-lab vs. hand-written loop vs. the book's DataLoader",
         "",
         f"Generated by `python benchmarks/bench_train.py{' ' + ' '.join(sys.argv[1:]) if sys.argv[1:] else ''}` "
         f"on {started:%Y-%m-%d %H:%M} UTC: {args.epochs} epoch(s) of the chapter run (concise MLP, p = 0.5/0.5, "
         f"batch 256, SGD lr 0.1, seed {args.seed}) on {args.train_subset or 50_000} training images, validation "
-        f"on 10k every epoch, test on 10k at the end; {args.repeats} interleaved repetition(s) of {', '.join(args.variants)}, each "
-        "in a fresh subprocess; medians.",
+        f"on 10k every epoch, test on 10k at the end; {args.repeats} interleaved repetition(s) of "
+        f"{', '.join(args.variants)} at each thread setting, each in a fresh subprocess; medians.",
         "",
         f"Machine: {info['cpu']}, {info['cores']} cores, Python {info['python']}, torch {info['torch']}, "
-        f"torch threads per run {args.threads or info['torch_default_threads']}, DataLoader workers (c) "
-        f"{args.workers}. Load average (1/5/15 min) at start {load_start}, at end {load_end}"
-        f"{' (above half the cores at the start: the average lags by minutes, so it may be an earlier run; if other jobs are running, wall times are noisy, CPU seconds less so)' if float(load_start.split()[0]) > 0.5 * (info['cores'] or 1) else ''}.",
+        f"DataLoader workers (c) {args.workers}. Load average (1/5/15 min) at start {load_start}, at end {load_end}"
+        f"{' (above half the cores at the start: the average lags by minutes, so it may be an earlier run; if other jobs are running, wall times are noisy, CPU seconds less so)' if busy else ''}.",
         "",
-        table(rows),
-        "",
-        f"**a/b = {ratios['a/b']['wall_s']:.3f}** wall ({ratios['a/b']['cpu_s']:.3f} CPU, "
-        f"{ratios['a/b']['epoch_s']:.3f} per epoch), target <= 1.10; "
-        f"**c/a = {ratios['c/a']['wall_s']:.2f}** wall ({ratios['c/a']['cpu_s']:.2f} CPU, "
-        f"{ratios['c/a']['epoch_s']:.2f} per epoch), target >= 6"
-        + (f"; **d/a = {ratios['d/a']['wall_s']:.2f}** wall ({ratios['d/a']['cpu_s']:.2f} CPU)" if "d/a" in ratios else "")
-        + ". Medians of the per-repetition ratios.",
-        "",
-        "* *wall s*: from after the imports to the test accuracy, data reading included (for a also composing "
-        "the config, building the Trainer, verifying the files' MD5 and writing `run.json`). *CPU s*: user + "
-        "system time of the variant's process over the same span (c's DataLoader workers not included). "
+        *sections,
+        "* *wall s*: from after the imports to the test accuracy, data reading included (for a, m, s also "
+        "composing the config, building the Trainer, verifying the files' MD5 and writing `run.json`). *CPU s*: "
+        "user + system time of the variant's process over the same span (c's DataLoader workers not included). "
         "*process s*: the whole subprocess, interpreter start and imports included. *epoch s*: median "
         "seconds of one epoch (training + validation; a: `run.json`'s `curves[].seconds`), i.e. without the "
         "one-off costs of a run.",
@@ -507,13 +554,15 @@ def main() -> None:
         "process; *RSS after imports* is its part that is only `import torch` (+ Lightning for a). "
         "For c, the largest DataLoader worker's peak (`VmHWM`, sampled).",
         f"* a and b draw the same initial weights, split, batch order and dropout masks, and give the same "
-        f"per-epoch curves and test accuracy (within float32 rounding, 1e-5): {'yes' if same else 'no'}. "
+        f"per-epoch curves and test accuracy (within float32 rounding, 1e-5): {'yes' if all(same_all) else 'no'}. "
         "c has the same initial weights and split, but the DataLoader shuffles with another random stream, "
         "so its test accuracy is another draw of the same training (seeds vary by a few points here). "
         "c validates and tests through DataLoaders too, at the book's batch size 256 (a and b: 2000)."
         + (" d trains on all 60k images and validates on the 10k test images every epoch, as the book does "
            "(its samples/s counts 60k per epoch); its *CPU s* and *DataLoader workers' peak RSS* are those of "
-           "its main process and largest worker, like c's." if "d" in args.variants else ""),
+           "its main process and largest worker, like c's." if "d" in args.variants else "")
+        + (" m trains exactly as a (the monitor's noisy probe pass uses a forked RNG) and adds its "
+           "recording; s draws other masks, so its accuracy is another draw." if set("ms") & set(args.variants) else ""),
     ])
     write_section(args.readme, BEGIN, END, body)
     print(f"wrote {args.readme}")

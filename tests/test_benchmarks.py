@@ -9,28 +9,32 @@ from pathlib import Path
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_train.py"
 
 
-def test_bench_train_prints_three_variants_two_ratios_and_writes_the_table(data_root: Path, tmp_path: Path) -> None:
+def test_bench_train_prints_the_variants_and_ratios_and_writes_the_table(data_root: Path, tmp_path: Path) -> None:
     readme = tmp_path / "README.md"
     readme.write_text("# Hand-written intro\n\nkept as is\n\n<!-- bench_train:begin -->\nstale\n<!-- bench_train:end -->\n"
                       "\nhand-written notes after the section\n")
     proc = subprocess.run(
-        [sys.executable, str(BENCH), "--epochs", "1", "--repeats", "1", "--train-subset", "2000",
-         "--workers", "2", "--variants", "abc", "--data-root", str(data_root), "--readme", str(readme)],
+        [sys.executable, str(BENCH), "--epochs", "1", "--repeats", "1", "--train-subset", "2000", "--threads", "1",
+         "--workers", "2", "--variants", "abcms", "--data-root", str(data_root), "--readme", str(readme)],
         capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     out = proc.stdout
-    for line in ("a: dropout-lab train()", "b: hand-written loop", "c: book: FashionMNIST"):
+    for line in ("a: dropout-lab train()", "b: hand-written loop", "c: book: FashionMNIST", "m: a + activation monitor",
+                 "s: a with model=scratch"):
         assert line in out
-    assert "ratio a/b = " in out and "ratio c/a = " in out
+    assert "ratio a/b = " in out and "ratio c/a = " in out and "ratio m/a = " in out and "ratio s/a = " in out
     assert "a and b give the same curves and test accuracy: True" in out
+    # 8 steps: the monitor records step 0 (2 layers x 2 stages) and the two probe passes after the epoch.
+    assert "m recorded 12 activation rows" in out
 
     text = readme.read_text()
     assert text.startswith("# Hand-written intro\n\nkept as is\n")
     assert text.rstrip().endswith("hand-written notes after the section")
     assert "stale" not in text and text.count("<!-- bench_train:begin -->") == 1
     table = [line for line in text.splitlines() if line.startswith("| ")]
-    assert [row.split("|")[1].strip()[:2] for row in table[2:]] == ["a:", "b:", "c:"]
-    assert "**a/b = " in text and "**c/a = " in text and "Load average" in text
+    assert [row.split("|")[1].strip()[:2] for row in table[2:]] == ["a:", "b:", "c:", "m:", "s:"]
+    assert "### 1 torch thread" in text
+    assert "**a/b = " in text and "**c/a = " in text and "**m/a = " in text and "Load average" in text
 
 
 SWEEP = BENCH.with_name("bench_sweep.py")

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from dropout_lab.data import FashionMNISTDataModule, ensure_fashion_mnist
+from dropout_lab.data.batches import TensorBatches
 from dropout_lab.data.files import RAW_FILES, raw_folder
 from dropout_lab.errors import DataNotFoundError, InvalidValueError
 
@@ -44,13 +45,40 @@ def test_book_mode_validates_on_the_test_set(data_root: Path) -> None:
 
 
 def test_batches_cover_the_split_once_in_a_seeded_order(data_root: Path) -> None:
-    dm = FashionMNISTDataModule(root=str(data_root), download=False, train_subset=1000, batch_size=256)
+    dm = FashionMNISTDataModule(root=str(data_root), download=False, train_subset=1000, batch_size=256,
+                                batches_per_call=1)
     dm.setup("fit")
     batches = list(dm.train_dataloader())
     assert [len(y) for _, y in batches] == [256, 256, 256, 232]
     labels = torch.cat([y for _, y in batches])
     assert torch.equal(labels.sort().values, dm.splits["train"][1].sort().values)
     assert not torch.equal(labels, dm.splits["train"][1])  # shuffled
+
+
+def test_grouped_batches_are_the_same_batches_in_the_same_order(data_root: Path) -> None:
+    def passes(per_call: int) -> list[list]:
+        dm = FashionMNISTDataModule(root=str(data_root), download=False, train_subset=1000, batch_size=256,
+                                    batches_per_call=per_call)
+        dm.setup("fit")
+        loader = dm.train_dataloader()
+        return [list(loader) for _ in range(2)]  # two epochs: two permutations
+
+    plain, grouped = passes(1), passes(3)
+    assert [len(group) for group in grouped[0]] == [3, 1]
+    for plain_epoch, grouped_epoch in zip(plain, grouped):
+        flat = [batch for group in grouped_epoch for batch in group]
+        assert len(flat) == len(plain_epoch) == 4
+        for (X1, y1), (X2, y2) in zip(plain_epoch, flat):
+            assert torch.equal(X1, X2) and torch.equal(y1, y2)
+    assert not torch.equal(plain[0][0][1], plain[1][0][1])  # each epoch draws a new order
+
+
+def test_shuffled_batches_hold_the_indexed_images(data_root: Path) -> None:
+    X, y = _splits(data_root, train_subset=1000)["train"]
+    first = next(iter(TensorBatches(X, y, 256, shuffle=True, seed=4)))
+    idx = next(TensorBatches(X, y, 256, shuffle=True, seed=4).indices())
+    assert idx.shape == (256,) and not torch.equal(idx, torch.arange(256))
+    assert torch.equal(first[0], X[idx]) and torch.equal(first[1], y[idx])
 
 
 def test_missing_data_names_all_three_remedies(tmp_path: Path) -> None:
@@ -97,6 +125,8 @@ def test_root_holding_the_gz_files_is_unpacked(tmp_path: Path) -> None:
 def test_bad_split_values_are_refused() -> None:
     with pytest.raises(InvalidValueError, match="data.batch_size=0"):
         FashionMNISTDataModule(batch_size=0)
+    with pytest.raises(InvalidValueError, match=r"data.batches_per_call=0 is invalid: allowed an integer >= 1"):
+        FashionMNISTDataModule(batches_per_call=0)
     with pytest.raises(InvalidValueError, match="data.val_size=60000"):
         FashionMNISTDataModule(val_size=60_000)
 

@@ -32,10 +32,12 @@ class KeepModule(L.Callback):
         self.module = pl_module
 
 
-@pytest.mark.parametrize("model", ["scratch", "concise"])
-def test_monitor_records_layers_stages_sources_and_steps(make_cfg, tmp_path: Path, model: str) -> None:
+# batches_per_call 16: the epoch's 8 steps arrive as one group; 1: Lightning sees each step's batch.
+@pytest.mark.parametrize("model,per_call", [("scratch", 16), ("concise", 16), ("concise", 1)])
+def test_monitor_records_layers_stages_sources_and_steps(make_cfg, tmp_path: Path, model: str, per_call: int) -> None:
     keep = KeepModule()
-    train(make_cfg(f"model={model}", "monitor.enabled=true", "monitor.every_n_steps=2"), tmp_path, callbacks=[keep])
+    train(make_cfg(f"model={model}", "monitor.enabled=true", "monitor.every_n_steps=2",
+                   f"data.batches_per_call={per_call}"), tmp_path, callbacks=[keep])
     rows = pd.DataFrame(json.loads((tmp_path / "run.json").read_text())["activations"])
     assert list(rows.columns) == list(ROW_KEYS)
     # Train rows at steps 0, 2, 4, 6; probe rows once, after the epoch's 8 steps: 4 rows per pass, no more

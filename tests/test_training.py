@@ -46,6 +46,28 @@ def test_same_seed_same_metrics_different_seed_different(make_cfg, tmp_path: Pat
     assert a.curves[-1]["train_loss"] != c.curves[-1]["train_loss"]
 
 
+@pytest.mark.parametrize("model", ["scratch", "concise"])
+def test_grouping_batches_per_call_changes_nothing_but_speed(make_cfg, tmp_path: Path, model: str) -> None:
+    import lightning as L
+
+    class CountSteps(L.Callback):
+        def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+            self.steps, self.batches = trainer.global_step, trainer.num_training_batches
+
+    # The smoke subset has 8 batches per epoch: groups of 3, 3 and 2 with batches_per_call=3.
+    runs, counts = {}, {}
+    for per_call in (1, 3):
+        counts[per_call] = CountSteps()
+        runs[per_call] = train(make_cfg(f"model={model}", "seed=11", "trainer.max_epochs=2",
+                                        f"data.batches_per_call={per_call}"),
+                               tmp_path / str(per_call), callbacks=[counts[per_call]])
+    one, grouped = runs[1], runs[3]
+    assert [(counts[k].steps, counts[k].batches) for k in (1, 3)] == [(16, 8), (16, 3)]
+    for key in ("train_loss", "val_loss", "val_acc"):
+        assert [r[key] for r in one.curves] == [r[key] for r in grouped.curves]
+    assert one.final == grouped.final and one.config_hash == grouped.config_hash
+
+
 def test_diverging_run_is_recorded_as_failed(make_cfg, tmp_path: Path) -> None:
     with pytest.raises(RunDivergedError, match="train_loss=nan"):
         train(make_cfg("optim.lr=50", "model.dropout_1=0", "model.dropout_2=0"), tmp_path)
@@ -104,7 +126,8 @@ def test_seeds_change_init_masks_and_data_order(make_cfg) -> None:
             net = instantiate(cfg.model).train()
             dm = instantiate(cfg.data)
         dm.setup("fit")
-        X, y = next(iter(dm.train_dataloader()))
+        first_group = next(iter(dm.train_dataloader()))  # data.batches_per_call > 1: groups of batches
+        X, y = next(iter(first_group))
         mask = net.net[3](torch.ones(1000)) != 0  # the first nn.Dropout
         return net.net[1].weight.detach().clone(), mask, y
 

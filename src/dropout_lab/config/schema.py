@@ -25,6 +25,7 @@ class DataConfig:
     train_subset: Optional[int] = None
     test_subset: Optional[int] = None
     shuffle_seed: int = II("seed")
+    batches_per_call: int = 16
 
 
 @dataclass

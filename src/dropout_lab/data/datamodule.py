@@ -9,7 +9,7 @@ import lightning as L
 import torch
 from torchvision.datasets import FashionMNIST
 
-from dropout_lab.data.batches import TensorBatches
+from dropout_lab.data.batches import GroupedBatches, TensorBatches
 from dropout_lab.data.files import SYSTEM_DIR, ensure_fashion_mnist
 from dropout_lab.errors import InvalidValueError
 
@@ -55,6 +55,10 @@ class FashionMNISTDataModule(L.LightningDataModule):
     ``validate_on_test=True`` reproduces the book: train on all 60k images and validate on the
     test set. Otherwise ``val_size`` training images, chosen by ``split_seed``, are held out for
     model selection and the test set gives final numbers only.
+
+    ``batches_per_call`` mini-batches go to each ``training_step`` call (see ``GroupedBatches``);
+    every mini-batch still gets its own optimizer step, in the same order, so results do not
+    depend on it. Set it to 1 for callbacks that need Lightning's per-batch hooks per mini-batch.
     """
 
     def __init__(
@@ -70,9 +74,11 @@ class FashionMNISTDataModule(L.LightningDataModule):
         train_subset: int | None = None,
         test_subset: int | None = None,
         shuffle_seed: int = 0,
+        batches_per_call: int = 16,
     ) -> None:
         super().__init__()
-        for field, value in (("data.batch_size", batch_size), ("data.eval_batch_size", eval_batch_size)):
+        for field, value in (("data.batch_size", batch_size), ("data.eval_batch_size", eval_batch_size),
+                             ("data.batches_per_call", batches_per_call)):
             if value < 1:
                 raise InvalidValueError(field, value, "an integer >= 1")
         if not 0 < val_size < TRAIN_IMAGES:
@@ -91,6 +97,7 @@ class FashionMNISTDataModule(L.LightningDataModule):
         self.train_subset = train_subset
         self.test_subset = test_subset
         self.shuffle_seed = shuffle_seed
+        self.batches_per_call = batches_per_call
         self.splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def prepare_data(self) -> None:
@@ -105,9 +112,11 @@ class FashionMNISTDataModule(L.LightningDataModule):
                             self.test_subset)
         self.splits = {name: (x.to(device), y.to(device)) for name, (x, y) in splits.items()}
 
-    def train_dataloader(self) -> TensorBatches:
+    def train_dataloader(self) -> TensorBatches | GroupedBatches:
+        """Shuffled training batches, in groups of ``batches_per_call`` when that is above 1."""
         X, y = self.splits["train"]
-        return TensorBatches(X, y, self.batch_size, shuffle=True, seed=self.shuffle_seed)
+        batches = TensorBatches(X, y, self.batch_size, shuffle=True, seed=self.shuffle_seed)
+        return GroupedBatches(batches, self.batches_per_call) if self.batches_per_call > 1 else batches
 
     def val_dataloader(self) -> TensorBatches:
         return TensorBatches(*self.splits["val"], self.eval_batch_size)

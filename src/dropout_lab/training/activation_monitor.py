@@ -44,7 +44,9 @@ class ActivationMonitor(L.Callback):
     """Records activation statistics of each hidden layer, before and after the noise, into ``rows``.
 
     * ``source="train"``: the training batch of every ``every_n_steps``-th optimizer step
-      (``step`` is the number of steps done before it, so 0, K, 2K, ...).
+      (``step`` is the number of steps done before it, so 0, K, 2K, ...). Module-level forward
+      hooks find the step's pass, so this holds when ``training_step`` trains a group of
+      mini-batches (``data.batches_per_call``); they cost a few microseconds per forward pass.
     * ``source="probe_train"`` / ``"probe_eval"``: at the end of every training epoch, a fixed
       probe batch (the first ``probe_size`` validation images) with the noise on / off. The
       noisy probe pass runs under a forked RNG, so training draws the same noise with or
@@ -60,7 +62,11 @@ class ActivationMonitor(L.Callback):
         self.probe_size = probe_size
         self.rows: list[dict[str, Any]] = []
         self._probe: torch.Tensor | None = None
-        self._handles: list[torch.utils.hooks.RemovableHandle] = []
+        self._handles: list[torch.utils.hooks.RemovableHandle] = []  # per-layer hooks of the pass being recorded
+        self._watch: list[torch.utils.hooks.RemovableHandle] = []  # module-level hooks while training
+        self._trainer: L.Trainer | None = None
+        self._last_step = -1
+        self._probing = False
 
     def _attach(self, net: nn.Module, **context: Any) -> None:
         """Register hooks that append one row per hidden layer and stage for each forward pass."""
@@ -89,17 +95,36 @@ class ActivationMonitor(L.Callback):
         finally:
             self._detach()
 
-    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any,
-                             batch_idx: int) -> None:
-        if trainer.global_step % self.every_n_steps == 0:
-            self._attach(pl_module, source="train", epoch=trainer.current_epoch + 1, step=trainer.global_step)
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Watch every training forward pass; one per optimizer step, however batches are grouped."""
+        self._trainer = trainer
+        self._last_step = -1
+        self._watch = [pl_module.register_forward_pre_hook(self._before_forward),
+                       pl_module.register_forward_hook(self._after_forward)]
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
-                           batch_idx: int) -> None:
-        self._detach()
+    def _before_forward(self, module: nn.Module, args: Any) -> None:
+        """Record this pass if it trains step 0, K, 2K, ... (not a probe, validation or repeat)."""
+        step = self._trainer.global_step
+        if (module.training and torch.is_grad_enabled() and not self._handles
+                and step % self.every_n_steps == 0 and step != self._last_step):
+            self._last_step = step
+            self._attach(module, source="train", epoch=self._trainer.current_epoch + 1, step=step)
+
+    def _after_forward(self, module: nn.Module, args: Any, output: Any) -> None:
+        if not self._probing:  # a probe pass detaches its own hooks
+            self._detach()
+
+    def _unwatch(self) -> None:
+        for handle in self._watch:
+            handle.remove()
+        self._watch = []
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._unwatch()
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         self._detach()
+        self._unwatch()
 
     def _probe_batch(self, trainer: L.Trainer, device: torch.device) -> torch.Tensor:
         """The first ``probe_size`` validation images, taken once."""
@@ -118,6 +143,7 @@ class ActivationMonitor(L.Callback):
         was_training = pl_module.training
         devices = [pl_module.device.index or 0] if pl_module.device.type == "cuda" else []
         context = {"epoch": trainer.current_epoch + 1, "step": trainer.global_step}
+        self._probing = True
         try:
             with torch.no_grad():
                 for source, train_mode in (("probe_train", True), ("probe_eval", False)):
@@ -125,4 +151,5 @@ class ActivationMonitor(L.Callback):
                     with torch.random.fork_rng(devices=devices), self._recording(pl_module, source=source, **context):
                         pl_module(X)
         finally:
+            self._probing = False
             pl_module.train(was_training)

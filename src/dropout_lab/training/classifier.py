@@ -10,6 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dropout_lab.data.batches import BatchGroup
+
 #: Types that ``nn.Module.__setattr__`` stores as plain attributes (never parameters, buffers or modules).
 _PLAIN_TYPES = frozenset({str, bool, int, float, type(None)})
 
@@ -20,6 +22,8 @@ class Classifier(L.LightningModule):
     The training step is the hot path (196 steps per epoch in the chapter setting), so it keeps
     Lightning's per-step work small (issue 6, see ``benchmarks/README.md``):
 
+    * a ``BatchGroup`` of consecutive mini-batches (``data.batches_per_call``) is trained in one
+      call, one optimizer step per mini-batch, so Lightning's per-batch loop runs once per group;
     * manual optimization (``zero_grad``, ``manual_backward``, ``step`` through Lightning's
       optimizer wrapper, so ``global_step`` and the optimizer hooks still work) instead of the
       automatic optimization's closure;
@@ -69,15 +73,15 @@ class Classifier(L.LightningModule):
         self._loss_sum = torch.zeros((), device=self.device)
         self._seen = 0
 
-    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        X, y = batch
-        loss = F.cross_entropy(self(X), y)
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor] | BatchGroup, batch_idx: int) -> torch.Tensor:
         optimizer = self.optimizers()
-        optimizer.zero_grad(set_to_none=True)
-        self.manual_backward(loss)
-        optimizer.step()
-        self._loss_sum += loss.detach() * len(y)
-        self._seen += len(y)
+        for X, y in batch if isinstance(batch, BatchGroup) else (batch,):
+            loss = F.cross_entropy(self(X), y)
+            optimizer.zero_grad(set_to_none=True)
+            self.manual_backward(loss)
+            optimizer.step()
+            self._loss_sum += loss.detach() * len(y)
+            self._seen += len(y)
         if batch_idx + 1 >= self.trainer.num_training_batches:
             self.log("train_loss", self._loss_sum / self._seen, on_step=False, on_epoch=True,
                      batch_size=self._seen)

@@ -70,6 +70,7 @@ bench: setup
 	@$(BIN)/python -c "import d2l" 2>/dev/null || { $(BIN)/pip install -q --no-deps d2l==1.0.3 && \
 	  $(BIN)/pip install -q -c requirements.lock ipython matplotlib-inline requests; }
 	$(BIN)/python benchmarks/bench_train.py
+	$(BIN)/python benchmarks/bench_overhead.py
 	$(BIN)/python benchmarks/bench_sweep.py
 
 clean:

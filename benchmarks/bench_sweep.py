@@ -321,8 +321,9 @@ def main() -> None:
                          f"{rs[-1]['pruned']} | {median([r['epochs_trained'] for r in rs]):.0f} | "
                          f"{median([r['best'] for r in rs]):.4f} | {peaks} |")
         ratio = median([a["wall_s"] / b["wall_s"] for a, b in zip(on, off)])
-        lines += ["", f"**Pruning on / off wall time: {ratio:.2f}** (median of the per-repetition ratios); counts "
-                  "and peaks of the last repetition.", ""]
+        lines += ["", f"**Pruning on / off wall time: {ratio:.2f}** (median of the per-repetition ratios); wall "
+                  "s, epochs trained and best val_acc are medians, complete, pruned and peaks are the last "
+                  "repetition's.", ""]
         print(f"tuning: pruning on {median([r['wall_s'] for r in on]):.1f} s (best {median([r['best'] for r in on]):.4f}), "
               f"off {median([r['wall_s'] for r in off]):.1f} s (best {median([r['best'] for r in off]):.4f}); "
               f"on/off {ratio:.2f}")

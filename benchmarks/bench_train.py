@@ -551,7 +551,7 @@ def main() -> None:
         "seconds of one epoch (training + validation; a: `run.json`'s `curves[].seconds`), i.e. without the "
         "one-off costs of a run.",
         "* *train samples/s*: training images x epochs / wall s. *peak RSS*: `ru_maxrss` of the variant's "
-        "process; *RSS after imports* is its part that is only `import torch` (+ Lightning for a). "
+        "process; *RSS after imports* is its part that is only `import torch` (+ Lightning for a, m, s). "
         "For c, the largest DataLoader worker's peak (`VmHWM`, sampled).",
         f"* a and b draw the same initial weights, split, batch order and dropout masks, and give the same "
         f"per-epoch curves and test accuracy (within float32 rounding, 1e-5): {'yes' if all(same_all) else 'no'}. "

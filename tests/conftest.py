@@ -8,7 +8,9 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import optuna
 import pytest
+import sqlalchemy.exc
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
@@ -17,6 +19,21 @@ from dropout_lab.data.files import ensure_fashion_mnist
 
 
 CLI = [sys.executable, "-m", "dropout_lab.cli"]
+
+
+def study_if_ready(db: Path, name: str) -> optuna.Study | None:
+    """Study ``name`` in the SQLite file ``db``, or None while another process is still creating it.
+
+    A study process creates the database, its tables and the study one after another; a test that
+    polls meanwhile can find the file without the study (``KeyError``) or with the schema half
+    written (an SQLAlchemy error, e.g. both processes stamping Optuna's schema version at once).
+    """
+    if not db.exists():
+        return None
+    try:
+        return optuna.load_study(study_name=name, storage=f"sqlite:///{db}")
+    except (KeyError, sqlalchemy.exc.SQLAlchemyError):
+        return None
 
 
 @pytest.fixture(scope="session")

@@ -38,22 +38,37 @@ def test_bench_train_prints_the_variants_and_ratios_and_writes_the_table(data_ro
 
 
 SWEEP = BENCH.with_name("bench_sweep.py")
+OVERHEAD = BENCH.with_name("bench_overhead.py")
+
+
+def run_bench(script: Path, marker: str, args: list[str], tmp_path: Path, timeout: int) -> tuple[str, str]:
+    """Run a benchmark on a README whose ``marker`` section is stale; return its stdout and the new README."""
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n\n<!-- {marker}:begin -->\nstale\n<!-- {marker}:end -->\n")
+    proc = subprocess.run([sys.executable, str(script), *args, "--readme", str(readme)],
+                          capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    text = readme.read_text()
+    assert text.startswith("intro\n") and "stale" not in text
+    return proc.stdout, text
 
 
 def test_bench_sweep_measures_grid_tuning_and_rss_and_writes_its_section(data_root: Path, tmp_path: Path) -> None:
-    readme = tmp_path / "README.md"
-    readme.write_text("intro\n\n<!-- bench_sweep:begin -->\nstale\n<!-- bench_sweep:end -->\n")
-    proc = subprocess.run(
-        [sys.executable, str(SWEEP), "--grid-epochs", "1", "--grid-seeds", "1", "--tune-trials", "3",
-         "--tune-epochs", "2", "--repeats", "1", "--rss-runs", "2", "--train-subset", "1000",
-         "--data-root", str(data_root), "--readme", str(readme)],
-        capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    out = proc.stdout
+    out, text = run_bench(SWEEP, "bench_sweep", [
+        "--grid-epochs", "1", "--grid-seeds", "1", "--tune-trials", "3", "--tune-epochs", "2", "--repeats", "1",
+        "--rss-runs", "2", "--train-subset", "1000", "--data-root", str(data_root)], tmp_path, timeout=600)
     assert "grid speedup 2 vs 1 jobs: " in out
     assert "complete 4, pruned 0, failed 0" in out  # every grid run finished, with 1 and with 2 jobs
     assert "tuning: pruning on " in out and "RSS in one process: " in out
-    text = readme.read_text()
-    assert text.startswith("intro\n") and "stale" not in text
     assert "**Speedup of 2 workers over 1: " in text and "**Pruning on / off wall time: " in text
     assert "| run 2 |" in text and "the files were read 1 time(s)" in text  # data read once per process
+
+
+def test_bench_overhead_measures_step_and_monitor_costs_and_writes_its_section(data_root: Path, tmp_path: Path) -> None:
+    out, text = run_bench(OVERHEAD, "bench_overhead", [
+        "--steps", "64", "--repeats", "1", "--monitor-epochs", "1", "--train-subset", "2000",
+        "--data-root", str(data_root)], tmp_path, timeout=300)
+    assert "Lightning with batches_per_call=1 " in out and "batches_per_call=16 " in out
+    # 8 steps of 256 on 2000 images: step 0 recorded (2 layers x 2 stages) plus the two probe passes.
+    assert "monitor: epoch s off " in out and ", 12 rows" in out
+    assert "| hand-written |" in text and "`data.batches_per_call=16`" in text and "% per epoch**" in text

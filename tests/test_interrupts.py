@@ -13,7 +13,7 @@ import optuna
 import yaml
 from optuna.trial import TrialState
 
-from conftest import CLI
+from conftest import CLI, study_if_ready
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -37,12 +37,8 @@ def test_sigint_marks_run_interrupted_and_relaunch_resumes(data_root, tmp_path: 
     running = False
     while time.monotonic() < deadline and not running:
         time.sleep(0.3)
-        if db.exists():
-            try:
-                study = optuna.load_study(study_name="sigint", storage=f"sqlite:///{db}")
-                running = any(t.state == TrialState.RUNNING for t in study.get_trials())
-            except KeyError:
-                pass
+        study = study_if_ready(db, "sigint")
+        running = study is not None and any(t.state == TrialState.RUNNING for t in study.get_trials())
     assert running, "no run started"
     time.sleep(1.0)  # let the run get into its epochs
     os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does

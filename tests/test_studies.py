@@ -15,7 +15,7 @@ import pytest
 import yaml
 from optuna.trial import TrialState
 
-from conftest import CLI
+from conftest import CLI, study_if_ready
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -75,12 +75,10 @@ def test_killed_study_resumes_without_duplicates(data_root, write_spec, tmp_path
     done_before: set = set()
     while time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.2)
-        if not (tmp_path / "results" / "studies.db").exists():
+        study = study_if_ready(tmp_path / "results" / "studies.db", "killed")
+        if study is None:
             continue
-        try:
-            trials = _study(tmp_path, "killed").get_trials()
-        except KeyError:  # not created yet
-            continue
+        trials = study.get_trials()
         done_before = {t.number for t in trials if t.state == TrialState.COMPLETE}
         if done_before and any(t.state == TrialState.RUNNING for t in trials):
             break

@@ -8,7 +8,7 @@ since advanced indexing goes through a general gather kernel.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 import torch
 
@@ -19,6 +19,12 @@ Index = slice | torch.Tensor
 def gather(X: torch.Tensor, idx: Index) -> torch.Tensor:
     """``X[idx]`` along the first dimension."""
     return X[idx] if isinstance(idx, slice) else torch.index_select(X, 0, idx)
+
+
+def gathered(X: torch.Tensor, y: torch.Tensor, indices: Iterable[Index]) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """The ``(X[idx], y[idx])`` batch of each index, one at a time."""
+    for idx in indices:
+        yield gather(X, idx), gather(y, idx)
 
 
 class TensorBatches:
@@ -47,8 +53,7 @@ class TensorBatches:
                 yield slice(start, start + self.batch_size)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        for idx in self.indices():
-            yield gather(self.X, idx), gather(self.y, idx)
+        return gathered(self.X, self.y, self.indices())
 
 
 class BatchGroup:
@@ -67,8 +72,7 @@ class BatchGroup:
         return len(self.indices)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        for idx in self.indices:
-            yield gather(self.X, idx), gather(self.y, idx)
+        return gathered(self.X, self.y, self.indices)
 
 
 class GroupedBatches:

@@ -22,7 +22,6 @@ import logging
 import os
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -30,7 +29,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
-from bench_train import load_average, machine_info, write_section  # noqa: E402
+from bench_train import _run_dropout_lab, load_average, machine_info, write_section  # noqa: E402
 
 BEGIN, END = "<!-- bench_overhead:begin -->", "<!-- bench_overhead:end -->"
 BATCH = 256
@@ -85,24 +84,13 @@ def step_costs(steps: int) -> dict[str, float]:
     return out
 
 
-def monitor_epochs(args: argparse.Namespace) -> dict[bool, list[float]]:
-    """Epoch seconds of one run without and one with the activation monitor."""
-    from dropout_lab.config.compose import compose_train_config
-    from dropout_lab.training import train
-
-    base = [f"trainer.max_epochs={args.monitor_epochs}", f"data.root={args.data_root}", "trainer=cpu",
-            f"threads={args.threads}"]
-    if args.train_subset:
-        base.append(f"data.train_subset={args.train_subset}")
-    out = {}
-    for enabled in (False, True):
-        with tempfile.TemporaryDirectory() as tmp:
-            record = train(compose_train_config([*base, f"monitor.enabled={str(enabled).lower()}",
-                                                 f"results_dir={tmp}"]), Path(tmp) / "run")
-        out[enabled] = [c["seconds"] for c in record.curves]
-        if enabled:
-            out["rows"] = len(record.activations)
-    return out
+def monitor_epochs(args: argparse.Namespace) -> dict:
+    """Epoch seconds of one run without and one with the activation monitor (bench_train's variant a and m)."""
+    run = argparse.Namespace(epochs=args.monitor_epochs, seed=0, data_root=args.data_root, threads=args.threads,
+                             train_subset=args.train_subset)
+    plain, monitored = _run_dropout_lab(run), _run_dropout_lab(run, "monitor.enabled=true")
+    return {False: [c["seconds"] for c in plain["curves"]], True: [c["seconds"] for c in monitored["curves"]],
+            "rows": monitored["monitor_rows"]}
 
 
 def main() -> None:

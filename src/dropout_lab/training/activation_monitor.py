@@ -66,7 +66,6 @@ class ActivationMonitor(L.Callback):
         self._watch: list[torch.utils.hooks.RemovableHandle] = []  # module-level hooks while training
         self._trainer: L.Trainer | None = None
         self._last_step = -1
-        self._probing = False
 
     def _attach(self, net: nn.Module, **context: Any) -> None:
         """Register hooks that append one row per hidden layer and stage for each forward pass."""
@@ -102,16 +101,20 @@ class ActivationMonitor(L.Callback):
         self._watch = [pl_module.register_forward_pre_hook(self._before_forward),
                        pl_module.register_forward_hook(self._after_forward)]
 
+    @staticmethod
+    def _is_training_pass(module: nn.Module) -> bool:
+        """A training step's forward pass: validation, test and probes run without gradients."""
+        return module.training and torch.is_grad_enabled()
+
     def _before_forward(self, module: nn.Module, args: Any) -> None:
-        """Record this pass if it trains step 0, K, 2K, ... (not a probe, validation or repeat)."""
+        """Record this pass if it trains step 0, K, 2K, ... (and was not recorded already)."""
         step = self._trainer.global_step
-        if (module.training and torch.is_grad_enabled() and not self._handles
-                and step % self.every_n_steps == 0 and step != self._last_step):
+        if self._is_training_pass(module) and step % self.every_n_steps == 0 and step != self._last_step:
             self._last_step = step
             self._attach(module, source="train", epoch=self._trainer.current_epoch + 1, step=step)
 
     def _after_forward(self, module: nn.Module, args: Any, output: Any) -> None:
-        if not self._probing:  # a probe pass detaches its own hooks
+        if self._is_training_pass(module):  # a probe pass detaches its own hooks
             self._detach()
 
     def _unwatch(self) -> None:
@@ -143,7 +146,6 @@ class ActivationMonitor(L.Callback):
         was_training = pl_module.training
         devices = [pl_module.device.index or 0] if pl_module.device.type == "cuda" else []
         context = {"epoch": trainer.current_epoch + 1, "step": trainer.global_step}
-        self._probing = True
         try:
             with torch.no_grad():
                 for source, train_mode in (("probe_train", True), ("probe_eval", False)):
@@ -151,5 +153,4 @@ class ActivationMonitor(L.Callback):
                     with torch.random.fork_rng(devices=devices), self._recording(pl_module, source=source, **context):
                         pl_module(X)
         finally:
-            self._probing = False
             pl_module.train(was_training)

@@ -14,7 +14,7 @@ import sqlalchemy.exc
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from dropout_lab.config import CONF_DIR
+from dropout_lab.config import CONF_DIR, register_schemas
 from dropout_lab.data.files import ensure_fashion_mnist
 
 
@@ -52,6 +52,7 @@ def make_cfg(data_root: Path, tmp_path: Path) -> Callable[..., DictConfig]:
         base = [f"data.root={data_root}", f"results_dir={tmp_path / 'results'}"]
         if experiment:
             base.append(f"experiment={experiment}")
+        register_schemas()
         with initialize_config_dir(config_dir=str(CONF_DIR)):
             return compose(config_name="train", overrides=[*base, *overrides])
 

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from dropout_lab.analysis.aggregate import paired_differences, summarize_over_seeds, t_interval
+from dropout_lab.reports.stats import paired_differences, summarize_over_seeds, t_interval
 
 
 def _runs() -> pd.DataFrame:

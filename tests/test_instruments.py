@@ -15,8 +15,8 @@ from dropout_lab.errors import InvalidValueError
 from dropout_lab.evaluation import (evaluate_test_time, expected_calibration_error, mc_evaluate, mean_entropy,
                                     negative_log_likelihood)
 from dropout_lab.evaluation.checkpoint import split_tensors
-from dropout_lab.evaluation.cli import evaluate_main
-from dropout_lab.evaluation.saved_run import load_run
+from dropout_lab.cli.evaluate import evaluate_main
+from dropout_lab.training.saved_run import load_run
 from dropout_lab.training import train
 from dropout_lab.training.activation_monitor import ROW_KEYS
 

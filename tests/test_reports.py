@@ -97,7 +97,7 @@ def test_point_plot_error_bars_are_the_tables_t_intervals() -> None:
     import numpy as np
     import pandas as pd
 
-    from dropout_lab.analysis.aggregate import t_interval
+    from dropout_lab.reports.stats import t_interval
     from dropout_lab.reports.figures import plt, point_plot
 
     values = {"a": [0.80, 0.81, 0.83, 0.86], "b": [0.70, 0.75, 0.71, 0.72]}

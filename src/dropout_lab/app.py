@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import warnings
 
 import hydra
 import optuna
@@ -11,13 +10,9 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from dropout_lab.config import CONF_DIR
 from dropout_lab.errors import DropoutLabError
 
 log = logging.getLogger("dropout_lab")
-
-warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
-
 
 def _fail(exc: DropoutLabError) -> float:
     """In a multirun, log and go on; in a single run, end with one clear line."""
@@ -28,7 +23,7 @@ def _fail(exc: DropoutLabError) -> float:
     raise SystemExit(f"error: {exc}") from None
 
 
-@hydra.main(config_path=str(CONF_DIR), config_name="train")
+@hydra.main(config_path="conf", config_name="train")
 def train_app(cfg: DictConfig) -> float:
     """Train one run and return its optimized metric (NaN if it failed or was pruned in a multirun).
 
@@ -54,7 +49,7 @@ def train_app(cfg: DictConfig) -> float:
     return record.final[cfg.metric]
 
 
-@hydra.main(config_path=str(CONF_DIR), config_name="worker")
+@hydra.main(config_path="conf", config_name="worker")
 def worker_app(cfg: DictConfig) -> float:
     """Run one study worker until the study's queue is empty; return how many runs it finished."""
     from dropout_lab.studies.spec import load_spec

@@ -140,5 +140,5 @@ class WorkerConfig:
 def register_schemas() -> None:
     """Make the schemas available to the defaults lists of ``conf/train.yaml`` and ``conf/worker.yaml``."""
     store = ConfigStore.instance()
-    store.store(name="train_schema", node=TrainConfig)
-    store.store(name="worker_schema", node=WorkerConfig)
+    store.store(name="train_schema", node=TrainConfig, replace=True)
+    store.store(name="worker_schema", node=WorkerConfig, replace=True)

@@ -6,10 +6,11 @@ them run before training starts.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from omegaconf import DictConfig
 
 from dropout_lab.errors import InvalidValueError
-from dropout_lab.evaluation.test_time import check_T
 
 
 def validate_config(cfg: DictConfig) -> None:
@@ -25,3 +26,11 @@ def validate_config(cfg: DictConfig) -> None:
         if cfg.monitor[key] < 1:
             raise InvalidValueError(f"monitor.{key}", cfg.monitor[key], "an integer >= 1")
     check_T(list(cfg.test_time.T))
+
+
+def check_T(T: Sequence[int], field: str = "test_time.T") -> list[int]:
+    """Sorted distinct pass counts; raise :class:`InvalidValueError` unless all are integers >= 1."""
+    values = list(T)
+    if not values or any(isinstance(t, bool) or not isinstance(t, int) or t < 1 for t in values):
+        raise InvalidValueError(field, values, "a non-empty list of integers >= 1")
+    return sorted(set(values))

@@ -14,7 +14,7 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from dropout_lab.analysis.aggregate import t_interval  # noqa: E402
+from dropout_lab.reports.stats import t_interval  # noqa: E402
 
 sns.set_theme(style="whitegrid", context="notebook")
 

@@ -10,7 +10,7 @@ import pandas as pd
 from optuna.trial import TrialState
 
 from dropout_lab.studies.spec import StudySpec
-from dropout_lab.studies.store import curves_frame, runs_frame
+from dropout_lab.studies.trial_records import curves_frame, runs_frame
 
 
 @dataclass

@@ -12,7 +12,8 @@ from dropout_lab.reports.model import Report
 from dropout_lab.studies.grid import grid_cells
 from dropout_lab.studies.spec import StudySpec
 
-REPORTS_DIR = Path(__file__).resolve().parents[3] / "reports"
+#: Where ``study report`` writes by default: ``reports/`` under the current folder.
+REPORTS_DIR = Path("reports")
 
 
 def _markdown(frame: pd.DataFrame) -> str:

@@ -15,7 +15,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from dropout_lab.studies.prepare import prepare_study, total_runs
 from dropout_lab.studies.spec import StudySpec
 from dropout_lab.studies.storage import default_storage_url, open_storage
-from dropout_lab.studies.store import progress_counts
+from dropout_lab.studies.trial_records import progress_counts
 
 
 @dataclass

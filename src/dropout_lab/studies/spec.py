@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from importlib.resources import files
 from pathlib import Path
 from typing import Any, Optional
 
@@ -14,7 +15,8 @@ from dropout_lab.errors import StudySpecError
 from dropout_lab.studies.samplers import PRUNER_NAMES as PRUNERS
 from dropout_lab.studies.samplers import SAMPLER_NAMES as SAMPLERS
 
-STUDIES_DIR = Path(os.environ.get("DROPOUT_LAB_STUDIES", Path(__file__).resolve().parents[3] / "studies"))
+#: The study definitions shipped with the package (``DROPOUT_LAB_STUDIES`` points to another folder).
+STUDIES_DIR = Path(os.environ.get("DROPOUT_LAB_STUDIES") or str(files("dropout_lab.studies") / "definitions"))
 METRICS = {"val_acc": "maximize", "val_loss": "minimize"}
 
 

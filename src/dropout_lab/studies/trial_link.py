@@ -19,8 +19,8 @@ from optuna_integration import PyTorchLightningPruningCallback
 from dropout_lab.studies.samplers import build_pruner
 from dropout_lab.studies.spec import METRICS
 from dropout_lab.studies.storage import default_storage_url, open_storage
-from dropout_lab.studies.store import record_attrs, save_failure, save_record
-from dropout_lab.training.record import RunRecord, config_hash
+from dropout_lab.studies.trial_records import record_attrs, save_failure, save_record
+from dropout_lab.training.run_record import RunRecord, config_hash
 
 log = logging.getLogger(__name__)
 

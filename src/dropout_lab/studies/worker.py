@@ -28,8 +28,8 @@ from dropout_lab.studies.prepare import CELL_CHOICES, load_study
 from dropout_lab.studies.samplers import make_sampler
 from dropout_lab.studies.spec import StudySpec
 from dropout_lab.studies.storage import open_storage, queue_lock, retry_callback
-from dropout_lab.studies.store import save_failure, save_record
-from dropout_lab.training.record import RunRecord
+from dropout_lab.studies.trial_records import save_failure, save_record
+from dropout_lab.training.run_record import RunRecord
 from dropout_lab.training.train import train
 
 log = logging.getLogger(__name__)

@@ -14,21 +14,18 @@ import torch
 from hydra.utils import execution_whitelist, instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from dropout_lab.config.targets import INSTANTIABLE_TARGETS
 from dropout_lab.config.validate import validate_config
 from dropout_lab.errors import DropoutLabError
 from dropout_lab.evaluation.checkpoint import save_checkpoint, split_tensors
-from dropout_lab.evaluation.test_time import evaluate_test_time
+from dropout_lab.evaluation.mc_evaluation import evaluate_test_time
 from dropout_lab.training.activation_monitor import ActivationMonitor
 from dropout_lab.training.classifier import Classifier
 from dropout_lab.training.profiler import NoProfiler
-from dropout_lab.training.record import RunRecord, config_hash
-from dropout_lab.training.recorder import EpochRecorder
+from dropout_lab.training.run_record import RunRecord, config_hash
+from dropout_lab.training.curve_recorder import EpochRecorder
 
 log = logging.getLogger(__name__)
-
-#: What configs may instantiate (Hydra 1.4's execution whitelist).
-INSTANTIABLE_TARGETS = ("dropout_lab.*", "lightning.Trainer", "lightning.pytorch.loggers.CSVLogger",
-                        "lightning.pytorch.loggers.TensorBoardLogger")
 
 QUIET_LOGGERS = ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.accelerators.cuda",
                  "lightning.fabric.utilities.seed")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from dropout_lab.analysis.aggregate import paired_differences, summarize_over_seeds
+from dropout_lab.reports.stats import paired_differences, summarize_over_seeds
 from dropout_lab.reports.figures import point_plot
 from dropout_lab.reports.inputs import StudyData
 from dropout_lab.reports.model import Figure, Report, Table

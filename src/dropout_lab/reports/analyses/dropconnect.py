@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from dropout_lab.analysis.aggregate import summarize_over_seeds
+from dropout_lab.reports.stats import summarize_over_seeds
 from dropout_lab.reports.analyses.instruments import (direction, holm_text, paired_differences, paired_log_ratios,
                                                       ratio_ci, with_holm)
 from dropout_lab.reports.figures import point_plot

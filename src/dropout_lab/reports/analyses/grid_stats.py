@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from dropout_lab.analysis.aggregate import summarize_over_seeds, t_interval
+from dropout_lab.reports.stats import summarize_over_seeds, t_interval
 from dropout_lab.reports.stats import ci_text, significance
 
 ALPHA = 0.05

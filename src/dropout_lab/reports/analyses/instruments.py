@@ -8,8 +8,8 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from dropout_lab.analysis import aggregate
-from dropout_lab.analysis.aggregate import t_interval
+from dropout_lab.reports import stats as aggregate
+from dropout_lab.reports.stats import t_interval
 from dropout_lab.reports.figures import t_errorbar
 from dropout_lab.reports.inputs import StudyData
 from dropout_lab.reports.stats import holm, significance

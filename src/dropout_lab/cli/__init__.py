@@ -27,7 +27,7 @@ COMMANDS = ("train", "worker", "study", "runs", "evaluate")
 
 
 def _runs(argv: Sequence[str]) -> int:
-    from dropout_lab.analysis.runs import runs_table
+    from dropout_lab.cli.runs import runs_table
 
     parser = argparse.ArgumentParser(prog="dropout-lab runs")
     parser.add_argument("folder")
@@ -41,8 +41,13 @@ def _runs(argv: Sequence[str]) -> int:
 
 
 def _hydra(app_name: str, argv: Sequence[str]) -> int:
-    from dropout_lab import app
+    import warnings
 
+    from dropout_lab import app
+    from dropout_lab.config import register_schemas
+
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+    register_schemas()
     sys.argv = [f"dropout-lab {app_name}", *argv]
     getattr(app, f"{app_name}_app")()
     return 0
@@ -60,11 +65,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if command == "runs":
         return _runs(rest)
     if command == "study":
-        from dropout_lab.studies.cli import study_main
+        from dropout_lab.cli.study import study_main
 
         return study_main(rest)
     if command == "evaluate":
-        from dropout_lab.evaluation.cli import evaluate_main
+        from dropout_lab.cli.evaluate import evaluate_main
 
         return evaluate_main(rest)
     print(f"error: unknown command {command!r}; choose one of: {', '.join(COMMANDS)}\n\n{USAGE}",

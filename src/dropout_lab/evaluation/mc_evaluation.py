@@ -17,19 +17,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dropout_lab.errors import InvalidValueError
+from dropout_lab.config.validate import check_T
 from dropout_lab.evaluation.metrics import probability_metrics
 
 DEFAULT_T = (1, 2, 5, 10, 20, 50, 100)
 METRICS = ("accuracy", "nll", "ece", "entropy")
-
-
-def check_T(T: Sequence[int], field: str = "test_time.T") -> list[int]:
-    """Sorted distinct pass counts; raise :class:`InvalidValueError` unless all are integers >= 1."""
-    values = list(T)
-    if not values or any(isinstance(t, bool) or not isinstance(t, int) or t < 1 for t in values):
-        raise InvalidValueError(field, values, "a non-empty list of integers >= 1")
-    return sorted(set(values))
 
 
 def _sync(device: torch.device) -> None:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from dropout_lab.training.record import RECORD_NAME, RunRecord
+from dropout_lab.training.run_record import RECORD_NAME, RunRecord
 
 
 def runs_table(folder: str | Path) -> pd.DataFrame:

@@ -10,10 +10,10 @@ from hydra.utils import execution_whitelist, instantiate
 from omegaconf import OmegaConf
 from torch import nn
 
+from dropout_lab.config.targets import INSTANTIABLE_TARGETS
 from dropout_lab.errors import DropoutLabError
 from dropout_lab.evaluation.checkpoint import CHECKPOINT_NAME
-from dropout_lab.training.record import RunRecord
-from dropout_lab.training.train import INSTANTIABLE_TARGETS
+from dropout_lab.training.run_record import RunRecord
 
 
 def load_run(run_dir: str | Path, data_root: str | None = None) -> tuple[RunRecord, nn.Module, Any]:

@@ -11,8 +11,9 @@ import pandas as pd
 
 from dropout_lab.errors import DropoutLabError
 from dropout_lab.evaluation.checkpoint import split_tensors
-from dropout_lab.evaluation.saved_run import load_run
-from dropout_lab.evaluation.test_time import DEFAULT_T, check_T, evaluate_test_time
+from dropout_lab.training.saved_run import load_run
+from dropout_lab.config.validate import check_T
+from dropout_lab.evaluation.mc_evaluation import DEFAULT_T, evaluate_test_time
 
 CSV_NAME = "test_time.csv"
 

@@ -8,7 +8,7 @@ import optuna
 import pandas as pd
 from optuna.trial import FrozenTrial, TrialState
 
-from dropout_lab.training.record import RunRecord
+from dropout_lab.training.run_record import RunRecord
 
 def record_attrs(record: RunRecord, output_dir: str) -> dict[str, Any]:
     """The user attributes that hold a run's results in its trial."""

@@ -13,7 +13,7 @@ from dropout_lab.studies.prepare import load_study, total_runs
 from dropout_lab.studies.runner import RunOptions, run_study
 from dropout_lab.studies.spec import STUDIES_DIR, load_spec
 from dropout_lab.studies.storage import open_storage
-from dropout_lab.studies.store import curves_frame, progress_counts, runs_frame
+from dropout_lab.studies.trial_records import curves_frame, progress_counts, runs_frame
 
 
 def _parser() -> argparse.ArgumentParser:

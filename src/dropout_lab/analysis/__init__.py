@@ -1,1 +1,0 @@
-"""Tables and statistics over stored runs."""

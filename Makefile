@@ -6,9 +6,12 @@ STAMP := $(VENV)/.installed
 SYSTEM_DATA := /usr/share/datasets/fashion-mnist
 DEMO_DIR := results/reports
 
+# Study references; a comma separates a study from its field overrides (ex7_tune,technique=gamma is
+# `dropout-lab study run ex7_tune technique=gamma`, stored as study ex7_tune_gamma).
+EX7_TUNE := ex7_tune,technique=dropout ex7_tune,technique=gaussian ex7_tune,technique=additive_gaussian \
+  ex7_tune,technique=uniform ex7_tune,technique=gamma ex7_tune,technique=block ex7_tune,technique=dropconnect
 STUDIES := baseline ex4_test_time ex3_variance ex5_weight_decay ex6_dropconnect \
-  ex7_tune_dropout ex7_tune_gaussian ex7_tune_additive_gaussian ex7_tune_uniform ex7_tune_gamma \
-  ex7_tune_block ex7_tune_dropconnect ex7_noise ex2_epochs ex1_rates baseline_book
+  $(EX7_TUNE) ex7_noise ex2_epochs ex1_rates baseline_book
 
 .PHONY: setup data postgres demo test bench studies reports clean
 
@@ -54,11 +57,11 @@ demo: setup
 # Full-budget studies for reports/ (about 1-2 h on 2 cores); resumable: rerun to continue.
 # Long: run it in the background, e.g. `nohup make studies > results/studies.log 2>&1 &`.
 studies: setup
-	@for s in $(STUDIES); do $(BIN)/dropout-lab study run $$s --jobs 2 || exit 1; done
+	@for s in $(STUDIES); do $(BIN)/dropout-lab study run $${s//,/ } --jobs 2 || exit 1; done
 
 # Regenerate every report from the stored runs.
 reports: setup
-	@for s in $(STUDIES); do $(BIN)/dropout-lab study report $$s || exit 1; done
+	@for s in $(STUDIES); do $(BIN)/dropout-lab study report $${s//,/ } || exit 1; done
 
 test: setup postgres
 	$(BIN)/python -m pytest -q
@@ -72,6 +75,7 @@ bench: setup
 	$(BIN)/python benchmarks/bench_train.py
 	$(BIN)/python benchmarks/bench_overhead.py
 	$(BIN)/python benchmarks/bench_sweep.py
+	$(BIN)/python benchmarks/bench_startup.py
 
 clean:
 	rm -rf results outputs multirun .pytest_cache

@@ -5,8 +5,10 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import optuna
 import pytest
@@ -19,6 +21,48 @@ from dropout_lab.data.files import ensure_fashion_mnist
 
 
 CLI = [sys.executable, "-m", "dropout_lab.cli"]
+T = TypeVar("T")
+
+
+def wait_for(condition: Callable[[], T], what: str, timeout: float = 120, every: float = 0.2) -> T:
+    """Poll ``condition`` until it returns a true value (a non-empty list, True, ...) and return that value;
+    fail after ``timeout`` s.
+
+    For tests that wait for a state (a trial RUNNING, a heartbeat gone stale, a process gone)
+    instead of sleeping for a time that a loaded machine may not honour.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(every)
+
+
+def process_gone(pid: int) -> bool:
+    """True if no process ``pid`` runs (absent from /proc, or a zombie waiting to be reaped)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] in ("Z", "X")  # the state field follows the command's name
+
+
+def heartbeat_age_s(db: Path, study: str, number: int) -> int | None:
+    """Whole seconds since trial ``number`` of ``study`` last beat (None: no beat yet), as Optuna counts them
+    on SQLite: its clock and granularity, so the trial is stale once this exceeds the grace period."""
+    import contextlib
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(db, timeout=30)) as conn:
+        row = conn.execute("SELECT strftime('%s', 'now') - strftime('%s', h.heartbeat) FROM trial_heartbeats h "
+                           "JOIN trials t ON t.trial_id = h.trial_id JOIN studies s ON s.study_id = t.study_id "
+                           "WHERE s.study_name = ? AND t.number = ?", (study, number)).fetchone()
+    return None if row is None else int(row[0])
+
+
 
 
 def study_if_ready(db: Path, name: str) -> optuna.Study | None:

@@ -64,3 +64,20 @@ def test_unknown_model_lists_choices(make_cfg) -> None:
         make_cfg("model=resnet")
     message = str(info.value)
     assert "resnet" in message and "concise" in message and "scratch" in message
+
+
+def test_the_config_ships_inside_the_package() -> None:
+    assert Path(CONF_DIR).parent.name == "dropout_lab" and (Path(CONF_DIR) / "train.yaml").is_file()
+
+
+def test_instantiable_extends_the_whitelist_without_changing_the_config_hash(make_cfg) -> None:
+    from dropout_lab.training.run_record import config_hash
+
+    plain, extended = make_cfg(), make_cfg("instantiable=[mypkg.*]")
+    assert plain.instantiable == [] and list(extended.instantiable) == ["mypkg.*"]
+    assert config_hash(plain) == config_hash(extended)  # a permission, not what the run computes
+
+
+def test_a_noise_may_be_a_target_config(make_cfg) -> None:
+    cfg = make_cfg("model=noisy", "model.noise={_target_: mypkg.MyNoise, _partial_: true}")
+    assert cfg.model.noise._target_ == "mypkg.MyNoise" and cfg.model.noise._partial_ is True

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -13,7 +12,7 @@ import optuna
 import yaml
 from optuna.trial import TrialState
 
-from conftest import CLI, study_if_ready
+from conftest import CLI, heartbeat_age_s, study_if_ready, wait_for
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -26,27 +25,27 @@ def _catch_sigint() -> None:
 
 def test_sigint_marks_run_interrupted_and_relaunch_resumes(data_root, tmp_path: Path) -> None:
     spec = tmp_path / "sigint.yaml"
-    spec.write_text(yaml.safe_dump({"name": "sigint", "question": "q", "experiment": "smoke", "epochs": 150,
+    spec.write_text(yaml.safe_dump({"name": "sigint", "question": "q", "experiment": "smoke", "epochs": 15,
                                     "grid": {"model.dropout_1": [0.2, 0.5]}, "seeds": [0, 1]}))
     env = {**os.environ, "DROPOUT_LAB_DATA": str(data_root), "DROPOUT_LAB_RESULTS": str(tmp_path / "results")}
     cmd = [*CLI, "study", "run", str(spec)]
     proc = subprocess.Popen(cmd, env=env, cwd=tmp_path, start_new_session=True, preexec_fn=_catch_sigint,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     db = tmp_path / "results" / "studies.db"
-    deadline = time.monotonic() + 120
-    running = False
-    while time.monotonic() < deadline and not running:
-        time.sleep(0.3)
+
+    def in_a_run() -> bool:  # a worker has claimed a run, beats for it and has started training it
         study = study_if_ready(db, "sigint")
-        running = study is not None and any(t.state == TrialState.RUNNING for t in study.get_trials())
-    assert running, "no run started"
-    time.sleep(1.0)  # let the run get into its epochs
-    os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
+        running = study.get_trials(states=(TrialState.RUNNING,)) if study is not None else []
+        return any("worker" in t.user_attrs and heartbeat_age_s(db, "sigint", t.number) is not None for t in running)
+
     try:
-        output, _ = proc.communicate(timeout=20)
-    except subprocess.TimeoutExpired:  # Ctrl-C not taken (seen once under load): press it again
-        os.killpg(proc.pid, signal.SIGINT)
-        output, _ = proc.communicate(timeout=60)
+        wait_for(in_a_run, "a run in progress")
+        os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the runner passes it to its workers
+        output, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
     assert proc.returncode != 0
     assert "relaunch the same command to resume" in output
 

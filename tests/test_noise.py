@@ -15,7 +15,7 @@ from dropout_lab.config import CONF_DIR
 from dropout_lab.errors import InvalidValueError
 from dropout_lab.models import (NOISE_TECHNIQUES, DropConnectLinear, DropoutMLP, DropoutMLPScratch, NoisyMLP,
                                 make_noise)
-from dropout_lab.training import train
+from dropout_lab.training.train import train
 
 SAMPLES = 20_000
 #: 16 unit values, negative and positive (noise must be unbiased for any h, not only ReLU outputs).
@@ -217,10 +217,12 @@ def test_noise_group_has_one_option_per_technique() -> None:
     assert {p.stem for p in (Path(CONF_DIR) / "noise").glob("*.yaml")} == set(NOISE_TECHNIQUES)
 
 
-def test_readme_lists_every_technique() -> None:
-    readme = (Path(CONF_DIR).parent / "README.md").read_text()
+def test_readme_table_lists_every_technique_with_its_rationale() -> None:
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     section = readme.split("## Noise techniques", 1)[1].split("\n## ", 1)[0]
-    assert all(f"`{name}`" in section for name in NOISE_TECHNIQUES)
+    rows = {line.split("|")[1].strip(" `"): line.rsplit("|", 2)[1].strip()
+            for line in section.splitlines() if line.startswith("| `") and "rationale |" not in line}
+    assert rows == {name: entry.rationale for name, entry in NOISE_TECHNIQUES.items()}
 
 
 def test_scratch_model_with_a_noise_is_refused(make_cfg, tmp_path: Path) -> None:

@@ -33,7 +33,7 @@ def _runs(key: str, accuracies: dict[str, list[float]]) -> pd.DataFrame:
 
 
 def _data(spec: StudySpec, runs: pd.DataFrame) -> StudyData:
-    return StudyData(spec=spec, runs=runs, all_runs=runs, curves=pd.DataFrame(), attrs={})
+    return StudyData(spec=spec, runs=runs, all_runs=runs, curves=pd.DataFrame())
 
 
 def test_holm_matches_hand_computed_values() -> None:
@@ -127,3 +127,34 @@ def test_tuning_caveats_follow_the_trials_and_settings() -> None:
     assert any("2 of the 3 pruned trials were stopped after epoch 1" in n for n in notes)
     assert design_caveats("tpe", "none", 25, trials(25, [])) == []  # TPE modelled 15 trials, nothing pruned
     assert design_caveats("random", "median", 5, trials(5, [])) == []
+
+
+def test_tuning_report_reads_the_run_table(tmp_path: Path) -> None:
+    """Best trial, pruned trials at their last reported value, and epochs run (pruned: reported, not curve rows)."""
+    from optuna.distributions import FloatDistribution
+    from optuna.trial import TrialState
+
+    from dropout_lab.reports.analyses import tuning
+    from dropout_lab.reports.inputs import load_study_data
+    from dropout_lab.training.run_record import RunRecord
+
+    study = optuna.create_study(direction="maximize")
+    runs = ((0.1, TrialState.COMPLETE, [0.80, 0.82, 0.84]), (0.3, TrialState.COMPLETE, [0.81, 0.85, 0.86]),
+            (0.7, TrialState.PRUNED, [0.6, 0.65]), (0.5, TrialState.COMPLETE, [0.8, 0.83, 0.85]))
+    for p, state, reported in runs:
+        done = state == TrialState.COMPLETE
+        curves = [{"epoch": e + 1, "val_acc": v} for e, v in enumerate(reported)]
+        record = RunRecord(config={"model": {"dropout_1": p}}, seed=0, config_hash=str(p), status=state.name.lower(),
+                           curves=curves if done else curves[:-1])  # pruning stops a run before its curve row
+        study.add_trial(optuna.trial.create_trial(
+            state=state, value=reported[-1] if done else None,
+            params={"model.dropout_1": p}, distributions={"model.dropout_1": FloatDistribution(0.0, 0.8)},
+            user_attrs=record.trial_attrs(tmp_path), intermediate_values=dict(enumerate(reported))))
+    spec = _spec(search_space={"model.dropout_1": {"type": "float", "low": 0.0, "high": 0.8}}, n_trials=4,
+                 seeds=[0], analysis="tuning", pruner="median", sampler="random")
+    report = tuning.analyze(load_study_data(spec, study))
+    assert report.answer == ("Best val_acc 0.8600 at model.dropout_1=0.300 (trial 1), after 4 trials of which 1 "
+                             "were pruned.")
+    trials = {t.name: t.frame for t in report.tables}["trials"].set_index("trial")
+    assert trials.loc[2, "value"] == 0.65 and trials.loc[2, "epochs_run"] == 2 and trials.loc[1, "epochs_run"] == 3
+    assert list(trials.index) == [1, 3, 0, 2]  # best first

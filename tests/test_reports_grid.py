@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from itertools import product
@@ -38,7 +39,7 @@ def study_data(grid: dict, runs: pd.DataFrame, curves: pd.DataFrame | None = Non
     runs = runs.assign(trial=range(len(runs)), state="COMPLETE", status="completed", wall_time_s=1.0)
     if curves is None:
         curves = pd.DataFrame(columns=["trial", "epoch", "train_loss", "val_loss", "val_acc", "seconds"])
-    return StudyData(spec=spec, runs=runs, all_runs=runs, curves=curves, attrs={})
+    return StudyData(spec=spec, runs=runs, all_runs=runs, curves=curves)
 
 
 # ---------------------------------------------------------------- rates_grid
@@ -89,6 +90,10 @@ def test_swap_table_matches_scipy_paired_t_test() -> None:
 
 # ---------------------------------------------------------------- epochs
 
+#: The stored config's rates of each overlay, as the run table has them (``model.dropout_1/2`` columns).
+RATES_OF = {"chapter": 0.5, "no_dropout": 0.0}
+
+
 def epochs_data(dropout_better_late: bool = True, n_epochs: int = 30, rng_seed: int = 1) -> StudyData:
     """No dropout learns fast then overfits; dropout learns slower but keeps improving (or the reverse)."""
     rng = np.random.default_rng(rng_seed)
@@ -102,7 +107,8 @@ def epochs_data(dropout_better_late: bool = True, n_epochs: int = 30, rng_seed: 
         val_loss = 0.7 - 2 * (val_acc - 0.8)
         curves.append(pd.DataFrame({"trial": trial, "epoch": e, "train_loss": train_loss, "val_loss": val_loss,
                                     "val_acc": val_acc, "seconds": 1.0, "experiment": experiment, "seed": s}))
-        runs.append({"experiment": experiment, "seed": s, "test_acc": val_acc[-1] - 0.005,
+        runs.append({"experiment": experiment, "model.dropout_1": RATES_OF[experiment],
+                     "model.dropout_2": RATES_OF[experiment], "seed": s, "test_acc": val_acc[-1] - 0.005,
                      "val_acc": val_acc[-1], "test_loss": val_loss[-1]})
         trial += 1
     return study_data({"experiment": ["chapter", "no_dropout"]}, pd.DataFrame(runs),
@@ -171,7 +177,8 @@ def factorial_data(neither: float, dropout: float, wd: float, both: float, noise
     offsets = rng.normal(0, 0.003, len(SEEDS))
     means = {("no_dropout", 0.0): neither, ("chapter", 0.0): dropout, ("no_dropout", 0.0005): wd,
              ("chapter", 0.0005): both}
-    rows = [{"experiment": exp, "optim.weight_decay": w, "seed": s, "test_acc": m + offsets[s] + rng.normal(0, noise)}
+    rows = [{"experiment": exp, "optim.weight_decay": w, "model.dropout_1": RATES_OF[exp],
+             "model.dropout_2": RATES_OF[exp], "seed": s, "test_acc": m + offsets[s] + rng.normal(0, noise)}
             for (exp, w), m in means.items() for s in SEEDS]
     return study_data(FACTORIAL_GRID, pd.DataFrame(rows))
 
@@ -203,7 +210,7 @@ def test_factorial_tables_plot_and_general_factors() -> None:
     assert ax.get_xlabel() == "weight decay" and ax.get_ylabel() == "test accuracy"
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["no dropout", "dropout 0.5/0.5"]
 
-    other = factorial_data(0.85, 0.86, 0.855, 0.865).runs.rename(
+    other = factorial_data(0.85, 0.86, 0.855, 0.865).runs.drop(columns=["model.dropout_1", "model.dropout_2"]).rename(
         columns={"experiment": "model", "optim.weight_decay": "model.dropout_1"})
     other["model"] = other["model"].map({"no_dropout": "scratch", "chapter": "concise"})
     data = study_data({"model": ["scratch", "concise"], "model.dropout_1": [0.0, 0.0005]}, other)
@@ -258,7 +265,8 @@ def test_pooled_anova_equals_the_per_seed_test_when_error_components_are_equal()
     for s in SEEDS:
         for (exp, ca), (wd, cb) in product([("no_dropout", -1), ("chapter", 1)], [(0.0, -1), (0.0005, 1)]):
             acc = 0.85 + 0.001 * s + 0.005 * ca + 0.0025 * cb + 0.001 * ca * cb + u[s] * ca + v[s] * cb + w[s] * ca * cb
-            rows.append({"experiment": exp, "optim.weight_decay": wd, "seed": s, "test_acc": acc})
+            rows.append({"experiment": exp, "optim.weight_decay": wd, "model.dropout_1": RATES_OF[exp], "seed": s,
+                         "test_acc": acc})
     data = study_data(FACTORIAL_GRID, pd.DataFrame(rows))
     a, b = factorial.find_factors(data)
     cells = factorial.cell_table(data.runs, a, b)
@@ -287,12 +295,27 @@ def tiny_study(tmp_path_factory: pytest.TempPathFactory, data_root: Path) -> Pat
     return root
 
 
-@pytest.mark.parametrize(("analysis", "csvs", "pngs"), [
-    ("rates_grid", ["cells", "swap_asymmetry"], ["test_accuracy_heatmap", "swap_asymmetry"]),
-    ("epochs", ["test_accuracy", "best_epochs", "per_epoch_val_acc"], ["curves", "generalization_gap"]),
-    ("factorial", ["cells", "effects", "anova", "interaction_tests"], ["interaction_plot"]),
+def conclusion_bullets(readme: str) -> list[str]:
+    """The bullet lines of a report's Conclusion section (up to the next section)."""
+    section = readme.split("\n## Conclusion\n", 1)[1].split("\n## ", 1)[0]
+    return [line[2:] for line in section.splitlines() if line.startswith("- ")]
+
+
+# Conclusions of the 2x2 rate grid at 2 epochs: rates_grid (verdict, best cell); epochs (where dropout pays, final
+# test accuracy, best epoch, gap; no smoothing under 10 epochs); factorial (verdict, two main effects, ANOVA).
+@pytest.mark.parametrize(("analysis", "csvs", "pngs", "conclusions"), [
+    ("rates_grid", ["cells", "swap_asymmetry"], ["test_accuracy_heatmap", "swap_asymmetry"],
+     ["\u201cLower rate near the input\u201d ", "Best cell: "]),
+    ("epochs", ["test_accuracy", "best_epochs", "per_epoch_val_acc"], ["curves", "generalization_gap"],
+     ["model.dropout_1=0.5, model.dropout_2=0.5 vs model.dropout_1=0.0, model.dropout_2=0.0 over 2 epochs: ",
+      "Final test accuracy, ", "Best epoch by validation accuracy", "Generalization gap "]),
+    ("factorial", ["cells", "effects", "anova", "interaction_tests"], ["interaction_plot"],
+     ["The effects of model.dropout_1 and model.dropout_2 on test accuracy are ",
+      "Main effect of model.dropout_1 on test accuracy: ", "Main effect of model.dropout_2 on test accuracy: ",
+      "Two-way ANOVA with seed as block"]),
 ])
-def test_report_end_to_end(tiny_study: Path, analysis: str, csvs: list[str], pngs: list[str]) -> None:
+def test_report_end_to_end(tiny_study: Path, analysis: str, csvs: list[str], pngs: list[str],
+                           conclusions: list[str]) -> None:
     assert analysis in ANALYSES
     spec = load_spec(str(tiny_study / f"{analysis}.yaml"))
     study = optuna.load_study(study_name=E2E_NAME, storage=f"sqlite:///{tiny_study}/results/studies.db")
@@ -303,5 +326,8 @@ def test_report_end_to_end(tiny_study: Path, analysis: str, csvs: list[str], png
     assert all((folder / f"{name}.csv").exists() for name in [*csvs, "runs"])
     assert all((folder / f"{name}.png").stat().st_size > 0 for name in pngs)
     text = readme.read_text()
-    assert "## Conclusion" in text and text.count("\n- ") >= 2
+    bullets = conclusion_bullets(text)
+    assert len(bullets) == len(conclusions), bullets
+    assert all(bullet.startswith(start) for bullet, start in zip(bullets, conclusions)), bullets
+    assert not any(re.search(r"\bnan\b", bullet, re.IGNORECASE) for bullet in bullets), bullets
     assert E2E_NAME in (reports / "README.md").read_text()

@@ -7,6 +7,7 @@ one tiny real study per kind of run goes end to end through ``build_report``.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -29,11 +30,15 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 SEEDS = [0, 1, 2, 3]
 
 
-def _data(grid: dict, runs: pd.DataFrame, attrs: dict, curves: pd.DataFrame | None = None) -> StudyData:
+def _data(grid: dict, runs: pd.DataFrame, instruments: dict[str, dict[int, list[dict]]],
+          curves: pd.DataFrame | None = None) -> StudyData:
+    """A StudyData shaped like ``load_study_data``'s: ``instruments[name][trial]`` are a run's tidy rows."""
     spec = StudySpec(name="synthetic", question="q?", epochs=3, grid=grid, seeds=SEEDS)
     runs = runs.assign(state="COMPLETE", wall_time_s=1.0)
+    tables = {name: pd.concat([pd.DataFrame(rows).assign(trial=trial) for trial, rows in by_trial.items()],
+                              ignore_index=True) for name, by_trial in instruments.items()}
     return StudyData(spec=spec, runs=runs, all_runs=runs, curves=pd.DataFrame() if curves is None else curves,
-                     attrs=attrs)
+                     instruments=tables)
 
 
 # --------------------------------------------------------------------------- variance (exercise 3)
@@ -56,18 +61,18 @@ def _activation_rows(p: float, scale: float, growth: float, seed: int, rng: np.r
     return rows
 
 
-def variance_data(dropout_scale: float = 0.7, growth: float = 1.5, overrides: bool = True) -> StudyData:
+def variance_data(dropout_scale: float = 0.7, growth: float = 1.5, config: bool = True) -> StudyData:
+    """With ``config``, the runs carry their stored rates (``model.dropout_1/2``), as the run table has them."""
     rng = np.random.default_rng(0)
-    runs, attrs = [], {}
+    runs, activations = [], {}
     for experiment, p, scale in (("chapter", 0.5, dropout_scale), ("no_dropout", 0.0, 1.0)):
         for seed in SEEDS:
             trial = len(runs)
-            runs.append({"trial": trial, "experiment": experiment, "seed": seed, "test_acc": 0.85})
+            rates = {"model.dropout_1": p, "model.dropout_2": p} if config else {}
+            runs.append({"trial": trial, "experiment": experiment, **rates, "seed": seed, "test_acc": 0.85})
             jitter = 1 + 0.05 * (seed % 2) * (p > 0)  # seed-to-seed variation of the dropout/no-dropout ratio
-            attrs[trial] = {"activations": _activation_rows(p, scale * jitter, growth, seed, rng)}
-            if overrides:
-                attrs[trial]["overrides"] = [f"experiment={experiment}"]
-    return _data({"experiment": ["chapter", "no_dropout"]}, pd.DataFrame(runs), attrs)
+            activations[trial] = _activation_rows(p, scale * jitter, growth, seed, rng)
+    return _data({"experiment": ["chapter", "no_dropout"]}, pd.DataFrame(runs), {"activations": activations})
 
 
 def test_predicted_variance_formula_on_known_input_and_simulation() -> None:
@@ -116,8 +121,8 @@ def test_variance_conclusions_follow_the_numbers() -> None:
     assert "layer 1 larger" in report.answer
 
 
-def test_variance_rates_estimated_from_zero_fractions_without_overrides() -> None:
-    report = va.analyze(variance_data(overrides=False))
+def test_variance_rates_estimated_from_zero_fractions_without_stored_rates() -> None:
+    report = va.analyze(variance_data(config=False))
     inflation = {t.name: t.frame for t in report.tables}["noise_inflation"].set_index(["configuration", "layer"])
     assert inflation.loc[("chapter", 2), "p"] == pytest.approx(0.5)
     assert any("estimated from zero fractions" in n for n in report.notes)
@@ -144,8 +149,8 @@ def _test_time_rows(seed: int, single_gap: float, mc_ece: float) -> list[dict]:
 
 def tt_data(single_gap: float = -0.03, mc_ece: float = 0.01) -> StudyData:
     runs = pd.DataFrame({"trial": range(len(SEEDS)), "model": "concise", "seed": SEEDS, "test_acc": 0.88})
-    attrs = {i: {"test_time": _test_time_rows(seed, single_gap, mc_ece)} for i, seed in enumerate(SEEDS)}
-    return _data({"model": ["concise"]}, runs, attrs)
+    rows = {i: _test_time_rows(seed, single_gap, mc_ece) for i, seed in enumerate(SEEDS)}
+    return _data({"model": ["concise"]}, runs, {"test_time": rows})
 
 
 def test_test_time_tables_figures_and_conclusions() -> None:
@@ -281,6 +286,9 @@ def test_report_end_to_end(real_studies: Path, tmp_path: Path, analysis: str, cs
     for name in pngs:
         assert (folder / f"{name}.png").stat().st_size > 10_000, name
     text = readme.read_text()
-    assert "## Conclusion" in text and "nan" not in text.split("## Conclusion")[1].split("\n")[2]
+    section = text.split("\n## Conclusion\n", 1)[1].split("\n## ", 1)[0]
+    bullets = [line for line in section.splitlines() if line.startswith("- ")]
+    assert bullets and all(line.startswith("- ") or not line.strip() for line in section.splitlines())
+    assert not any(re.search(r"\bnan\b", bullet, re.IGNORECASE) for bullet in bullets), bullets
     index = (tmp_path / "README.md").read_text()
     assert f"[{spec.name}]" in index and "no finished runs yet" not in index

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
-import time
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -15,7 +16,7 @@ import pytest
 import yaml
 from optuna.trial import TrialState
 
-from conftest import CLI, study_if_ready
+from conftest import CLI, heartbeat_age_s, process_gone, study_if_ready, wait_for
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -69,22 +70,25 @@ def test_killed_study_resumes_without_duplicates(data_root, write_spec, tmp_path
     spec = write_spec("killed", **{**GRID, "epochs": 40})
     env = {**os.environ, "DROPOUT_LAB_DATA": str(data_root), "DROPOUT_LAB_RESULTS": str(tmp_path / "results")}
     cmd = [*CLI, "study", "run", spec, "--jobs", "2", "--heartbeat", "1"]
-    log = open(tmp_path / "first_launch.log", "w")
-    proc = subprocess.Popen(cmd, env=env, cwd=tmp_path, start_new_session=True, stdout=log, stderr=log)
-    deadline = time.monotonic() + 120
-    done_before: set = set()
-    while time.monotonic() < deadline and proc.poll() is None:
-        time.sleep(0.2)
+    log_path = tmp_path / "first_launch.log"
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(cmd, env=env, cwd=tmp_path, start_new_session=True, stdout=log, stderr=log)
+
+    def one_done_one_running() -> set[int]:
+        assert proc.poll() is None, "the study ended before the kill: " + log_path.read_text()[-3000:]
         study = study_if_ready(tmp_path / "results" / "studies.db", "killed")
-        if study is None:
-            continue
-        trials = study.get_trials()
-        done_before = {t.number for t in trials if t.state == TrialState.COMPLETE}
-        if done_before and any(t.state == TrialState.RUNNING for t in trials):
-            break
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    assert done_before, "no run finished before the kill: " + (tmp_path / "first_launch.log").read_text()[-3000:]
+        trials = study.get_trials() if study is not None else []
+        done = {t.number for t in trials if t.state == TrialState.COMPLETE}
+        return done if done and any(t.state == TrialState.RUNNING for t in trials) else set()
+
+    try:
+        done_before = wait_for(one_done_one_running, "a finished run and one in progress")
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # the runner; its workers die with it
+        proc.wait()
+    workers = [int(pid) for pid in re.findall(r"started: pid (\d+)",
+                                              (tmp_path / "results/studies/killed/workers.log").read_text())]
+    wait_for(lambda: all(process_gone(pid) for pid in workers), "the workers to die with the runner", timeout=30)
     before = {t.number: t for t in _study(tmp_path, "killed").get_trials()}
     assert any(t.state == TrialState.RUNNING for t in before.values())
 
@@ -106,22 +110,27 @@ def test_worker_killed_right_after_its_claim_leaves_a_stale_run_that_is_requeued
     from dropout_lab.studies.storage import open_storage
     from dropout_lab.studies.worker import _claim_waiting
 
-    storage = open_storage(f"sqlite:///{tmp_path / 'claim.db'}", heartbeat_interval=1, grace_period=2)
+    storage = open_storage(f"sqlite:///{tmp_path / 'claim.db'}", heartbeat_interval=1, grace_period=1)
     study = optuna.create_study(study_name="claim", storage=storage, direction="maximize")
     study.enqueue_trial({"x": 1.0})
     trial_id = _claim_waiting(study, storage)  # then the worker dies: no heartbeat thread ever starts
     assert trial_id is not None and storage.get_trial(trial_id).state == TrialState.RUNNING
-    time.sleep(3)
-    fail_stale_trials(study)
-    states = [t.state for t in study.get_trials()]
-    assert states == [TrialState.FAIL, TrialState.WAITING]  # failed as stale and queued again
+
+    def requeued() -> bool:  # what the next worker does each time it looks at the queue
+        fail_stale_trials(study)
+        return [t.state for t in study.get_trials()] == [TrialState.FAIL, TrialState.WAITING]
+
+    wait_for(requeued, "the run to be failed as stale and queued again", timeout=60)
+
+
+GRACE_S = 1
 
 
 def _relaunched_worker_step(url: str, start, claimed) -> None:  # noqa: ANN001 (multiprocessing objects)
     from dropout_lab.studies.storage import open_storage, queue_lock
     from dropout_lab.studies.worker import requeue_stale_and_claim
 
-    storage = open_storage(url, heartbeat_interval=1, grace_period=2)
+    storage = open_storage(url, heartbeat_interval=1, grace_period=GRACE_S)
     study = optuna.load_study(study_name="stale", storage=storage)
     lock = queue_lock(url)
     start.wait()  # all workers look at the queue at the same moment
@@ -135,11 +144,11 @@ def test_workers_noticing_a_stale_run_together_requeue_and_claim_it_once(tmp_pat
     from dropout_lab.studies.worker import _claim_waiting
 
     url = f"sqlite:///{tmp_path / 'stale.db'}"
-    storage = open_storage(url, heartbeat_interval=1, grace_period=2)
+    storage = open_storage(url, heartbeat_interval=1, grace_period=GRACE_S)
     study = optuna.create_study(study_name="stale", storage=storage, direction="maximize")
     study.enqueue_trial({"x": 1.0})
     assert _claim_waiting(study, storage) is not None  # then its worker dies
-    time.sleep(3)
+    wait_for(lambda: heartbeat_age_s(tmp_path / "stale.db", "stale", 0) > GRACE_S, "the run to go stale", timeout=60)
     ctx = multiprocessing.get_context("fork")
     claimed, start = ctx.Queue(), ctx.Barrier(4)
     workers = [ctx.Process(target=_relaunched_worker_step, args=(url, start, claimed)) for _ in range(4)]
@@ -151,6 +160,88 @@ def test_workers_noticing_a_stale_run_together_requeue_and_claim_it_once(tmp_pat
     assert sum(r is not None for r in results) == 1  # one worker got the re-queued run
     states = Counter(t.state for t in study.get_trials())
     assert states == Counter({TrialState.FAIL: 1, TrialState.RUNNING: 1})  # re-queued once, claimed once
+
+
+def test_a_run_killed_more_than_max_retry_times_ends_failed(run_cli, write_spec, tmp_path: Path) -> None:
+    """Each claim's worker dies before its first beat; after MAX_RETRY re-queues the run stays failed."""
+    from dropout_lab.studies.prepare import prepare_study
+    from dropout_lab.studies.spec import load_spec
+    from dropout_lab.studies.storage import MAX_RETRY, default_storage_url, open_storage, queue_lock
+    from dropout_lab.studies.worker import requeue_stale_and_claim
+
+    spec = write_spec("retries", **{**GRID, "grid": {"model.dropout_1": [0.2]}, "seeds": [0]})
+    url = default_storage_url(tmp_path / "results")
+    storage = open_storage(url, heartbeat_interval=1, grace_period=GRACE_S)
+    study = prepare_study(load_spec(spec), storage)
+    lock = queue_lock(url)
+
+    def claim() -> list[int]:  # what a worker does when it looks at the queue
+        trial_id = requeue_stale_and_claim(study, storage, lock)
+        return [] if trial_id is None else [trial_id]
+
+    for attempt in range(MAX_RETRY + 1):  # the first run, then MAX_RETRY re-queued copies, each killed
+        wait_for(claim, f"the run to be queued for attempt {attempt + 1}", timeout=60)
+
+    def settled() -> bool:  # the last one goes stale and is failed, and nothing is queued again
+        assert claim() == [], "the run was re-queued more than MAX_RETRY times"
+        return not study.get_trials(states=(TrialState.RUNNING,))
+
+    wait_for(settled, "the last attempt to be failed as stale", timeout=60)
+    trials = study.get_trials()
+    assert [t.state for t in trials] == [TrialState.FAIL] * (MAX_RETRY + 1)
+    assert trials[-1].system_attrs["retry_history"] == [t.number for t in trials[:-1]]
+    status = run_cli("study", "status", spec)
+    assert status.returncode == 0, status.stderr
+    assert "failed=1" in status.stdout and "waiting=0" in status.stdout and "remaining=0" in status.stdout
+
+
+def test_journal_storage_runs_a_grid_study_to_completion(run_cli, write_spec, tmp_path: Path) -> None:
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    journal = tmp_path / "journal" / "studies.log"
+    url = f"journal://{journal}"  # journal:///PATH for an absolute PATH
+    spec = write_spec("journal", **{**GRID, "grid": {"model.dropout_1": [0.2, 0.5]}})
+    out = run_cli("study", "run", spec, "--jobs", "2", "--storage", url)
+    assert out.returncode == 0, out.stderr
+    assert "done=4" in out.stdout and "remaining=0" in out.stdout
+    study = optuna.load_study(study_name="journal", storage=JournalStorage(JournalFileBackend(str(journal))))
+    cells = _completed_cells(study)
+    assert len(cells) == 4 and set(cells.values()) == {1}
+    assert not (tmp_path / "results" / "studies.db").exists()  # nothing went to the default store
+    status = run_cli("study", "status", spec, "--storage", url)
+    assert status.returncode == 0 and "done=4" in status.stdout and "remaining=0" in status.stdout
+
+
+#: Runs ``dropout-lab ARGS`` in a fresh interpreter, then names the heavy packages it imported.
+IMPORT_PROBE = """
+import sys
+from dropout_lab.cli import main
+try:
+    code = main(sys.argv[1:])
+except SystemExit as exc:
+    code = exc.code
+heavy = {m.split(".")[0] for m in sys.modules} & {"torch", "lightning", "pytorch_lightning", "torchvision"}
+print("heavy imports:", ",".join(sorted(heavy)) or "none", file=sys.stderr)
+sys.exit(code)
+"""
+
+
+def test_commands_that_do_not_train_import_neither_torch_nor_lightning(write_spec, tmp_path: Path) -> None:
+    from dropout_lab.studies.prepare import prepare_study
+    from dropout_lab.studies.spec import load_spec
+    from dropout_lab.studies.storage import default_storage_url, open_storage
+
+    spec = write_spec("light", **GRID)
+    prepare_study(load_spec(spec), open_storage(default_storage_url(tmp_path / "results"), heartbeat_interval=None))
+    env = {**os.environ, "DROPOUT_LAB_RESULTS": str(tmp_path / "results")}
+    for args in (["--help"], ["study", "--help"], ["study", "show", spec], ["study", "status", spec],
+                 ["study", "export", spec, "--out", str(tmp_path / "export")]):
+        out = subprocess.run([sys.executable, "-c", IMPORT_PROBE, *args], capture_output=True, text=True, env=env,
+                             cwd=tmp_path, timeout=120)
+        assert out.returncode == 0, (args, out.stderr)
+        assert "heavy imports: none" in out.stderr, (args, out.stderr[-2000:])
+    assert "waiting=8" in out.stdout and (tmp_path / "export" / "runs.csv").exists()
 
 
 def test_tuning_prunes_and_resumes_toward_its_total(run_cli, write_spec, tmp_path: Path) -> None:

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from dropout_lab.errors import InvalidValueError, RunDivergedError
-from dropout_lab.training import RunRecord, train
+from dropout_lab.training.run_record import RunRecord
+from dropout_lab.training.train import train
 
 
 @pytest.mark.parametrize("model", ["scratch", "concise"])
@@ -31,7 +32,7 @@ def test_run_record_holds_what_a_study_needs(make_cfg, tmp_path: Path) -> None:
 
 
 def test_config_hash_ignores_seed_but_not_rates(make_cfg, tmp_path: Path) -> None:
-    from dropout_lab.training import config_hash
+    from dropout_lab.training.run_record import config_hash
 
     assert config_hash(make_cfg("seed=1")) == config_hash(make_cfg("seed=2"))
     assert config_hash(make_cfg("model.dropout_1=0.2")) != config_hash(make_cfg())

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import socket
 
 import hydra
 import optuna
@@ -10,7 +12,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from dropout_lab.errors import DropoutLabError
+from dropout_lab.errors import DropoutLabError, InvalidValueError
 
 log = logging.getLogger("dropout_lab")
 
@@ -37,6 +39,10 @@ def train_app(cfg: DictConfig) -> float:
     hydra_cfg = HydraConfig.get()
     output_dir = hydra_cfg.runtime.output_dir
     overrides = list(hydra_cfg.overrides.task)
+    if cfg.optimized_metric:  # lightning-hydra-template's key (hparams_search files) names the metric
+        cfg.metric = cfg.optimized_metric
+    if cfg.metric not in ("val_acc", "val_loss"):
+        return _fail(InvalidValueError("metric", cfg.metric, "val_acc or val_loss"))
     with linked_trial(cfg, output_dir, overrides) as link:
         if link.done_value is not None:
             return link.done_value
@@ -52,18 +58,20 @@ def train_app(cfg: DictConfig) -> float:
 @hydra.main(config_path="conf", config_name="worker")
 def worker_app(cfg: DictConfig) -> float:
     """Run one study worker until the study's queue is empty; return how many runs it finished."""
-    from dropout_lab.studies.spec import load_spec
+    from dropout_lab.studies.spec import load_study_ref
     from dropout_lab.studies.storage import default_storage_url
     from dropout_lab.studies.worker import WorkerSettings, run_worker
 
     try:
-        spec = load_spec(cfg.study)
+        spec = load_study_ref(cfg.study)  # a name or path, then field overrides
         settings = WorkerSettings(
             storage_url=cfg.storage or default_storage_url(cfg.results_dir),
             results_dir=cfg.results_dir, heartbeat_interval=cfg.heartbeat, worker_index=cfg.worker,
             extra_overrides=[f"threads={cfg.threads}", *cfg.overrides])
+        log.info("worker %d (pid %d on %s) works on study %s", cfg.worker, os.getpid(), socket.gethostname(),
+                 spec.name)
         done = run_worker(spec, settings)
     except DropoutLabError as exc:
         return _fail(exc)
-    log.info("worker %d finished %d run(s) of study %s", cfg.worker, done, spec.name)
+    log.info("worker %d (pid %d) finished %d run(s) of study %s", cfg.worker, os.getpid(), done, spec.name)
     return float(done)

@@ -15,15 +15,18 @@ USAGE = """usage: dropout-lab COMMAND ...
 commands:
   train [HYDRA OVERRIDES]        train one run (or a --multirun sweep) and record it
   worker study=NAME [OVERRIDES]  run a study's queued runs (launch many with --multirun)
-  study run NAME [--jobs N] [--storage URL]   run what is missing from a study, with live progress
+  study run NAME [KEY=VALUE ...] [--jobs N] [--storage URL]   run what is missing from a study
+                                 (NAME: a shipped study or a YAML path; KEY=VALUE: study field overrides,
+                                 the same for every study action, e.g. seeds=[0,1] or technique=gamma)
   study status NAME [--storage URL]           done, running, failed, remaining
   study export NAME [--storage URL] [--out DIR]  tidy run table and per-epoch table (CSV + Parquet)
   study show NAME                             the study definition and its plain Hydra multirun
   study report NAME [--reports-dir DIR]       analyse the stored runs, write reports/NAME/README.md
   runs FOLDER                    print a table of the run records under FOLDER
   evaluate RUN_DIR [--T 1 10 100]   test-time evaluation of a run saved with test_time.checkpoint=true
+  dashboard [--storage URL] [--port N]   browse the study store in optuna-dashboard
 """
-COMMANDS = ("train", "worker", "study", "runs", "evaluate")
+COMMANDS = ("train", "worker", "study", "runs", "evaluate", "dashboard")
 
 
 def _runs(argv: Sequence[str]) -> int:
@@ -64,6 +67,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _hydra(command, rest)
     if command == "runs":
         return _runs(rest)
+    if command == "study" and rest[:1] == ["report"]:
+        from dropout_lab.cli.report import report_main
+
+        return report_main(rest[1:])
     if command == "study":
         from dropout_lab.cli.study import study_main
 
@@ -72,6 +79,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from dropout_lab.cli.evaluate import evaluate_main
 
         return evaluate_main(rest)
+    if command == "dashboard":
+        from dropout_lab.cli.dashboard import dashboard_main
+
+        return dashboard_main(rest)
     print(f"error: unknown command {command!r}; choose one of: {', '.join(COMMANDS)}\n\n{USAGE}",
           file=sys.stderr)
     return 2

@@ -1,4 +1,4 @@
-"""``dropout-lab study run|status|export|show``."""
+"""``dropout-lab study run|status|export|show`` (``study report`` is ``dropout_lab.cli.report``)."""
 
 from __future__ import annotations
 
@@ -8,36 +8,50 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from dropout_lab.errors import DropoutLabError
-from dropout_lab.studies.grid import multirun_command
 from dropout_lab.studies.prepare import load_study, total_runs
-from dropout_lab.studies.runner import RunOptions, run_study
-from dropout_lab.studies.spec import STUDIES_DIR, load_spec
+from dropout_lab.studies.runner import LOCAL, RunOptions
+from dropout_lab.studies.spec import STUDIES_DIR, load_spec, study_ref
 from dropout_lab.studies.storage import open_storage
-from dropout_lab.studies.trial_records import curves_frame, progress_counts, runs_frame
+from dropout_lab.studies.trial_records import progress_counts
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dropout-lab study")
     sub = parser.add_subparsers(dest="action", required=True)
-    for action in ("run", "status", "export", "show", "report"):
+    for action in ("run", "status", "export", "show"):
         p = sub.add_parser(action)
         p.add_argument("name", help=f"a study in {STUDIES_DIR} or a path to a study file")
+        p.add_argument("fields", nargs="*", metavar="KEY=VALUE",
+                       help="study field overrides, e.g. seeds=[0,1] epochs=2, or a parameter: technique=gamma")
         if action != "show":
             p.add_argument("--storage", help="storage URL (default: sqlite under the results folder)")
             p.add_argument("--results-dir", default=RunOptions().results_dir)
     run = sub.choices["run"]
     run.add_argument("--jobs", type=int, default=1, help="local workers (threads split between them)")
     run.add_argument("--heartbeat", type=int, default=30, help="seconds between worker heartbeats")
-    run.add_argument("--launcher", default="joblib", help="Hydra launcher for --jobs > 1 (joblib, submitit_local)")
+    run.add_argument("--launcher", default=LOCAL,
+                     help=f"{LOCAL!r}: one process per worker (default); or a Hydra launcher (submitit_local, ...)")
     run.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
                      help="extra Hydra override for every run (repeatable)")
     sub.choices["export"].add_argument("--out", help="folder for the tables (default: results/studies/NAME/export)")
-    sub.choices["report"].add_argument("--reports-dir", help="where reports go (default: the project's reports/)")
     return parser
 
 
+def _parse(argv: Sequence[str]) -> argparse.Namespace:
+    """Options and field overrides in any order (``run ex1_rates --jobs 2 seeds=[0,1]``)."""
+    parser = _parser()
+    args, extra = parser.parse_known_args(argv)
+    flags = [e for e in extra if e.startswith("-")]
+    if flags:
+        parser.error(f"unrecognized arguments: {' '.join(flags)}")
+    args.fields = [*args.fields, *extra]
+    if Path(args.name).suffix in (".yaml", ".yml") and Path(args.name).is_file():
+        args.name = str(Path(args.name).resolve())  # a user's study file, for workers started elsewhere
+    return args
+
+
 def _open(args: argparse.Namespace):
-    spec = load_spec(args.name)
+    spec = load_spec(args.name, args.fields)
     options = RunOptions(storage_url=args.storage, results_dir=args.results_dir)
     try:
         study = load_study(spec, open_storage(options.storage, heartbeat_interval=None))
@@ -48,37 +62,34 @@ def _open(args: argparse.Namespace):
 
 def study_main(argv: Sequence[str]) -> int:
     """Entry point of ``dropout-lab study``; returns the exit status."""
-    args = _parser().parse_args(argv)
+    args = _parse(argv)
     try:
         if args.action == "show":
-            spec = load_spec(args.name)
+            spec = load_spec(args.name, args.fields)
             print(f"{spec.name}: {spec.question}\n  total runs: {total_runs(spec)}")
             if not spec.is_tuning:
+                from dropout_lab.studies.grid import multirun_command
+
                 print(f"  plain Hydra multirun of the same grid:\n    {multirun_command(spec)}")
             return 0
         if args.action == "run":
             if args.jobs < 1:
                 raise DropoutLabError(f"--jobs={args.jobs} is invalid: allowed an integer >= 1")
-            spec = load_spec(args.name)
+            from dropout_lab.studies.runner import run_study
+
+            spec = load_spec(args.name, args.fields)
             options = RunOptions(jobs=args.jobs, storage_url=args.storage, results_dir=args.results_dir,
                                  heartbeat=args.heartbeat, overrides=args.override, launcher=args.launcher)
-            counts = run_study(spec, args.name, options)
+            counts = run_study(spec, study_ref(args.name, args.fields), options)
         else:
             spec, options, study = _open(args)
             counts = progress_counts(study, total_runs(spec))
             if args.action == "export":
-                out = Path(args.out or Path(options.results_dir) / "studies" / spec.name / "export")
-                out.mkdir(parents=True, exist_ok=True)
-                for table, frame in (("runs", runs_frame(study)), ("curves", curves_frame(study))):
-                    frame.to_csv(out / f"{table}.csv", index=False)
-                    frame.to_parquet(out / f"{table}.parquet", index=False)
-                print(f"wrote {out}/runs.csv, runs.parquet, curves.csv, curves.parquet")
-            if args.action == "report":
-                from dropout_lab.reports.build import build_report
-                from dropout_lab.reports.writer import REPORTS_DIR
+                from dropout_lab.studies.run_tables import export_tables  # pandas: for export only
 
-                path = build_report(spec, study, Path(args.reports_dir or REPORTS_DIR))
-                print(f"report written to {path}")
+                out = Path(args.out or Path(options.results_dir) / "studies" / spec.name / "export")
+                written = export_tables(study, out)
+                print(f"wrote {out}/" + ", ".join(f"{n}.csv, {n}.parquet" for n in written))
     except DropoutLabError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

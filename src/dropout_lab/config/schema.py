@@ -33,7 +33,9 @@ class ModelConfig:
     """One of the chapter's MLPs; ``_target_`` is set by the ``model/`` group (or the ``noise/`` group).
 
     ``noise`` names a technique of ``dropout_lab.models.NOISE_TECHNIQUES`` (``NoisyMLP`` only; null
-    for the chapter nets), applied at rate ``dropout_k`` after hidden layer k, with ``noise_kwargs``.
+    for the chapter nets), applied at rate ``dropout_k`` after hidden layer k, with ``noise_kwargs``;
+    or it is a ``_target_`` config with ``_partial_: true`` that builds a technique from its rate
+    (a user's own, allowed by ``instantiable``). A user's network (``_target_``) gets these fields.
     """
 
     _target_: str = MISSING
@@ -42,7 +44,7 @@ class ModelConfig:
     dropout_1: float = 0.5
     dropout_2: float = 0.5
     num_outputs: int = 10
-    noise: Optional[str] = None
+    noise: Any = None
     noise_kwargs: dict[str, Any] = field(default_factory=dict)
 
 
@@ -77,14 +79,15 @@ class OptunaTrialConfig:
 
     ``record`` (default on) stores every run in study ``study`` (default: the run's ``name``) of
     ``storage`` (default: SQLite under ``results_dir``), and skips a run whose config and seed are
-    already complete there. ``trial`` and ``pruner`` are set by ``hydra/sweeper=optuna``.
+    already complete there. ``trial`` and ``heartbeat`` (seconds between the job's beats for its trial)
+    are set by ``hydra/sweeper=optuna``; the job's pruner is the one the sweeper recorded in the study.
     """
 
     record: bool = True
     storage: Optional[str] = None
     study: Optional[str] = None
     trial: Optional[int] = None
-    pruner: str = "median"
+    heartbeat: Optional[int] = None
 
 
 @dataclass
@@ -118,10 +121,14 @@ class TrainConfig:
     threads: Optional[int] = None
     results_dir: str = "${oc.env:DROPOUT_LAB_RESULTS,results}"
     metric: str = "val_acc"
+    #: lightning-hydra-template's name for ``metric`` (``hparams_search`` files set it); when set, it wins.
+    optimized_metric: Optional[str] = None
     name: str = "train"
     monitor: MonitorConfig = field(default_factory=MonitorConfig)
     test_time: TestTimeConfig = field(default_factory=TestTimeConfig)
     optuna: OptunaTrialConfig = field(default_factory=OptunaTrialConfig)
+    #: Extra ``_target_`` patterns runs may instantiate (``[mypkg.*]``), see ``config/targets.py``.
+    instantiable: list[str] = field(default_factory=list)
 
 
 @dataclass

@@ -19,7 +19,6 @@ from torch import nn
 from dropout_lab.errors import InvalidValueError
 from dropout_lab.models.dropout import check_rate, dropout_layer
 
-UNIT_INTERVAL = "a number in [0, 1]"
 HALF_OPEN_INTERVAL = "a number in [0, 1)"
 
 
@@ -239,29 +238,32 @@ class DropConnectLinear(_RateSpec, nn.Linear):
 
 
 class Technique(NamedTuple):
-    """A registry entry: the class that implements a technique and why one would use it."""
+    """A registry entry: the class that implements a technique and why one would use it.
 
-    cls: type
+    ``rationale`` is the technique's row in the README's table of noise techniques (Markdown; a
+    test keeps the two equal).
+    """
+
+    cls: type[Any]  # a Noise or DropConnectLinear subclass (check_rate, check_params)
     rationale: str
 
 
 #: Every technique by config name; ``dropconnect`` acts on weights, all others on activations.
 NOISE_TECHNIQUES: dict[str, Technique] = {
-    "dropout": Technique(Dropout, "the chapter's dropout from scratch (dropout_layer): zero with prob. p, "
-                                  "scale survivors by 1/(1-p)"),
-    "dropout_concise": Technique(DropoutConcise, "the same with torch's nn.Dropout"),
-    "gaussian": Technique(GaussianNoise, "multiplicative N(1, p/(1-p)) noise, dropout's mean and variance "
-                                         "without zeros (Srivastava et al. 2014, sec. 10); p in [0, 1)"),
-    "additive_gaussian": Technique(AdditiveGaussianNoise, "h + N(0, rate^2): Bishop's input noise moved "
-                                                          "inside the net; the rate is the noise std"),
-    "uniform": Technique(UniformNoise, "multiplicative U(1-a, 1+a), a = sqrt(3p/(1-p)): bounded, "
-                                       "variance-matched, never flips a sign; p in [0, 0.25]"),
-    "gamma": Technique(GammaNoise, "multiplicative Gamma(k, k), k = (1-p)/p: dropout's support, mean and "
-                                   "variance, but continuous; p in [0, 1)"),
-    "block": Technique(BlockDropout, "drops groups of group_size neighbouring units together, scaled "
-                                     "by 1/(1-p)"),
-    "dropconnect": Technique(DropConnectLinear, "drops individual weights of the hidden Linear layers "
-                                                "(one mask per batch), scaled by 1/(1-p)"),
+    "dropout": Technique(Dropout, "the chapter's `dropout_layer`: zero with prob. p, scale survivors by 1/(1-p)"),
+    "dropout_concise": Technique(DropoutConcise, "the same with `nn.Dropout`"),
+    "gaussian": Technique(GaussianNoise, "multiplicative N(1, p/(1-p)): dropout's mean and variance without "
+                                         "zeros (Srivastava et al. 2014, sec. 10)"),
+    "additive_gaussian": Technique(AdditiveGaussianNoise, "h + N(0, σ²) with **σ = the rate**: Bishop's input "
+                                                          "noise moved inside the net"),
+    "uniform": Technique(UniformNoise, "multiplicative U(1-a, 1+a), a = √(3p/(1-p)): bounded, variance-matched; "
+                                       "p ≤ 0.25 keeps a ≤ 1, so no sign flips (the overlay sets 0.25)"),
+    "gamma": Technique(GammaNoise, "multiplicative Gamma(k, k), k = (1-p)/p: dropout's support (≥ 0), mean and "
+                                   "variance, but continuous: units are damped or boosted, never silenced"),
+    "block": Technique(BlockDropout, "drops groups of `model.noise_kwargs.group_size` (default 8) neighbouring "
+                                     "units together, scaled by 1/(1-p)"),
+    "dropconnect": Technique(DropConnectLinear, "drops individual **weights** of `lin1`, `lin2` "
+                                                "(`DropConnectLinear`), W·M/(1-p); no activation noise"),
 }
 
 #: Techniques that act on weights, not activations (``make_noise`` refuses them).

@@ -1,27 +1,31 @@
-"""The stored runs of one study, in the shapes the analyses need."""
+"""The stored runs of one study, in the shapes the analyses need: the store's typed tables, nothing else."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
 
 import optuna
 import pandas as pd
 from optuna.trial import TrialState
 
+from dropout_lab.studies.run_tables import INSTRUMENTS, curves_table, instrument_table, runs_table
 from dropout_lab.studies.spec import StudySpec
-from dropout_lab.studies.trial_records import curves_frame, runs_frame
 
 
 @dataclass
 class StudyData:
-    """Finished runs (``runs``), every recorded run (``all_runs``), per-epoch curves and raw user attributes."""
+    """Finished runs (``runs``), every recorded run (``all_runs``), per-epoch curves and instrument rows.
+
+    ``runs``/``all_runs`` are :func:`runs_table` rows (grid keys, the flattened config, final metrics);
+    ``instruments`` maps ``activations``/``test_time`` to :func:`instrument_table` rows (with ``trial``).
+    ``study`` is kept for Optuna's own summaries of a tuning study (parameter importances).
+    """
 
     spec: StudySpec
     runs: pd.DataFrame
     all_runs: pd.DataFrame
     curves: pd.DataFrame
-    attrs: dict[int, dict[str, Any]]
+    instruments: dict[str, pd.DataFrame] = field(default_factory=dict)
     study: optuna.Study | None = None
 
     @property
@@ -36,11 +40,16 @@ class StudyData:
         return frame[self.keys].astype(str).apply(
             lambda row: ", ".join(f"{k}={v}" for k, v in row.items()), axis=1)
 
+    def instrument(self, name: str) -> pd.DataFrame:
+        """The rows of instrument ``name`` (empty when no run recorded it)."""
+        return self.instruments.get(name, pd.DataFrame())
+
 
 def load_study_data(spec: StudySpec, study: optuna.Study) -> StudyData:
-    """Read a study's trials into tables."""
-    all_runs = runs_frame(study)
-    runs = all_runs[all_runs["state"] == TrialState.COMPLETE.name] if not all_runs.empty else all_runs
-    attrs = {t.number: dict(t.user_attrs) for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))}
-    return StudyData(spec=spec, runs=runs.reset_index(drop=True), all_runs=all_runs,
-                     curves=curves_frame(study), attrs=attrs, study=study)
+    """Read a study's trials into its typed tables."""
+    trials = study.get_trials(deepcopy=False)
+    all_runs = runs_table(trials)
+    runs = all_runs[all_runs["state"] == TrialState.COMPLETE.name]
+    return StudyData(spec=spec, runs=runs.reset_index(drop=True), all_runs=all_runs, curves=curves_table(trials),
+                     instruments={name: instrument_table(trials, name) for name in INSTRUMENTS},
+                     study=study)

@@ -12,7 +12,7 @@ from optuna.trial import TrialState
 from dropout_lab.errors import StudySpecError
 from dropout_lab.studies.grid import cell_key, grid_cells
 from dropout_lab.studies.samplers import make_pruner, make_sampler
-from dropout_lab.studies.spec import StudySpec
+from dropout_lab.studies.spec import StudySpec, load_study_ref
 
 GRID_FINGERPRINT = "grid_fingerprint"
 CELL_CHOICES = "cell_choices"
@@ -26,12 +26,14 @@ def total_runs(spec: StudySpec) -> int:
 
 
 def tuned_cells(spec: StudySpec, storage: BaseStorage) -> list[dict]:
-    """For ``tuned_from``: each tuning study's best parameters and fixed overrides, with every seed."""
-    from dropout_lab.studies.spec import load_spec
+    """For ``tuned_from``: each tuning study's best parameters and fixed overrides, with every seed.
 
+    Each entry is a study reference (``"ex7_tune technique=gamma"``); the tuning study must hold
+    its ``n_trials`` finished trials.
+    """
     cells = []
-    for name in spec.tuned_from:
-        tuning = load_spec(name)
+    for ref in spec.tuned_from:
+        tuning = load_study_ref(ref)
         try:
             study = optuna.load_study(study_name=tuning.name, storage=storage)
             finished = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))

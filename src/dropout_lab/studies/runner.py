@@ -1,21 +1,33 @@
-"""``dropout-lab study run``: prepare the store, start local workers, show live progress."""
+"""``dropout-lab study run``: prepare the store, start local workers, show live progress.
+
+By default each of the ``--jobs`` workers is its own ``dropout-lab worker worker=I`` process
+(``studies/processes.py``): the death of one (SIGKILL, the OOM killer) costs only its current
+run, which its heartbeat's silence re-queues for the others; the runner waits for all of them and
+reports how each one ended. ``--launcher NAME`` instead starts them as one ``dropout-lab worker
+--multirun`` through that Hydra launcher (``submitit_local``; ``submitit_slurm`` is for clusters).
+"""
 
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from typing import IO, TYPE_CHECKING
 
 from dropout_lab.studies.prepare import prepare_study, total_runs
+from dropout_lab.studies.processes import WorkerProcess, start_workers, stop
 from dropout_lab.studies.spec import StudySpec
 from dropout_lab.studies.storage import default_storage_url, open_storage
 from dropout_lab.studies.trial_records import progress_counts
+
+if TYPE_CHECKING:  # rich is imported when a study runs, not for ``study status``
+    from rich.console import Console
+
+#: ``--launcher`` value for one plain process per local worker (the default).
+LOCAL = "local"
+POLL_S = 1.0
 
 
 @dataclass
@@ -27,7 +39,7 @@ class RunOptions:
     results_dir: str = field(default_factory=lambda: os.environ.get("DROPOUT_LAB_RESULTS", "results"))
     heartbeat: int = 30
     overrides: list[str] = field(default_factory=list)
-    launcher: str = "joblib"
+    launcher: str = LOCAL
 
     @property
     def storage(self) -> str:
@@ -39,25 +51,66 @@ class RunOptions:
         return max(1, (os.cpu_count() or 1) // self.jobs)
 
 
-def worker_command(spec_path: str, options: RunOptions) -> list[str]:
-    """The ``dropout-lab worker`` Hydra (multi)run that starts ``options.jobs`` local workers."""
+def worker_command(spec_path: str, options: RunOptions, index: int | None = None) -> list[str]:
+    """``dropout-lab worker`` for local worker ``index``, or (``index=None``, ``options.jobs > 1``) the Hydra
+    multirun that starts ``options.jobs`` workers through ``options.launcher``."""
     quoted = ",".join("'" + o.replace("'", "\\'") + "'" for o in options.overrides)
-    cmd = [sys.executable, "-m", "dropout_lab.cli", "worker", f"study={spec_path}",
+    study = "'" + spec_path.replace("'", "\\'") + "'"  # a study reference: name or path, then field overrides
+    cmd = [sys.executable, "-m", "dropout_lab.cli", "worker", f"study={study}",
            f"storage={options.storage}", f"results_dir={options.results_dir}",
            f"threads={options.threads}", f"heartbeat={options.heartbeat}", f"overrides=[{quoted}]"]
-    if options.jobs > 1:
+    if index is not None:
+        cmd.append(f"worker={index}")
+    elif options.jobs > 1:
         cmd += ["--multirun", f"worker=range({options.jobs})", f"hydra/launcher={options.launcher}"]
         if options.launcher == "joblib":
             cmd.append(f"hydra.launcher.n_jobs={options.jobs}")
     return cmd
 
 
+def worker_commands(spec_path: str, options: RunOptions) -> list[list[str]]:
+    """One command per local worker, or the one Hydra multirun that starts them through a launcher."""
+    if options.launcher == LOCAL:
+        return [worker_command(spec_path, options, index) for index in range(options.jobs)]
+    return [worker_command(spec_path, options)]
+
+
+def _note(log: IO[str], message: str) -> None:
+    """One line of the runner's own in the workers' log."""
+    log.write(f"[{time.strftime('%Y-%m-%d %H:%M:%S')}][study run] {message}\n")
+    log.flush()
+
+
+def _report_exits(workers: list[WorkerProcess], reported: set[int], log: IO[str], console: Console) -> None:
+    """Log each worker's end once, and show it when it is not a clean exit."""
+    for worker in workers:
+        if worker.index in reported or worker.process.poll() is None:
+            continue
+        reported.add(worker.index)
+        how = worker.describe_exit()
+        _note(log, f"worker {worker.index} (pid {worker.pid}) ended: {how}")
+        if how != "ok":
+            alive = sum(w.process.poll() is None for w in workers)
+            console.print(f"[yellow]worker {worker.index} (pid {worker.pid}) {how}; {alive} still running")
+
+
 def run_study(spec: StudySpec, spec_path: str, options: RunOptions, console: Console | None = None) -> dict[str, int]:
     """Run what is missing from a study and return the final counts.
 
     The storage is opened (and the grid enqueued) before any worker starts, so a bad URL fails
-    at once. Workers' logs go to ``results/studies/NAME/workers.log``.
+    at once. Workers' output goes to ``results/studies/NAME/workers.log``, with one line per
+    worker's start (its pid) and end (its exit status).
     """
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
     console = console or Console(stderr=True)
     storage = open_storage(options.storage, options.heartbeat)
     study = prepare_study(spec, storage)
@@ -70,22 +123,31 @@ def run_study(spec: StudySpec, spec_path: str, options: RunOptions, console: Con
     log_path.parent.mkdir(parents=True, exist_ok=True)
     columns = [TextColumn(f"[bold]{spec.name}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("{task.fields[detail]}"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn()]
-    with open(log_path, "a") as log, Progress(*columns, console=console, transient=False) as progress:
-        proc = subprocess.Popen(worker_command(spec_path, options), stdout=log, stderr=subprocess.STDOUT)
-        task = progress.add_task("runs", total=total, completed=counts["done"], detail="")
+    reported: set[int] = set()
+    with open(log_path, "a") as log:
+        workers = start_workers(worker_commands(spec_path, options), log)
+        for worker in workers:
+            _note(log, f"worker {worker.index} started: pid {worker.pid}: {' '.join(worker.command)}")
         try:
-            while proc.poll() is None:
-                time.sleep(1.0)
-                counts = progress_counts(study, total)
-                progress.update(task, completed=counts["done"] + counts["failed"],
-                                detail=f"running {counts['running']}, failed {counts['failed']}")
+            with Progress(*columns, console=console, transient=False) as progress:
+                task = progress.add_task("runs", total=total, completed=counts["done"], detail="")
+                while True:
+                    alive = [w for w in workers if w.process.poll() is None]
+                    _report_exits(workers, reported, log, console)
+                    counts = progress_counts(study, total)
+                    progress.update(task, completed=counts["done"] + counts["failed"],
+                                    detail=f"running {counts['running']}, failed {counts['failed']}")
+                    if not alive:
+                        break
+                    time.sleep(POLL_S)
         except KeyboardInterrupt:
             console.print("interrupted: stopping workers; relaunch the same command to resume")
-            proc.wait()
             raise
-        counts = progress_counts(study, total)
-        progress.update(task, completed=counts["done"] + counts["failed"],
-                        detail=f"running {counts['running']}, failed {counts['failed']}")
-    if proc.returncode != 0:
-        console.print(f"[red]workers exited with status {proc.returncode}; see {log_path}")
+        finally:  # Ctrl-C, or an error here: interrupt the workers (they re-queue their runs) and wait
+            stop(workers)
+            _report_exits(workers, reported, log, console)
+    if any(w.process.returncode != 0 for w in workers):
+        console.print("[red]workers: " + ", ".join(f"{w.index} {w.describe_exit()}" for w in workers)
+                      + f"; see {log_path}")
     return counts
+

@@ -1,19 +1,26 @@
-"""Study definitions (``studies/<name>.yaml``), validated against a schema."""
+"""Study definitions (``studies/definitions/<name>.yaml``), composed with overrides and validated.
+
+A study is named by a *reference*: a name or a path to a YAML file, then field overrides in Hydra's
+override grammar, e.g. ``ex1_rates seeds=[0,1] epochs=2`` or ``ex7_tune technique=gamma``. A
+file's ``params`` are named parameters the rest of the file uses as ``${params.NAME}``; on the
+command line ``NAME=VALUE`` sets one (short for ``params.NAME=VALUE``).
+"""
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+import shlex
+from collections.abc import Sequence
+from dataclasses import dataclass, field, fields
 from importlib.resources import files
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, cast
 
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from dropout_lab.errors import StudySpecError
-from dropout_lab.studies.samplers import PRUNER_NAMES as PRUNERS
-from dropout_lab.studies.samplers import SAMPLER_NAMES as SAMPLERS
+from dropout_lab.errors import InvalidValueError, StudySpecError
+from dropout_lab.studies.samplers import is_grid, pruner_config, sampler_config
 
 #: The study definitions shipped with the package (``DROPOUT_LAB_STUDIES`` points to another folder).
 STUDIES_DIR = Path(os.environ.get("DROPOUT_LAB_STUDIES") or str(files("dropout_lab.studies") / "definitions"))
@@ -35,8 +42,9 @@ class SearchDimension:
 class StudySpec:
     """What a study answers and how: overlay, grid or search space, seeds, budget, metric, analysis.
 
-    ``tuned_from`` lists tuning studies: the grid is then each one's best parameters (plus its
-    fixed ``key=value`` overrides, e.g. ``noise=gaussian``), rerun with every seed.
+    ``tuned_from`` lists tuning studies as references (``"ex7_tune technique=gamma"``): the grid
+    is then each one's best parameters (plus its fixed ``key=value`` overrides, e.g.
+    ``noise=gamma``), rerun with every seed. ``params`` holds the file's named parameters.
     """
 
     name: str = MISSING
@@ -48,11 +56,12 @@ class StudySpec:
     seeds: list[int] = field(default_factory=lambda: [0])
     search_space: dict[str, SearchDimension] = field(default_factory=dict)
     n_trials: Optional[int] = None
-    sampler: str = "tpe"
-    pruner: str = "median"
+    sampler: Any = "tpe"  # a short name (tpe, random, grid, cmaes, gp, ...) or {_target_: optuna.samplers.X, ...}
+    pruner: Any = "median"  # a short name (median, hyperband, successive_halving, none) or {_target_: optuna.pruners.X, ...}
     metric: str = "val_acc"
     analysis: str = "compare"
     tuned_from: list[str] = field(default_factory=list)
+    params: dict[str, Any] = field(default_factory=dict)
 
     @property
     def is_tuning(self) -> bool:
@@ -82,10 +91,11 @@ def _check(spec: StudySpec, source: str) -> StudySpec:
     for key, values in spec.grid.items():
         if not values:
             raise bad(f"grid.{key}", list(values), "a non-empty list of values")
-    if spec.sampler not in SAMPLERS:
-        raise bad("sampler", spec.sampler, f"one of {', '.join(SAMPLERS)}")
-    if spec.pruner not in PRUNERS:
-        raise bad("pruner", spec.pruner, f"one of {', '.join(PRUNERS)}")
+    try:
+        sampler_config(spec.sampler)
+        pruner_config(spec.pruner)
+    except InvalidValueError as exc:
+        raise bad(exc.field, exc.value, exc.allowed) from None
     if spec.metric not in METRICS:
         raise bad("metric", spec.metric, f"one of {', '.join(METRICS)}")
     if spec.is_tuning:
@@ -100,25 +110,134 @@ def _check(spec: StudySpec, source: str) -> StudySpec:
                     raise bad(f"search_space.{key}", f"[{dim.low}, {dim.high}]", "low <= high, both set")
             else:
                 raise bad(f"search_space.{key}.type", dim.type, "float, int or categorical")
-        if spec.sampler == "grid" and any(d.type != "categorical" for d in spec.search_space.values()):
-            raise bad("sampler", "grid", "only with categorical search dimensions")
+        if (is_grid(spec.sampler) and "search_space" not in sampler_config(spec.sampler)
+                and any(d.type != "categorical" for d in spec.search_space.values())):
+            raise bad("sampler", spec.sampler, "a grid only with categorical search dimensions (or a search_space)")
     return spec
 
 
-def load_spec(name_or_path: str, folder: Path = STUDIES_DIR) -> StudySpec:
-    """Load and validate a study by name (``studies/NAME.yaml``) or by path."""
+#: Fields whose keys are dotted config paths: ``grid.model.dropout_1=[0.1]`` sets key ``model.dropout_1``.
+PATH_KEYED_FIELDS = ("grid", "search_space")
+SEARCH_DIMENSION_FIELDS = tuple(f.name for f in fields(SearchDimension))
+
+
+def split_ref(ref: str) -> tuple[str, list[str]]:
+    """A study reference ``"NAME_OR_PATH [KEY=VALUE ...]"`` (shell quoting) as (name or path, overrides)."""
+    try:
+        parts = shlex.split(ref)
+    except ValueError as exc:
+        raise StudySpecError(f"study reference {ref!r} is invalid: {exc}") from None
+    if not parts:
+        raise StudySpecError(f"study reference {ref!r} is invalid: allowed NAME_OR_PATH [KEY=VALUE ...]")
+    return parts[0], parts[1:]
+
+
+def study_ref(name_or_path: str, overrides: Sequence[str] = ()) -> str:
+    """The reference that :func:`load_study_ref` reads back as ``name_or_path`` with ``overrides``."""
+    return shlex.join([str(name_or_path), *overrides])
+
+
+def load_study_ref(ref: str, folder: Path = STUDIES_DIR) -> StudySpec:
+    """Load and validate the study of a reference (``"ex7_tune technique=gamma"``)."""
+    name, overrides = split_ref(ref)
+    return load_spec(name, overrides, folder)
+
+
+def _study_file(name_or_path: str, folder: Path) -> Path:
     path = Path(name_or_path)
     if path.suffix not in (".yaml", ".yml"):
         path = Path(folder) / f"{name_or_path}.yaml"
     if not path.is_file():
-        raise StudySpecError(f"unknown study {name_or_path!r}: choose one of "
-                             f"{', '.join(available_studies(folder)) or '(none)'} in {folder}")
+        names = ", ".join(available_studies(folder)) or "(none)"
+        raise StudySpecError(f"unknown study {name_or_path!r}: choose one of {names} in {folder}, or a path to a YAML file")
+    return path
+
+
+def _node_path(cfg: DictConfig, key: str) -> list[str]:
+    """Where override ``key`` points in the study config (see :data:`PATH_KEYED_FIELDS`, ``params``)."""
+    head, _, rest = key.partition(".")
+    if head not in cfg and head in cfg.params.keys():
+        return ["params", *key.split(".")]
+    if head in PATH_KEYED_FIELDS and rest:
+        inner, _, attr = rest.rpartition(".")
+        if head == "search_space" and inner and attr in SEARCH_DIMENSION_FIELDS:
+            return [head, inner, attr]
+        return [head, rest]
+    return key.split(".")
+
+
+def apply_overrides(cfg: DictConfig, overrides: Sequence[str], source: str) -> None:
+    """Apply field overrides (Hydra's grammar: ``key=value``, ``+key=value``, ``~key``) to a study config.
+
+    Values are typed by the grammar (``seeds=[0,1]`` is a list) and checked by the schema on
+    assignment; an unknown field is refused with the fields allowed there.
+    """
+    if not overrides:
+        return
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
     try:
-        merged: DictConfig = OmegaConf.merge(OmegaConf.structured(StudySpec), OmegaConf.load(path))
+        parsed = OverridesParser.create().parse_overrides(list(overrides))
+    except HydraException as exc:
+        raise StudySpecError(f"{source}: {str(exc).splitlines()[0]}") from None
+    for override in parsed:
+        key = override.key_or_group
+        text = override.input_line or key
+        if override.is_sweep_override():
+            raise StudySpecError(f"{source}: {text} is invalid: allowed a single value per field "
+                                 f"(write a list as {key}=[a,b])")
+        path = _node_path(cfg, key)
+        parent: Any = cfg
+        for depth, part in enumerate(path[:-1]):
+            if not isinstance(parent, DictConfig) or part not in parent:
+                raise _unknown(source, text, ".".join(path[:depth + 1]), parent, parent is cfg)
+            parent = parent[part]
+        last = path[-1]
+        present = isinstance(parent, DictConfig) and (last in parent or last in parent.keys())
+        try:
+            if override.is_delete():
+                if not present:
+                    raise _unknown(source, text, key, parent, parent is cfg)
+                del parent[last]
+            elif override.is_add() and present:
+                raise StudySpecError(f"{source}: {text} is invalid: {key} is already set; use {key}=VALUE")
+            elif not (override.is_add() or override.is_force_add()) and not present:
+                raise _unknown(source, text, key, parent, parent is cfg)
+            else:
+                parent[last] = override.value()
+        except OmegaConfBaseException as exc:
+            raise StudySpecError(f"{source}: {text} is invalid: {str(exc).splitlines()[0]}") from None
+
+
+def _unknown(source: str, text: str, key: str, parent: Any, top: bool) -> StudySpecError:
+    if isinstance(parent, DictConfig):
+        known = [str(k) for k in parent.keys()]
+        if top:  # the study's fields, and the file's parameters
+            params = [str(k) for k in parent.params.keys()]
+            known = [k for k in known if k != "params"] + [f"{p} (params.{p})" for p in params] + ["params"]
+        allowed = f"one of {', '.join(known)}" if known else "no keys here (add one with +KEY=VALUE)"
+    else:
+        allowed = "no sub-keys (this field is a value)"
+    return StudySpecError(f"{source}: {text} is invalid: unknown field {key!r}; allowed {allowed}")
+
+
+def load_spec(name_or_path: str, overrides: Sequence[str] = (), folder: Path = STUDIES_DIR) -> StudySpec:
+    """Load a study by name (``definitions/NAME.yaml``) or path, apply field ``overrides``, validate."""
+    path = _study_file(name_or_path, folder)
+    source = str(path) + (f" (with {' '.join(overrides)})" if overrides else "")
+    try:
+        merged = cast(DictConfig, OmegaConf.merge(OmegaConf.structured(StudySpec), OmegaConf.load(path)))
+        apply_overrides(merged, overrides, source)
+        params = [k for k in merged.params.keys()
+                  if OmegaConf.is_missing(merged.params, k) and not OmegaConf.is_interpolation(merged.params, k)]
+        if params:  # other missing fields derive from these
+            raise StudySpecError(f"{source}: missing parameter(s) {', '.join(f'params.{k}' for k in params)}: "
+                                 f"set {' '.join(f'{k}=VALUE' for k in params)} after the study's name")
         missing = sorted(OmegaConf.missing_keys(merged))
         if missing:
-            raise StudySpecError(f"{path}: missing required field(s): {', '.join(missing)}")
-        spec = OmegaConf.to_object(merged)
+            raise StudySpecError(f"{source}: missing required field(s): {', '.join(missing)}")
+        spec = cast(StudySpec, OmegaConf.to_object(merged))
     except OmegaConfBaseException as exc:
-        raise StudySpecError(f"{path}: {str(exc).splitlines()[0]} (full_key: {exc.full_key})") from None
-    return _check(spec, str(path))
+        raise StudySpecError(f"{source}: {str(exc).splitlines()[0]} (full_key: {exc.full_key})") from None
+    return _check(spec, source)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Iterator
+import contextlib
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -13,13 +14,15 @@ import lightning as L
 import optuna
 from omegaconf import DictConfig
 from optuna.distributions import FloatDistribution, IntDistribution
+from optuna.study import StudyDirection
 from optuna.trial import TrialState
 from optuna_integration import PyTorchLightningPruningCallback
 
 from dropout_lab.studies.samplers import build_pruner
 from dropout_lab.studies.spec import METRICS
-from dropout_lab.studies.storage import default_storage_url, open_storage
-from dropout_lab.studies.trial_records import record_attrs, save_failure, save_record
+from dropout_lab.studies.storage import Heartbeat, default_storage_url, open_storage
+from dropout_lab.studies.trial_records import save_failure, save_record
+from dropout_lab.studies.tuning import PRUNER_ATTR
 from dropout_lab.training.run_record import RunRecord, config_hash
 
 log = logging.getLogger(__name__)
@@ -63,24 +66,30 @@ def run_params(cfg: DictConfig, overrides: list[str]) -> tuple[dict, dict]:
 
 
 def _sweeper_trial(cfg: DictConfig, output_dir: str) -> Iterator[TrialLink]:
+    """A job of ``hydra/sweeper=optuna``: beat for its trial while it trains, prune with the sweep's pruner."""
     storage = open_storage(cfg.optuna.storage, heartbeat_interval=None)
-    pruner = build_pruner(cfg.optuna.pruner, cfg.trainer.max_epochs)  # the job decides on pruning
+    study_id = storage.get_study_id_from_name(cfg.optuna.study)
+    trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, cfg.optuna.trial)
+    # The job decides on pruning, with the pruner the sweeper recorded in the study (the same one).
+    pruner = build_pruner(storage.get_study_user_attrs(study_id).get(PRUNER_ATTR, "median"), cfg.trainer.max_epochs)
     study = optuna.load_study(study_name=cfg.optuna.study, storage=storage, pruner=pruner)
-    trial = optuna.Trial(study, storage.get_trial_id_from_study_id_trial_number(
-        storage.get_study_id_from_name(cfg.optuna.study), cfg.optuna.trial))
-    try:
-        yield TrialLink(callbacks=[PyTorchLightningPruningCallback(trial, monitor=cfg.metric)])
-    finally:
+    trial = optuna.Trial(study, trial_id)
+    with Heartbeat(storage, cfg.optuna.heartbeat) as heartbeat:
+        heartbeat.add(trial_id)
         try:
-            save_record(trial, RunRecord.read(output_dir), output_dir)
-        except FileNotFoundError:
-            save_failure(trial, "the run stopped before writing its record")
+            yield TrialLink(callbacks=[PyTorchLightningPruningCallback(trial, monitor=cfg.metric)])
+        finally:
+            try:
+                save_record(trial, RunRecord.read(output_dir), output_dir)
+            except FileNotFoundError:
+                save_failure(trial, "the run stopped before writing its record")
 
 
 def _recorded_run(cfg: DictConfig, output_dir: str, overrides: list[str]) -> Iterator[TrialLink]:
     url = cfg.optuna.storage or default_storage_url(cfg.results_dir)
     study = optuna.create_study(study_name=cfg.optuna.study or cfg.name, storage=open_storage(url, None),
-                                direction=METRICS.get(cfg.metric, "maximize"), load_if_exists=True)
+                                direction=StudyDirection[METRICS.get(cfg.metric, "maximize").upper()],
+                                load_if_exists=True)
     digest = config_hash(cfg)
     for done in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         if done.user_attrs.get("config_hash") == digest and done.params.get("seed") == cfg.seed:
@@ -91,17 +100,16 @@ def _recorded_run(cfg: DictConfig, output_dir: str, overrides: list[str]) -> Ite
     try:
         yield TrialLink()
     finally:
-        try:
+        record: RunRecord | None = None
+        with contextlib.suppress(FileNotFoundError):
             record = RunRecord.read(output_dir)
-        except FileNotFoundError:
-            record = None
         if record is not None:
             params, dists = run_params(cfg, overrides)
-            done = record.status == "completed"
+            completed = record.status == "completed"
             study.add_trial(optuna.trial.create_trial(
-                state=TrialState.COMPLETE if done else TrialState.FAIL,
-                value=record.final[cfg.metric] if done else None,
-                params=params, distributions=dists, user_attrs=record_attrs(record, output_dir)))
+                state=TrialState.COMPLETE if completed else TrialState.FAIL,
+                value=record.final[cfg.metric] if completed else None,
+                params=params, distributions=dists, user_attrs=record.trial_attrs(output_dir)))
 
 
 @contextmanager

@@ -1,7 +1,5 @@
-"""Lightning module, callbacks, the run record and the train entry point."""
+"""Lightning module, callbacks, the run record and the train entry point.
 
-from dropout_lab.training.classifier import Classifier
-from dropout_lab.training.run_record import RunRecord, config_hash
-from dropout_lab.training.train import train
-
-__all__ = ["Classifier", "RunRecord", "config_hash", "train"]
+Import from the modules (``dropout_lab.training.train.train``, ``dropout_lab.training.run_record.RunRecord``):
+this package re-exports nothing, so that reading run records (``study status``) never imports Lightning.
+"""

@@ -1,4 +1,4 @@
-"""The run record: one JSON file per run, the unit the study store ingests."""
+"""The run record: everything a run produced, stored whole in its Optuna trial and copied to ``run.json``."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import hashlib
 import json
 import platform
 import socket
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -14,12 +14,14 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 RECORD_NAME = "run.json"
+#: The trial user attribute that names the folder holding the run's ``run.json`` copy and logs.
+OUTPUT_DIR_ATTR = "output_dir"
 
 #: Keys that do not change what a run computes, so they are left out of the config hash.
 #: ``monitor`` and ``test_time`` only measure: the monitor's noisy probe pass uses a forked RNG and
 #: test-time evaluation runs after training, so neither changes the trained weights.
 #: ``data.batches_per_call`` only groups the same optimizer steps, in the same order.
-NON_SEMANTIC_KEYS = ("seed", "threads", "results_dir", "logger", "name", "metric",
+NON_SEMANTIC_KEYS = ("seed", "threads", "results_dir", "logger", "name", "metric", "instantiable",
                      "data.root", "data.system_dir", "data.download", "data.shuffle_seed", "data.batches_per_call",
                      "trainer.enable_progress_bar", "trainer.enable_model_summary",
                      "trainer.log_every_n_steps", "trainer.accelerator", "trainer.devices",
@@ -83,3 +85,23 @@ class RunRecord:
         if path.is_dir():
             path = path / RECORD_NAME
         return cls(**json.loads(path.read_text()))
+
+    def trial_attrs(self, output_dir: str | Path) -> dict[str, Any]:
+        """The whole record as Optuna user attributes (JSON values), plus the folder of its ``run.json`` copy.
+
+        Every writer (grid and tuning workers, recorded ``train`` runs, sweeper jobs) stores exactly these keys.
+        """
+        attrs = json.loads(json.dumps(asdict(self), default=str))
+        attrs["wall_time_s"] = round(self.wall_time_s, 3)
+        attrs[OUTPUT_DIR_ATTR] = str(output_dir)
+        return attrs
+
+    @classmethod
+    def from_trial_attrs(cls, attrs: dict[str, Any]) -> RunRecord:
+        """The record a trial holds (the inverse of :meth:`trial_attrs`)."""
+        return cls(**{name: attrs[name] for name in TRIAL_ATTR_KEYS if name in attrs})
+
+
+#: The user attributes that hold a run record in its trial: the record's fields (``output_dir`` is stored beside them).
+TRIAL_ATTR_KEYS = tuple(f.name for f in fields(RunRecord))
+

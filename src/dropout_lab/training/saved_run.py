@@ -10,7 +10,7 @@ from hydra.utils import execution_whitelist, instantiate
 from omegaconf import OmegaConf
 from torch import nn
 
-from dropout_lab.config.targets import INSTANTIABLE_TARGETS
+from dropout_lab.config.targets import run_whitelist
 from dropout_lab.errors import DropoutLabError
 from dropout_lab.evaluation.checkpoint import CHECKPOINT_NAME
 from dropout_lab.training.run_record import RunRecord
@@ -31,7 +31,7 @@ def load_run(run_dir: str | Path, data_root: str | None = None) -> tuple[RunReco
     cfg = OmegaConf.create(record.config)
     if data_root is not None:
         cfg.data.root = data_root
-    with execution_whitelist(INSTANTIABLE_TARGETS):
+    with execution_whitelist(run_whitelist(cfg)):
         net = instantiate(cfg.model)
         datamodule = instantiate(cfg.data)
     net.load_state_dict(saved["state_dict"])

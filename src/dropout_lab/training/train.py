@@ -14,7 +14,7 @@ import torch
 from hydra.utils import execution_whitelist, instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from dropout_lab.config.targets import INSTANTIABLE_TARGETS
+from dropout_lab.config.targets import run_whitelist
 from dropout_lab.config.validate import validate_config
 from dropout_lab.errors import DropoutLabError
 from dropout_lab.evaluation.checkpoint import save_checkpoint, split_tensors
@@ -79,7 +79,7 @@ def train(cfg: DictConfig, output_dir: str | Path, overrides: Sequence[str] = ()
     recorder = EpochRecorder()
     monitor = (ActivationMonitor(cfg.monitor.every_n_steps, cfg.monitor.probe_size)
                if cfg.monitor.enabled else None)
-    with execution_whitelist(INSTANTIABLE_TARGETS):
+    with execution_whitelist(run_whitelist(cfg)):
         datamodule = instantiate(cfg.data)
         module = Classifier(instantiate(cfg.model), **cfg.optim)
         logger = instantiate(cfg.logger) if cfg.logger else False

@@ -1,9 +1,9 @@
-"""Schema of ``hydra/sweeper=optuna``."""
+"""Schema of ``hydra/sweeper=optuna``: hydra-optuna-sweeper's keys, plus a pruner and heartbeats."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
 
@@ -14,18 +14,22 @@ class OptunaSweeperConf:
 
     ``params`` maps override keys to Hydra sweep syntax: ``interval(0, 0.9)``,
     ``tag(log, interval(1e-3, 1))``, ``choice(a, b)``, ``range(1, 5)``. Sweeps given on the
-    command line are added to them.
+    command line are added to them. ``sampler`` and ``pruner`` are short names (``tpe``,
+    ``median``) or ``_target_`` configs of any ``optuna.samplers`` / ``optuna.pruners`` class.
+    ``study_name`` defaults to the run's ``name``, ``storage`` to SQLite under ``results_dir``;
+    ``seed`` seeds a sampler whose config has none; jobs beat every ``heartbeat`` seconds.
     """
 
     _target_: str = "hydra_plugins.dropout_lab_optuna_sweeper.sweeper.OptunaSweeper"
-    study_name: str = "${name}"
+    study_name: Optional[str] = None
     storage: Optional[str] = None
-    sampler: str = "tpe"
-    pruner: str = "median"
+    sampler: Any = "tpe"
+    pruner: Any = "median"
     direction: str = "maximize"
     n_trials: int = 20
     n_jobs: int = 1
     seed: int = 0
+    heartbeat: int = 30
     params: dict[str, str] = field(default_factory=dict)
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
-import numpy as np
 import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure as MplFigure
@@ -11,44 +10,39 @@ from matplotlib.figure import Figure as MplFigure
 from dropout_lab.reports.figures import t_errorbar
 from dropout_lab.reports.analyses.grid_stats import ALPHA, describe_test, paired_test, summarize
 from dropout_lab.reports.inputs import StudyData
+from dropout_lab.reports.labels import levels_by_rates, total_rate
 from dropout_lab.reports.model import Figure, Report, Table
 from dropout_lab.reports.stats import holm
 
 CONFIG = "configuration"
-EXPERIMENT_LABELS = {"chapter": "dropout 0.5/0.5", "no_dropout": "no dropout"}
 CURVES = (("train_loss", "training loss (dropout on)"), ("val_loss", "validation loss"),
           ("val_acc", "validation accuracy"))
 
 
 def config_labels(data: StudyData, frame: pd.DataFrame) -> pd.Series:
-    """Readable configuration names: 'dropout 0.5/0.5' / 'no dropout' for the experiment grid, else key=value."""
-    if data.keys == ["experiment"]:
-        return frame["experiment"].map(lambda v: EXPERIMENT_LABELS.get(v, str(v)))
-    return data.label(frame)
-
-
-def _dropout_rates(data: StudyData, row: pd.Series) -> float:
-    """Total dropout rate of a configuration: 0.5 + 0.5 for 'chapter', the sum of '*dropout*' grid keys otherwise."""
-    if "experiment" in data.keys:
-        return {"chapter": 1.0, "no_dropout": 0.0}.get(row["experiment"], np.nan)
-    rates = [float(row[k]) for k in data.keys if "dropout" in k]
-    return float(sum(rates)) if rates else np.nan
+    """Readable configuration names: by dropout rates ('dropout 0.5/0.5', 'no dropout') when the stored configs'
+    rates tell the grid's configurations apart (e.g. a grid over overlays), else 'key=value, ...'."""
+    names = levels_by_rates(data.runs, data.keys)
+    if names is None:
+        return data.label(frame)
+    keys = frame[data.keys].apply(tuple, axis=1) if len(data.keys) > 1 else frame[data.keys[0]]
+    return keys.map(names)
 
 
 def treatment_and_reference(data: StudyData, runs: pd.DataFrame) -> tuple[str, str]:
-    """The dropout configuration and the no-dropout one it is compared with (most vs least dropout)."""
-    configs = runs.drop_duplicates(CONFIG).copy()
-    configs["rate"] = [_dropout_rates(data, row) for _, row in configs.iterrows()]
+    """The dropout configuration and the no-dropout one it is compared with (most vs least total dropout rate
+    in the stored configs; the grid's first against its last without stored rates)."""
+    configs = runs.assign(rate=total_rate(runs)).drop_duplicates(CONFIG)
     if configs["rate"].notna().sum() >= 2:
         ordered = configs.sort_values("rate", kind="stable")
         return ordered[CONFIG].iloc[-1], ordered[CONFIG].iloc[0]
     return configs[CONFIG].iloc[0], configs[CONFIG].iloc[-1]  # grid order: first against last
 
 
-def finished_curves(data: StudyData) -> pd.DataFrame:
-    """Curves of the finished runs with their configuration, seed and generalization gap."""
-    curves = data.curves[data.curves["trial"].isin(data.runs["trial"])].copy()
-    curves[CONFIG] = config_labels(data, curves).to_numpy()
+def finished_curves(data: StudyData, runs: pd.DataFrame) -> pd.DataFrame:
+    """Curves of the finished runs with their configuration (from ``runs``), seed and generalization gap."""
+    curves = data.curves[data.curves["trial"].isin(runs["trial"])]
+    curves = curves.drop(columns=[CONFIG], errors="ignore").merge(runs[["trial", CONFIG]], on="trial")
     return curves.assign(gap=curves["val_loss"] - curves["train_loss"])
 
 
@@ -209,7 +203,7 @@ def analyze(data: StudyData) -> Report:
     runs = data.runs.assign(**{CONFIG: config_labels(data, data.runs).to_numpy()})
     treatment, reference = treatment_and_reference(data, runs)
     order = [treatment, reference] + sorted(set(runs[CONFIG]) - {treatment, reference})
-    curves = finished_curves(data)
+    curves = finished_curves(data, runs)
     tests = per_epoch_tests(curves, treatment, reference)
     final = final_test_comparison(runs, treatment, reference)
     best = best_epochs(curves)

@@ -5,7 +5,7 @@ The two grid keys are the factors; each key's first grid value is its "off" leve
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import matplotlib.pyplot as plt
@@ -18,27 +18,34 @@ from scipy import stats
 from dropout_lab.reports.figures import t_errorbar
 from dropout_lab.reports.analyses.grid_stats import describe_test, excludes_zero, paired_test, summarize
 from dropout_lab.reports.inputs import StudyData
+from dropout_lab.reports.labels import key_name, levels_by_rates, value_text
 from dropout_lab.reports.model import Figure, Report, Table
 from dropout_lab.reports.stats import ci_text, holm
 
 METRIC = "test_acc"
-FACTOR_NAMES = {"experiment": "dropout", "optim.weight_decay": "weight decay"}
-LEVEL_NAMES = {"chapter": "dropout 0.5/0.5", "no_dropout": "no dropout"}
-CELLS = ("neither", "a_only", "b_only", "both")
 
 
 @dataclass(frozen=True)
 class Factor:
-    """A two-level grid key: its column, readable name and (off, on) levels."""
+    """A two-level grid key: its column, readable name, (off, on) levels and their names."""
 
     key: str
     name: str
     off: Any
     on: Any
+    names: dict[Any, str] = field(default_factory=dict, compare=False)
 
     def level_name(self, value: Any) -> str:
-        """'no dropout', 'weight decay=0.0005', ..."""
-        return LEVEL_NAMES.get(value, f"{self.name}={value}") if isinstance(value, str) else f"{self.name}={value:g}"
+        """'no dropout', 'weight decay=0.0005', ...: by the stored dropout rates when they tell the levels apart."""
+        return self.names.get(value) or value_text(self.name, value)
+
+
+def make_factor(runs: pd.DataFrame, key: str, off: Any, on: Any) -> Factor:
+    """A factor named by what its levels change: 'dropout' when they differ in their stored rates, else the key."""
+    by_rates = levels_by_rates(runs[runs[key].isin([off, on])], [key])
+    if by_rates is not None:
+        return Factor(key, "dropout", off, on, by_rates)
+    return Factor(key, key_name(key), off, on)
 
 
 def find_factors(data: StudyData) -> tuple[Factor, Factor] | None:
@@ -51,7 +58,7 @@ def find_factors(data: StudyData) -> tuple[Factor, Factor] | None:
         levels = [v for v in data.spec.grid[key] if v in present]
         if len(levels) != 2:
             return None
-        factors.append(Factor(key, FACTOR_NAMES.get(key, key), levels[0], levels[1]))
+        factors.append(make_factor(data.runs, key, levels[0], levels[1]))
     return factors[0], factors[1]
 
 

@@ -22,16 +22,13 @@ def config_labels(data: StudyData) -> pd.Series:
     return data.label()
 
 
-def attrs_table(data: StudyData, key: str) -> pd.DataFrame:
-    """The tidy list ``attrs[trial][key]`` of every finished run, with trial, seed and configuration columns."""
-    labels = config_labels(data)
-    parts = []
-    for index, run in data.runs.iterrows():
-        rows = data.attrs.get(int(run["trial"]), {}).get(key)
-        if rows:
-            parts.append(pd.DataFrame(rows).assign(trial=int(run["trial"]), seed=run["seed"],
-                                                   configuration=labels[index]))
-    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+def instrument_rows(data: StudyData, name: str) -> pd.DataFrame:
+    """The tidy rows of instrument ``name`` of every finished run, with trial, seed and configuration columns."""
+    rows = data.instrument(name)
+    if rows.empty or data.runs.empty:
+        return pd.DataFrame()
+    runs = data.runs[["trial", "seed"]].assign(configuration=config_labels(data).to_numpy())
+    return rows.drop(columns=["seed"], errors="ignore").merge(runs, on="trial", how="inner")
 
 
 def geometric_mean(values: Sequence[float]) -> float:

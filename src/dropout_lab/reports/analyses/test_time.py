@@ -1,6 +1,6 @@
 """Exercise 4: why is dropout not used at test time? Deterministic, single noisy and Monte-Carlo evaluation.
 
-Reads ``attrs[trial]["test_time"]`` (see ``evaluation/test_time.py``): one ``deterministic`` row
+Reads the store's ``test_time`` instrument table (see ``evaluation/mc_evaluation.py``): one ``deterministic`` row
 (noise off), one ``single`` row (mean over max(T) single noisy passes; ``seconds`` per pass) and one
 ``mc`` row per T (softmax averaged over the first T passes; ``seconds`` of the T passes).
 """
@@ -13,7 +13,7 @@ import seaborn as sns
 from matplotlib.figure import Figure as MplFigure
 from matplotlib.ticker import NullFormatter, ScalarFormatter
 
-from dropout_lab.reports.analyses.instruments import (attrs_table, direction, holm_text, paired_differences, ratio_ci,
+from dropout_lab.reports.analyses.instruments import (instrument_rows, direction, holm_text, paired_differences, ratio_ci,
                                                       summarize_metrics, with_holm)
 from dropout_lab.reports.figures import plt, t_errorbar
 from dropout_lab.reports.inputs import StudyData
@@ -29,7 +29,7 @@ BASE = ("deterministic", 1)
 
 def test_time_table(data: StudyData) -> pd.DataFrame:
     """Tidy test-time rows of every finished run with trial, seed and configuration."""
-    return attrs_table(data, "test_time")
+    return instrument_rows(data, "test_time")
 
 
 def summary_table(rows: pd.DataFrame) -> pd.DataFrame:

@@ -43,28 +43,34 @@ def design_caveats(sampler: str, pruner: str, n_trials: int, trials: pd.DataFram
     return notes
 
 
+def trials_table(data: StudyData) -> pd.DataFrame:
+    """Every finished trial: trial, state, the tuned params, value (a pruned trial's last reported one), epochs run."""
+    runs = data.all_runs
+    params = [k for k in sorted(data.spec.search_space) if k in runs]
+    return (runs[["trial", "state", *params, "last_reported_value", "epochs_run"]]
+            .rename(columns={"last_reported_value": "value"}).reset_index(drop=True))
+
+
 def analyze(data: StudyData) -> Report:
     """Summarize what the tuner found on the validation split."""
     report = Report()
-    study = data.study
-    if study is None or not study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+    if data.runs.empty or data.runs["value"].isna().all():
         return report
-    rows = [{"trial": t.number, "state": t.state.name, **t.params,
-             "value": t.value if t.value is not None else (list(t.intermediate_values.values()) or [None])[-1],
-             "epochs_run": len(t.intermediate_values)}
-            for t in study.get_trials(deepcopy=False) if t.state.is_finished()]
-    trials = pd.DataFrame(rows)
+    trials = trials_table(data)
     maximize = data.spec.direction == "maximize"
     report.tables.append(Table("trials", trials.sort_values("value", ascending=not maximize),
                                f"Every finished trial, best first ({data.spec.metric} on the validation split)"))
     report.figures.append(_history(trials, maximize))
-    best = study.best_trial
+    complete = trials[trials["state"] == "COMPLETE"].dropna(subset=["value"])
+    best = complete["value"].idxmax() if maximize else complete["value"].idxmin()
     pruned = int((trials["state"] == "PRUNED").sum())
-    params = ", ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in best.params.items())
-    report.conclusions.append(f"Best {data.spec.metric} {best.value:.4f} at {params} (trial {best.number}), "
+    tuned = {k: trials.at[best, k] for k in trials.columns if k in data.spec.search_space}
+    params = ", ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in tuned.items())
+    report.conclusions.append(f"Best {data.spec.metric} {trials.at[best, 'value']:.4f} at {params} "
+                              f"(trial {trials.at[best, 'trial']}), "
                               f"after {len(trials)} trials of which {pruned} were pruned.")
-    try:
-        importances = optuna.importance.get_param_importances(study)
+    try:  # Optuna's fANOVA evaluator needs the study's trials with their distributions
+        importances = optuna.importance.get_param_importances(data.study) if data.study is not None else {}
     except (RuntimeError, ValueError):  # too few complete trials to fit the importance model
         importances = {}
     if importances:

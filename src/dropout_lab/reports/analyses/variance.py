@@ -1,6 +1,6 @@
 """Exercise 3: variance of each hidden layer's activations before and after the noise, over training.
 
-Reads the activation monitor's rows (``attrs[trial]["activations"]``). ``mode`` is ``train`` for
+Reads the activation monitor's rows (the store's ``activations`` instrument table). ``mode`` is ``train`` for
 noisy passes (training batches, ``source=train``, and the probe batch with the noise on,
 ``probe_train``) and ``eval`` for the probe batch with the noise off (``probe_eval``).
 """
@@ -13,7 +13,7 @@ import seaborn as sns
 from matplotlib.figure import Figure as MplFigure
 from matplotlib.ticker import MaxNLocator, NullFormatter
 
-from dropout_lab.reports.analyses.instruments import (attrs_table, direction, holm_text,
+from dropout_lab.reports.analyses.instruments import (instrument_rows, direction, holm_text,
                                                       geometric_mean, log_t_band, paired_log_ratios, ratio_ci,
                                                       summarize_metrics, with_holm)
 from dropout_lab.reports.figures import plt
@@ -38,23 +38,25 @@ def predicted_after_variance(mean: float | np.ndarray, var: float | np.ndarray,
 
 def activation_table(data: StudyData) -> pd.DataFrame:
     """Tidy monitor rows with trial, seed, configuration and ``mode`` (train/eval)."""
-    rows = attrs_table(data, "activations")
+    rows = instrument_rows(data, "activations")
     return rows.assign(mode=rows["source"].map(MODES)) if not rows.empty else rows
 
 
-def _configured_rates(data: StudyData, trial: int) -> dict[int, float] | None:
-    """Bernoulli rate per hidden layer from the run's composed config; NaN for other techniques; None if unknown."""
-    overrides = data.attrs.get(trial, {}).get("overrides")
-    if not overrides:
-        return None
-    try:
-        from dropout_lab.config.compose import compose_train_config
+def configured_rates(runs: pd.DataFrame) -> pd.DataFrame:
+    """Columns trial, layer, p: each run's Bernoulli rate per hidden layer from its stored config.
 
-        model = compose_train_config(overrides).model
-    except Exception:  # noqa: BLE001 - a config that no longer composes: fall back to the measured rate
-        return None
-    bernoulli = (model.get("noise") or "dropout") in BERNOULLI
-    return {k: float(model[f"dropout_{k}"]) if bernoulli else np.nan for k in (1, 2) if f"dropout_{k}" in model}
+    NaN for a technique other than dropout (``model.noise``); no row for a run whose config has no rate.
+    """
+    columns = {layer: f"model.dropout_{layer}" for layer in (1, 2) if f"model.dropout_{layer}" in runs}
+    if not columns:
+        return pd.DataFrame({"trial": pd.Series(dtype=int), "layer": pd.Series(dtype=int),
+                             "p": pd.Series(dtype=float)})
+    noise = runs["model.noise"] if "model.noise" in runs else pd.Series(None, index=runs.index, dtype=object)
+    bernoulli = noise.fillna("dropout").isin(BERNOULLI)
+    parts = [pd.DataFrame({"trial": runs["trial"], "layer": layer,
+                           "p": runs[column].astype(float).where(bernoulli, np.nan)})[runs[column].notna()]
+             for layer, column in columns.items()]
+    return pd.concat(parts, ignore_index=True)
 
 
 def _estimated_rates(acts: pd.DataFrame) -> pd.DataFrame:
@@ -66,19 +68,16 @@ def _estimated_rates(acts: pd.DataFrame) -> pd.DataFrame:
 
 
 def dropout_rates(data: StudyData, acts: pd.DataFrame) -> pd.DataFrame:
-    """Columns trial, layer, p, p_source: configured rate when the run's overrides compose, else estimated."""
+    """Columns trial, layer, p, p_source: the rate of the stored config (NaN for a technique other than dropout),
+    or, for a run whose config has no rate, the rate estimated from zero fractions."""
     estimated = _estimated_rates(acts).assign(p_source="estimated from zero fractions")
-    first = acts.groupby("configuration")["trial"].min()
-    configured = {c: _configured_rates(data, int(t)) for c, t in first.items()}
-    trial_config = acts.drop_duplicates("trial").set_index("trial")["configuration"]
-    rows = []
-    for _, row in estimated.iterrows():
-        rates = configured.get(trial_config[row["trial"]])
-        if rates is not None and int(row["layer"]) in rates:
-            rows.append({**row, "p": rates[int(row["layer"])], "p_source": "configured"})
-        else:
-            rows.append(dict(row))
-    return pd.DataFrame(rows)
+    configured = configured_rates(data.runs).assign(p_source="configured")
+    merged = estimated.merge(configured, on=["trial", "layer"], how="left", suffixes=("_estimated", ""),
+                             indicator=True)
+    missing = merged["_merge"] == "left_only"
+    merged.loc[missing, "p"] = merged.loc[missing, "p_estimated"]
+    merged.loc[missing, "p_source"] = merged.loc[missing, "p_source_estimated"]
+    return merged[["trial", "layer", "p", "p_source"]]
 
 
 def inflation_table(acts: pd.DataFrame, rates: pd.DataFrame) -> pd.DataFrame:

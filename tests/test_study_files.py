@@ -1,0 +1,241 @@
+"""Study files: every shipped one loads, composes and runs; field overrides; ex7_tune; tuned_from; grid growth."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.distributions import FloatDistribution
+from optuna.trial import TrialState, create_trial
+
+from conftest import CLI
+from dropout_lab.config.compose import compose_train_config
+from dropout_lab.errors import StudySpecError
+from dropout_lab.studies.grid import grid_cells, run_overrides
+from dropout_lab.studies.prepare import prepare_study, study_cells, total_runs
+from dropout_lab.studies.spec import available_studies, load_spec, load_study_ref, split_ref, study_ref
+from dropout_lab.studies.storage import open_storage
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+#: The ex7 tuning techniques and the upper end of each one's rate search.
+EX7_MAX_RATE = {"dropout": 0.8, "gaussian": 0.8, "additive_gaussian": 1.0, "uniform": 0.25, "gamma": 0.8,
+                "block": 0.8, "dropconnect": 0.8}
+EX7_TUNE = [f"ex7_tune technique={t}" for t in EX7_MAX_RATE]
+SHIPPED = [ref for name in available_studies() for ref in (EX7_TUNE if name == "ex7_tune" else [name])]
+
+
+def test_the_shipped_definitions_are_the_expected_ones() -> None:
+    assert set(available_studies()) == {"baseline", "baseline_book", "demo", "ex1_rates", "ex2_epochs",
+                                        "ex3_variance", "ex4_test_time", "ex5_weight_decay", "ex6_dropconnect",
+                                        "ex7_noise", "ex7_tune"}
+
+
+@pytest.mark.parametrize("ref", SHIPPED)
+def test_every_shipped_study_loads_and_its_runs_compose(ref: str) -> None:
+    spec = load_study_ref(ref)
+    assert spec.question and spec.epochs >= 1 and total_runs(spec) >= 1
+    if spec.is_tuning:  # the middle of the search space
+        cells = [{k: d.choices[0] if d.type == "categorical" else (d.low + d.high) / 2
+                  for k, d in spec.search_space.items()}]
+    else:
+        cells = grid_cells(spec) or [{"seed": spec.seeds[0]}]
+    for cell in cells:
+        cfg = compose_train_config(run_overrides(spec, cell))
+        assert cfg.trainer.max_epochs == spec.epochs
+
+
+@pytest.mark.parametrize(("technique", "high"), EX7_MAX_RATE.items())
+def test_ex7_tune_is_one_definition_per_technique(technique: str, high: float) -> None:
+    spec = load_spec("ex7_tune", [f"technique={technique}"])
+    assert spec.name == f"ex7_tune_{technique}" and spec.overrides == [f"noise={technique}"]
+    assert technique in spec.question and spec.is_tuning and spec.n_trials == 10
+    assert {k: (d.low, d.high) for k, d in spec.search_space.items()} == \
+        {"model.dropout_1": (0.0, high), "model.dropout_2": (0.0, high)}
+    assert load_spec("ex7_tune", [f"params.technique={technique}"]) == spec
+
+
+def test_ex7_noise_is_tuned_from_every_ex7_tune_technique() -> None:
+    spec = load_spec("ex7_noise")
+    assert spec.tuned_from == EX7_TUNE
+    assert sorted(load_study_ref(ref).name for ref in spec.tuned_from) == sorted(f"ex7_tune_{t}" for t in EX7_MAX_RATE)
+
+
+def test_ex7_tune_needs_a_known_technique() -> None:
+    with pytest.raises(StudySpecError, match=r"missing parameter\(s\) params.technique: set technique=VALUE"):
+        load_spec("ex7_tune")
+    with pytest.raises(StudySpecError, match="params.max_rates.resnet"):
+        load_spec("ex7_tune", ["technique=resnet"])
+
+
+def test_fields_are_overridden_with_typed_values() -> None:
+    spec = load_spec("ex1_rates", ["seeds=[0,1]", "epochs=2", "grid.model.dropout_1=[0.3]", "+grid.optim.lr=[0.05]",
+                                   "question='a question with spaces'"])
+    assert spec.seeds == [0, 1] and spec.epochs == 2 and spec.question == "a question with spaces"
+    assert spec.grid == {"model.dropout_1": [0.3], "model.dropout_2": [0.1, 0.3, 0.5, 0.7], "optim.lr": [0.05]}
+    assert load_spec("ex1_rates", ["~grid.model.dropout_2"]).grid == {"model.dropout_1": [0.1, 0.3, 0.5, 0.7]}
+    tuned = load_spec("ex7_tune", ["technique=gamma", "search_space.model.dropout_1.high=0.3", "n_trials=2"])
+    assert tuned.search_space["model.dropout_1"].high == 0.3 and tuned.search_space["model.dropout_2"].high == 0.8
+    assert tuned.n_trials == 2
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("seedz=1", "seedz=1 is invalid: unknown field 'seedz'; allowed one of name, question"),
+    ("epochs=many", "epochs=many is invalid: Value 'many'"),
+    ("epochs=0", "epochs=0 is invalid: allowed an integer >= 1"),
+    ("seeds=0,1", "seeds=0,1 is invalid: allowed a single value per field (write a list as seeds=[a,b])"),
+    ("grid.model.dropuot_1=[0.3]",
+     "unknown field 'grid.model.dropuot_1'; allowed one of model.dropout_1, model.dropout_2"),
+    ("+grid.model.dropout_1=[0.3]", "grid.model.dropout_1 is already set; use grid.model.dropout_1=VALUE"),
+    ("epochs.max=3", "unknown field 'epochs.max'; allowed no sub-keys"),
+    ("sampler=annealing", "sampler="),
+])
+def test_bad_field_overrides_name_the_field(override: str, message: str) -> None:
+    with pytest.raises(StudySpecError) as info:
+        load_spec("ex1_rates", [override])
+    assert message in str(info.value) and "ex1_rates.yaml (with " in str(info.value)
+
+
+def test_study_references_round_trip_through_shell_quoting(tmp_path: Path) -> None:
+    ref = study_ref(str(tmp_path / "my study.yaml"), ["question=a b", "seeds=[0,1]"])
+    assert split_ref(ref) == (str(tmp_path / "my study.yaml"), ["question=a b", "seeds=[0,1]"])
+    with pytest.raises(StudySpecError, match="study reference '' is invalid"):
+        split_ref("")
+
+
+def test_cli_overrides_define_the_study_for_show_and_status(run_cli) -> None:
+    show = run_cli("study", "show", "ex1_rates", "seeds=[0,1]", "grid.model.dropout_1=[0.5]")
+    assert show.returncode == 0, show.stderr
+    assert "total runs: 8" in show.stdout
+    assert "model.dropout_1=0.5 model.dropout_2=0.1,0.3,0.5,0.7 seed=0,1" in show.stdout
+    tuned = run_cli("study", "show", "ex7_tune", "technique=uniform")
+    assert tuned.returncode == 0 and tuned.stdout.startswith("ex7_tune_uniform:")
+    bad = run_cli("study", "status", "ex1_rates", "--storage", "sqlite:///x.db", "seedz=1")
+    assert bad.returncode == 2 and "unknown field 'seedz'" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def _add_tuning_trials(storage, name: str, rates: list[float], values: list[float]) -> None:
+    """Complete trials of tuning study ``name`` (created if needed): both rates ``rates[i]``, value ``values[i]``."""
+    study = optuna.create_study(study_name=name, storage=storage, direction="maximize", load_if_exists=True)
+    dists = {"model.dropout_1": FloatDistribution(0.0, 1.0), "model.dropout_2": FloatDistribution(0.0, 1.0)}
+    for rate, value in zip(rates, values, strict=True):
+        study.add_trial(create_trial(params={"model.dropout_1": rate, "model.dropout_2": rate / 2},
+                                     distributions=dists, value=value))
+
+
+def test_tuned_from_reruns_each_tuning_studys_best_with_every_seed(tmp_path: Path) -> None:
+    storage = open_storage(f"sqlite:///{tmp_path / 'studies.db'}", heartbeat_interval=None)
+    refs = ["ex7_tune technique=gamma n_trials=2", "ex7_tune technique=uniform n_trials=2"]
+    spec = load_spec("ex7_noise", [f"tuned_from=[{','.join(repr(r) for r in refs)}]", "seeds=[3,4]"])
+    assert spec.tuned_from == refs and total_runs(spec) == 4
+    with pytest.raises(StudySpecError, match=r"tuned_from study 'ex7_tune_gamma' is not finished \(0/2 trials\)"):
+        study_cells(spec, storage)
+    _add_tuning_trials(storage, "ex7_tune_gamma", rates=[0.2, 0.4], values=[0.8, 0.85])
+    _add_tuning_trials(storage, "ex7_tune_uniform", rates=[0.1], values=[0.7])
+    with pytest.raises(StudySpecError, match=r"'ex7_tune_uniform' is not finished \(1/2 trials\)"):
+        study_cells(spec, storage)
+    _add_tuning_trials(storage, "ex7_tune_uniform", rates=[0.2], values=[0.6])
+    assert study_cells(spec, storage) == [
+        {"noise": "gamma", "model.dropout_1": 0.4, "model.dropout_2": 0.2, "seed": 3},
+        {"noise": "gamma", "model.dropout_1": 0.4, "model.dropout_2": 0.2, "seed": 4},
+        {"noise": "uniform", "model.dropout_1": 0.1, "model.dropout_2": 0.05, "seed": 3},
+        {"noise": "uniform", "model.dropout_1": 0.1, "model.dropout_2": 0.05, "seed": 4}]
+
+
+def test_a_grown_grid_enqueues_only_its_new_cells(tmp_path: Path) -> None:
+    storage = open_storage(f"sqlite:///{tmp_path / 'studies.db'}", heartbeat_interval=None)
+    small = load_spec("demo", ["seeds=[0]"])
+    study = prepare_study(small, storage)
+    assert sorted(t.system_attrs["fixed_params"]["model"] for t in study.trials) == ["concise", "scratch"]
+    for _ in range(2):  # finish both runs, as a worker would
+        trial = study.ask()
+        study.tell(trial, 0.5)
+    prepare_study(small, storage)  # unchanged grid: nothing new
+    assert len(study.get_trials(deepcopy=False)) == 2
+
+    grown = load_spec("demo", ["seeds=[0,1]", "grid.model=[scratch,concise,noisy]"])
+    study = prepare_study(grown, storage)
+    waiting = study.get_trials(states=(TrialState.WAITING,))
+    new_cells = sorted((t.system_attrs["fixed_params"]["model"], t.system_attrs["fixed_params"]["seed"]) for t in waiting)
+    assert new_cells == [("concise", 1), ("noisy", 0), ("noisy", 1), ("scratch", 1)]
+    assert len(study.get_trials(states=(TrialState.COMPLETE,))) == 2 and study.user_attrs["total_runs"] == 6
+
+
+# -- every shipped study through `study run`, at a 1-epoch subset budget, on one store ---------------------------
+
+#: Extra field overrides per study that shrink its grid (every study also gets epochs=1 seeds=[0]).
+SHRINK = {
+    "ex1_rates": ["grid.model.dropout_1=[0.5]", "grid.model.dropout_2=[0.1,0.5]"],
+    "ex6_dropconnect": ["grid.model.dropout_1=[0.5]"],
+    "ex7_noise": ["tuned_from=[" + ",".join(f"'{ref} n_trials=2'" for ref in EX7_TUNE) + "]"],
+    **{ref: ["n_trials=2"] for ref in EX7_TUNE},
+}
+
+
+def _tiny(ref: str, seeds: str = "[0]") -> tuple[str, list[str]]:
+    """A study's name and the field overrides that run it at a 1-epoch budget with ``seeds``."""
+    name, own = split_ref(ref)
+    return name, [*own, "epochs=1", f"seeds={seeds}", *SHRINK.get(ref, [])]
+
+
+def _study_run(name: str, fields: list[str], env: dict, cwd: Path, results: Path) -> subprocess.CompletedProcess:
+    cmd = [*CLI, "study", "run", name, *fields, "--results-dir", str(results),
+           "--override", "data=subset", "--override", "threads=1"]
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=cwd, timeout=240)
+
+
+def _complete(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    return study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+
+
+@pytest.mark.slow
+def test_every_shipped_study_runs_at_a_tiny_budget(data_root: Path, tmp_path: Path) -> None:
+    """Each shipped study (each ex7 technique) through ``study run``; ex7_noise after its tuning studies.
+
+    Also: a grid grown by a seed runs only its new cells (``demo``), and ``tuned_from`` reruns each
+    tuning study's best parameters.
+    """
+    env = {**os.environ, "DROPOUT_LAB_DATA": str(data_root)}
+    results = tmp_path / "results"
+    storage = f"sqlite:///{results / 'studies.db'}"
+
+    def run_lane(refs: list[str]) -> list[str]:
+        failures = []
+        for ref in refs:
+            name, fields = _tiny(ref)
+            out = _study_run(name, fields, env, tmp_path, results)
+            if out.returncode != 0 or "remaining=0" not in out.stdout:
+                failures.append(f"{ref}: rc={out.returncode}\n{out.stdout}\n{out.stderr[-2000:]}")
+                continue
+            spec = load_spec(name, fields)
+            study = optuna.load_study(study_name=spec.name, storage=storage)
+            if len(_complete(study)) != total_runs(spec):
+                failures.append(f"{ref}: {len(_complete(study))} finished runs, expected {total_runs(spec)}")
+        return failures
+
+    # Two lanes on the two cores, one store: the grid studies, and the tuning studies then ex7_noise.
+    lanes = [[r for r in SHIPPED if r not in EX7_TUNE and r != "ex7_noise"], [*EX7_TUNE, "ex7_noise"]]
+    with ThreadPoolExecutor(max_workers=len(lanes)) as pool:
+        failures = [f for lane in pool.map(run_lane, lanes) for f in lane]
+    assert not failures, "\n\n".join(failures)
+
+    noise = optuna.load_study(study_name="ex7_noise", storage=storage)
+    for trial in _complete(noise):
+        best = optuna.load_study(study_name=f"ex7_tune_{trial.params['noise']}", storage=storage).best_trial
+        assert {k: trial.params[k] for k in ("model.dropout_1", "model.dropout_2")} == \
+            {k: best.params[k] for k in ("model.dropout_1", "model.dropout_2")}
+    assert Counter(t.params["noise"] for t in _complete(noise)) == Counter(list(EX7_MAX_RATE))
+
+    demo = optuna.load_study(study_name="demo", storage=storage)
+    before = {t.number: t.datetime_complete for t in demo.trials}
+    out = _study_run(*_tiny("demo", seeds="[0,1]"), env, tmp_path, results)
+    assert out.returncode == 0 and "done=4" in out.stdout, out.stderr
+    demo = optuna.load_study(study_name="demo", storage=storage)
+    assert {t.number: t.datetime_complete for t in demo.trials if t.number in before} == before  # not rerun
+    assert sorted((t.params["model"], t.params["seed"]) for t in demo.trials if t.number not in before) == \
+        [("concise", 1), ("scratch", 1)]

@@ -151,7 +151,7 @@ def test_a_grown_grid_enqueues_only_its_new_cells(tmp_path: Path) -> None:
     storage = open_storage(f"sqlite:///{tmp_path / 'studies.db'}", heartbeat_interval=None)
     small = load_spec("demo", ["seeds=[0]"])
     study = prepare_study(small, storage)
-    assert sorted(t.system_attrs["fixed_params"]["model"] for t in study.trials) == ["concise", "scratch"]
+    assert sorted(t.user_attrs["cell"]["model"] for t in study.trials) == ["concise", "scratch"]
     for _ in range(2):  # finish both runs, as a worker would
         trial = study.ask()
         study.tell(trial, 0.5)
@@ -161,7 +161,7 @@ def test_a_grown_grid_enqueues_only_its_new_cells(tmp_path: Path) -> None:
     grown = load_spec("demo", ["seeds=[0,1]", "grid.model=[scratch,concise,noisy]"])
     study = prepare_study(grown, storage)
     waiting = study.get_trials(states=(TrialState.WAITING,))
-    new_cells = sorted((t.system_attrs["fixed_params"]["model"], t.system_attrs["fixed_params"]["seed"]) for t in waiting)
+    new_cells = sorted((t.user_attrs["cell"]["model"], t.user_attrs["cell"]["seed"]) for t in waiting)
     assert new_cells == [("concise", 1), ("noisy", 0), ("noisy", 1), ("scratch", 1)]
     assert len(study.get_trials(states=(TrialState.COMPLETE,))) == 2 and study.user_attrs["total_runs"] == 6
 

@@ -30,12 +30,12 @@ COMMANDS = ("train", "worker", "study", "runs", "evaluate", "dashboard")
 
 
 def _runs(argv: Sequence[str]) -> int:
-    from dropout_lab.cli.runs import runs_table
+    from dropout_lab.cli.runs import run_records_table
 
     parser = argparse.ArgumentParser(prog="dropout-lab runs")
     parser.add_argument("folder")
     args = parser.parse_args(argv)
-    table = runs_table(args.folder)
+    table = run_records_table(args.folder)
     if table.empty:
         print(f"no run records under {args.folder}", file=sys.stderr)
         return 1

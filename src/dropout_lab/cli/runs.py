@@ -9,7 +9,7 @@ import pandas as pd
 from dropout_lab.training.run_record import RECORD_NAME, RunRecord
 
 
-def runs_table(folder: str | Path) -> pd.DataFrame:
+def run_records_table(folder: str | Path) -> pd.DataFrame:
     """One row per ``run.json`` under ``folder``: model, rates, seed, status and final metrics."""
     rows = []
     for path in sorted(Path(folder).rglob(RECORD_NAME)):

@@ -8,6 +8,7 @@ import optuna
 
 from dropout_lab.errors import StudySpecError
 from dropout_lab.reports.analyses import ANALYSES
+from dropout_lab.reports.figures import report_theme
 from dropout_lab.reports.inputs import load_study_data
 from dropout_lab.reports.writer import REPORTS_DIR, write_index, write_report
 from dropout_lab.studies.spec import StudySpec
@@ -23,7 +24,8 @@ def build_report(spec: StudySpec, study: optuna.Study, reports_dir: Path = REPOR
     if spec.analysis not in ANALYSES:
         raise StudySpecError(f"analysis={spec.analysis!r} is invalid: allowed one of {', '.join(sorted(ANALYSES))}")
     data = load_study_data(spec, study)
-    report = ANALYSES[spec.analysis](data)
+    with report_theme():
+        report = ANALYSES[spec.analysis](data)
     path = write_report(spec, data.all_runs, report, Path(reports_dir) / spec.name)
     write_index(Path(reports_dir), {spec.name: (short_question(spec), report.answer)})
     return path

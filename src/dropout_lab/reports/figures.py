@@ -1,22 +1,24 @@
-"""Shared seaborn figure helpers (headless backend, labelled axes, 95% CI bands)."""
+"""Shared seaborn figure helpers (report theme, labelled axes, 95% t-interval bands)."""
 
 from __future__ import annotations
 
-import matplotlib
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
-matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from matplotlib.figure import Figure
 
-from collections.abc import Sequence  # noqa: E402
+from dropout_lab.reports.stats import t_interval
 
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import seaborn as sns  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
 
-from dropout_lab.reports.stats import t_interval  # noqa: E402
-
-sns.set_theme(style="whitegrid", context="notebook")
+@contextmanager
+def report_theme() -> Iterator[None]:
+    """The look of every report figure (seaborn's whitegrid style, notebook sizes), for figures made inside."""
+    with sns.axes_style("whitegrid"), sns.plotting_context("notebook"):
+        yield
 
 
 def t_errorbar(values: Sequence[float]) -> tuple[float, float]:

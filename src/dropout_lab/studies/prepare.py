@@ -11,11 +11,13 @@ from optuna.trial import TrialState
 
 from dropout_lab.errors import StudySpecError
 from dropout_lab.studies.grid import cell_key, grid_cells
-from dropout_lab.studies.samplers import make_pruner, make_sampler
+from dropout_lab.studies.samplers import build_pruner, build_sampler
 from dropout_lab.studies.spec import StudySpec, load_study_ref
 
 GRID_FINGERPRINT = "grid_fingerprint"
 CELL_CHOICES = "cell_choices"
+#: The user attribute of a queued trial that holds its grid cell (override values and seed).
+CELL_ATTR = "cell"
 
 
 def total_runs(spec: StudySpec) -> int:
@@ -55,6 +57,17 @@ def study_cells(spec: StudySpec, storage: BaseStorage) -> list[dict]:
     return grid_cells(spec) + (tuned_cells(spec, storage) if spec.tuned_from else [])
 
 
+def make_sampler(spec: StudySpec) -> optuna.samplers.BaseSampler:
+    """The study's sampler, seeded by its first seed (a grid sampler over the categorical dimensions)."""
+    grid = {key: list(dim.choices or []) for key, dim in spec.search_space.items()}
+    return build_sampler(spec.sampler, spec.seeds[0], grid)
+
+
+def make_pruner(spec: StudySpec) -> optuna.pruners.BasePruner:
+    """The study's pruner, with the epoch budget as Hyperband's maximum resource."""
+    return build_pruner(spec.pruner, spec.epochs)
+
+
 def load_study(spec: StudySpec, storage: BaseStorage) -> optuna.Study:
     """Load an existing study with the spec's sampler and pruner (they are not stored)."""
     return optuna.load_study(study_name=spec.name, storage=storage, sampler=make_sampler(spec),
@@ -67,11 +80,11 @@ def _fingerprint(cells: list[dict]) -> str:
 
 
 def _enqueue_missing(study: optuna.Study, cells: list[dict]) -> int:
-    present = {cell_key(t.system_attrs.get("fixed_params", t.params)) for t in study.get_trials(deepcopy=False)}
+    present = {cell_key(t.user_attrs.get(CELL_ATTR, t.params)) for t in study.get_trials(deepcopy=False)}
     added = 0
     for cell in cells:
         if cell_key(cell) not in present:
-            study.enqueue_trial(cell, skip_if_exists=False)
+            study.enqueue_trial(cell, user_attrs={CELL_ATTR: cell}, skip_if_exists=False)
             added += 1
     study.set_user_attr("total_runs", len(cells))
     study.set_user_attr(CELL_CHOICES, _choices(cells))

@@ -14,15 +14,13 @@ import inspect
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import optuna
 from omegaconf import DictConfig, OmegaConf
 
 from dropout_lab.errors import InvalidValueError
 
-if TYPE_CHECKING:
-    from dropout_lab.studies.spec import StudySpec
 
 #: TPE's random start-up trials (Optuna's default), before it models the search space.
 TPE_STARTUP_TRIALS = 10
@@ -174,18 +172,3 @@ def build_sampler(config: Any, seed: int | None = None, grid: Mapping[str, list[
 def build_pruner(config: Any, max_epochs: int | None = None, field: str = "pruner") -> optuna.pruners.BasePruner:
     """Instantiate a pruner (Hyperband with ``max_resource`` = ``max_epochs`` unless given)."""
     return _instantiate(pruner_config(config, field, max_epochs))
-
-
-def spec_grid(spec: StudySpec) -> dict[str, list[Any]]:
-    """A tuning study's categorical dimensions: the grid sampler's search space."""
-    return {key: list(dim.choices or []) for key, dim in spec.search_space.items()}
-
-
-def make_sampler(spec: StudySpec, offset: int = 0) -> optuna.samplers.BaseSampler:
-    """The study's sampler, seeded by its first seed plus ``offset``."""
-    return build_sampler(spec.sampler, spec.seeds[0] + offset, spec_grid(spec))
-
-
-def make_pruner(spec: StudySpec) -> optuna.pruners.BasePruner:
-    """The study's pruner, with the epoch budget as Hyperband's maximum resource."""
-    return build_pruner(spec.pruner, spec.epochs)

@@ -22,8 +22,6 @@ from filelock import FileLock
 
 from dropout_lab.errors import StorageError
 
-warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-
 log = logging.getLogger(__name__)
 
 SUPPORTED = "sqlite:///PATH, postgresql://USER[:PASSWORD]@HOST[:PORT]/DB, or journal:///PATH"

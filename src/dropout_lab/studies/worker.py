@@ -27,7 +27,7 @@ from optuna_integration import PyTorchLightningPruningCallback
 
 from dropout_lab.config.compose import compose_train_config
 from dropout_lab.studies.grid import run_overrides
-from dropout_lab.studies.prepare import CELL_CHOICES, load_study
+from dropout_lab.studies.prepare import CELL_ATTR, CELL_CHOICES, load_study
 from dropout_lab.studies.spec import StudySpec
 from dropout_lab.studies.storage import (Heartbeat, heartbeat_interval, open_storage, queue_lock, quiet_experimental,
                                          retry_callback)
@@ -114,7 +114,7 @@ def _suggest_fixed(trial: optuna.Trial, fixed: dict, choices: dict[str, list]) -
 def _run_grid_trial(study: optuna.Study, storage: BaseStorage, trial_id: int, spec: StudySpec,
                     settings: WorkerSettings) -> None:
     trial = optuna.Trial(study, trial_id)
-    fixed = storage.get_trial_system_attrs(trial_id)["fixed_params"]
+    fixed = storage.get_trial(trial_id).user_attrs[CELL_ATTR]
     _suggest_fixed(trial, fixed, study.user_attrs.get(CELL_CHOICES, {}))
     with Heartbeat(storage) as heartbeat:
         heartbeat.add(trial_id)

@@ -13,7 +13,7 @@ EX7_TUNE := ex7_tune,technique=dropout ex7_tune,technique=gaussian ex7_tune,tech
 STUDIES := baseline ex4_test_time ex3_variance ex5_weight_decay ex6_dropconnect \
   $(EX7_TUNE) ex7_noise ex2_epochs ex1_rates baseline_book
 
-.PHONY: setup data postgres demo test bench studies reports clean
+.PHONY: setup data postgres demo lint test test-quick bench studies reports clean
 
 setup: $(STAMP) data
 
@@ -63,8 +63,17 @@ studies: setup
 reports: setup
 	@for s in $(STUDIES); do $(BIN)/dropout-lab study report $${s//,/ } || exit 1; done
 
-test: setup postgres
+# Lint (ruff: style, bugs, import order) and types (mypy on src/), then every test.
+lint: setup
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/mypy
+
+test: setup postgres lint
 	$(BIN)/python -m pytest -q
+
+# The quick tier: everything but subprocess studies, sweeps, benchmarks and packaging (about 1-2 min).
+test-quick: setup
+	$(BIN)/python -m pytest -q -m "not slow"
 
 # Speed at full budget (about 20 min on 2 cores; results in temporary folders): one run vs. a
 # hand-written loop, the book's DataLoader and the book's own d2l code (installed here without its

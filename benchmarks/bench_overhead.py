@@ -109,7 +109,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.seed"):
         logging.getLogger(name).setLevel(logging.WARNING)
-    info, load_start, started = machine_info(), load_average(), dt.datetime.now(dt.timezone.utc)
+    info, load_start, started = machine_info(), load_average(), dt.datetime.now(dt.UTC)
     steps: dict[str, list[float]] = {}
     epochs: dict[bool, list[float]] = {False: [], True: []}
     rows = 0

@@ -236,7 +236,7 @@ def main() -> None:
     n_grid = len(DROPOUT_1) * len(seeds)
 
     info = machine_info()
-    load_start, started = load_average(), dt.datetime.now(dt.timezone.utc)
+    load_start, started = load_average(), dt.datetime.now(dt.UTC)
     print(f"bench_sweep: grid {n_grid} runs x {args.grid_epochs} epoch(s) with 1 and 2 jobs; tuning {args.tune_trials} "
           f"trials x {args.tune_epochs} epochs, pruner median vs none ({args.tune_jobs} job(s)); {args.repeats} "
           f"repetition(s); load average {load_start}", flush=True)
@@ -344,7 +344,7 @@ def main() -> None:
             f"Growth from run 1 to run {args.rss_runs}: **{growth:+.0f} MiB** (one copy of the data set is "
             f"{rss['cached_mib']:.0f} MiB). RSS after the imports is mostly `import torch` (a CUDA build).",
         ]
-        print(f"RSS in one process: " + ", ".join(f"{r['after']} {r['rss_mib']:.0f} MiB" for r in rows)
+        print("RSS in one process: " + ", ".join(f"{r['after']} {r['rss_mib']:.0f} MiB" for r in rows)
               + f"; growth run 1 -> {args.rss_runs}: {growth:+.0f} MiB")
     print(f"load average: start {load_start}, end {load_end}")
     write_section(args.readme, BEGIN, END, "\n".join(lines))

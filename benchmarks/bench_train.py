@@ -488,7 +488,7 @@ def main() -> None:
 
     ensure_fashion_mnist(args.data_root, download=False)
     info = machine_info()
-    load_start, started = load_average(), dt.datetime.now(dt.timezone.utc)
+    load_start, started = load_average(), dt.datetime.now(dt.UTC)
     print(f"bench_train: {args.epochs} epoch(s), {args.repeats} repetition(s), train subset "
           f"{args.train_subset or 'all 50k'}, threads {args.threads} (0: torch default), "
           f"DataLoader workers {args.workers}; load average {load_start}", flush=True)

@@ -19,7 +19,6 @@ from omegaconf import DictConfig
 from dropout_lab.config import CONF_DIR, register_schemas
 from dropout_lab.data.files import ensure_fashion_mnist
 
-
 CLI = [sys.executable, "-m", "dropout_lab.cli"]
 T = TypeVar("T")
 

@@ -6,9 +6,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_train.py"
 
 
+@pytest.mark.slow
 def test_bench_train_prints_the_variants_and_ratios_and_writes_the_table(data_root: Path, tmp_path: Path) -> None:
     readme = tmp_path / "README.md"
     readme.write_text("# Hand-written intro\n\nkept as is\n\n<!-- bench_train:begin -->\nstale\n<!-- bench_train:end -->\n"
@@ -53,6 +56,7 @@ def run_bench(script: Path, marker: str, args: list[str], tmp_path: Path, timeou
     return proc.stdout, text
 
 
+@pytest.mark.slow
 def test_bench_sweep_measures_grid_tuning_and_rss_and_writes_its_section(data_root: Path, tmp_path: Path) -> None:
     out, text = run_bench(SWEEP, "bench_sweep", [
         "--grid-epochs", "1", "--grid-seeds", "1", "--tune-trials", "3", "--tune-epochs", "2", "--repeats", "1",
@@ -64,6 +68,7 @@ def test_bench_sweep_measures_grid_tuning_and_rss_and_writes_its_section(data_ro
     assert "| run 2 |" in text and "the files were read 1 time(s)" in text  # data read once per process
 
 
+@pytest.mark.slow
 def test_bench_overhead_measures_step_and_monitor_costs_and_writes_its_section(data_root: Path, tmp_path: Path) -> None:
     out, text = run_bench(OVERHEAD, "bench_overhead", [
         "--steps", "64", "--repeats", "1", "--monitor-epochs", "1", "--train-subset", "2000",

@@ -3,7 +3,10 @@
 import json
 from pathlib import Path
 
+import pytest
 
+
+@pytest.mark.slow
 def test_single_run_with_overrides_writes_its_record(run_cli, tmp_path: Path) -> None:
     out = run_cli("train", "experiment=smoke", "model=scratch", "model.dropout_1=0.2", "seed=3")
     assert out.returncode == 0, out.stderr
@@ -13,6 +16,7 @@ def test_single_run_with_overrides_writes_its_record(run_cli, tmp_path: Path) ->
     assert saved["overrides"] == ["experiment=smoke", "model=scratch", "model.dropout_1=0.2", "seed=3"]
 
 
+@pytest.mark.slow
 def test_multirun_over_comma_lists_runs_every_combination(run_cli, tmp_path: Path) -> None:
     out = run_cli("train", "--multirun", "experiment=smoke", "model=scratch,concise", "seed=1,2")
     assert out.returncode == 0, out.stderr
@@ -32,6 +36,7 @@ def test_multirun_over_comma_lists_runs_every_combination(run_cli, tmp_path: Pat
     assert len(study.trials) == 4 and {t.params["seed"] for t in study.trials} == {1, 2}
 
 
+@pytest.mark.slow
 def test_multirun_goes_on_after_a_bad_run(run_cli, tmp_path: Path) -> None:
     out = run_cli("train", "--multirun", "experiment=smoke", "model.dropout_1=1.5,0.2")
     assert out.returncode == 0, out.stderr
@@ -40,6 +45,7 @@ def test_multirun_goes_on_after_a_bad_run(run_cli, tmp_path: Path) -> None:
     assert len(records) == 1 and json.loads(records[0].read_text())["status"] == "completed"
 
 
+@pytest.mark.slow
 def test_bad_rate_gives_one_clear_line(run_cli) -> None:
     out = run_cli("train", "experiment=smoke", "model.dropout_1=1.5")
     assert out.returncode != 0
@@ -55,6 +61,7 @@ def test_misspelt_key_and_unknown_model_are_refused(run_cli) -> None:
     assert "concise" in unknown.stderr and "scratch" in unknown.stderr
 
 
+@pytest.mark.slow
 def test_missing_data_is_explained(run_cli, tmp_path: Path) -> None:
     out = run_cli("train", "experiment=smoke", f"data.root={tmp_path / 'empty'}", "data.system_dir=null",
                   "data.download=false")

@@ -21,7 +21,7 @@ def _splits(data_root: Path, **kwargs) -> dict[str, tuple[torch.Tensor, torch.Te
 
 def test_validation_is_held_out_of_training_images(data_root: Path) -> None:
     splits = _splits(data_root, val_size=10_000)
-    (xtr, ytr), (xva, yva), (xte, yte) = splits["train"], splits["val"], splits["test"]
+    (xtr, ytr), (xva, yva), (_, yte) = splits["train"], splits["val"], splits["test"]
     assert (len(ytr), len(yva), len(yte)) == (50_000, 10_000, 10_000)
     assert xtr.dtype == torch.float32 and 0.0 <= xtr.min() and xtr.max() <= 1.0
     # No validation image is also a training image (compare exact pixel rows via hashing).

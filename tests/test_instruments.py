@@ -11,14 +11,19 @@ import pytest
 import torch
 from torchmetrics.classification import MulticlassCalibrationError
 
-from dropout_lab.errors import InvalidValueError
-from dropout_lab.evaluation import (evaluate_test_time, expected_calibration_error, mc_evaluate, mean_entropy,
-                                    negative_log_likelihood)
-from dropout_lab.evaluation.checkpoint import split_tensors
 from dropout_lab.cli.evaluate import evaluate_main
+from dropout_lab.errors import InvalidValueError
+from dropout_lab.evaluation import (
+    evaluate_test_time,
+    expected_calibration_error,
+    mc_evaluate,
+    mean_entropy,
+    negative_log_likelihood,
+)
+from dropout_lab.evaluation.checkpoint import split_tensors
+from dropout_lab.training.activation_monitor import ROW_KEYS
 from dropout_lab.training.saved_run import load_run
 from dropout_lab.training.train import train
-from dropout_lab.training.activation_monitor import ROW_KEYS
 
 # The smoke subset: 2000 training images in batches of 256 -> 8 optimizer steps per epoch.
 STEPS_PER_EPOCH = 8
@@ -71,6 +76,7 @@ def test_monitor_leaves_training_unchanged(make_cfg, tmp_path: Path) -> None:
     assert monitored.final == plain.final and monitored.config_hash == plain.config_hash
 
 
+@pytest.mark.slow
 def test_test_time_evaluation_and_checkpoint(make_cfg, tmp_path: Path) -> None:
     # 5 epochs with momentum: a model far enough from uniform predictions (test acc ~0.65) that
     # MC dropout and the weight-scaling rule should agree; still ~2 s on one core.
@@ -154,6 +160,7 @@ def test_bad_T_in_direct_calls() -> None:
         mc_evaluate(net, X, y, T=[2.5])
 
 
+@pytest.mark.slow
 def test_evaluate_command_on_a_saved_run(make_cfg, run_cli, tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     record = train(make_cfg("test_time.checkpoint=true"), run_dir)

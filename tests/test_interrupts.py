@@ -9,6 +9,7 @@ from collections import Counter
 from pathlib import Path
 
 import optuna
+import pytest
 import yaml
 from optuna.trial import TrialState
 
@@ -23,6 +24,7 @@ def _catch_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
+@pytest.mark.slow
 def test_sigint_marks_run_interrupted_and_relaunch_resumes(data_root, tmp_path: Path) -> None:
     spec = tmp_path / "sigint.yaml"
     spec.write_text(yaml.safe_dump({"name": "sigint", "question": "q", "experiment": "smoke", "epochs": 15,

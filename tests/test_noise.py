@@ -13,8 +13,7 @@ from torch import nn
 
 from dropout_lab.config import CONF_DIR
 from dropout_lab.errors import InvalidValueError
-from dropout_lab.models import (NOISE_TECHNIQUES, DropConnectLinear, DropoutMLP, DropoutMLPScratch, NoisyMLP,
-                                make_noise)
+from dropout_lab.models import NOISE_TECHNIQUES, DropConnectLinear, DropoutMLP, DropoutMLPScratch, NoisyMLP, make_noise
 from dropout_lab.training.train import train
 
 SAMPLES = 20_000

@@ -9,7 +9,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig
-from test_noise import ACTIVATION_CASES, SAMPLES, H  # the single-run cases: one source for the variances
 
 from dropout_lab.config.compose import compose_train_config
 from dropout_lab.data.batches import TensorBatches
@@ -22,6 +21,7 @@ from dropout_lab.models.stacked import StackedLinear
 from dropout_lab.training.population import PruneMembers, build_population, fit_population, train_population
 from dropout_lab.training.run_record import RunRecord
 from dropout_lab.training.train import train
+from test_noise import ACTIVATION_CASES, SAMPLES, H  # the single-run cases: one source for the variances
 
 #: Members differ in everything a member may differ in; the third diverges at once.
 MEMBERS = {
@@ -183,7 +183,7 @@ def test_each_member_shuffles_with_its_own_seed_whatever_its_mates() -> None:
     for _ in range(2):  # two passes: a new permutation each
         batches_pair = [b for group in pair for b in group]
         batches_alone = [b for group in alone for b in group]
-        for (Xp, yp), (Xa, ya), (Xs, ys) in zip(batches_pair, batches_alone, single, strict=True):
+        for (Xp, yp), (_, ya), (Xs, ys) in zip(batches_pair, batches_alone, single, strict=True):
             assert Xp.shape == (2, len(ys), 1)
             assert torch.equal(yp[1], ya[0]) and torch.equal(ya[0], ys) and torch.equal(Xp[1, :, 0], Xs[:, 0])
     assert len(pair) == 2 and pair.steps == 3

@@ -62,6 +62,7 @@ def postgres_url():
         shutil.rmtree(base, ignore_errors=True)
 
 
+@pytest.mark.slow
 def test_two_launchers_on_postgres_run_each_cell_once(postgres_url, data_root, tmp_path: Path) -> None:
     spec = tmp_path / "pg.yaml"
     spec.write_text(yaml.safe_dump({

@@ -14,8 +14,8 @@ import optuna
 import pandas as pd
 import pytest
 import yaml
-from conftest import CLI
 
+from conftest import CLI
 from dropout_lab.studies.grid import multirun_command
 from dropout_lab.studies.spec import load_spec
 from dropout_lab.training.run_record import OUTPUT_DIR_ATTR, TRIAL_ATTR_KEYS
@@ -59,6 +59,7 @@ def _without_torch(root: Path, *args: str) -> subprocess.CompletedProcess:
                           timeout=300)
 
 
+@pytest.mark.slow
 def test_every_trial_holds_the_whole_record(store_only: Path) -> None:
     study = optuna.load_study(study_name=NAME, storage=f"sqlite:///{store_only / 'results' / 'studies.db'}")
     for trial in study.trials:
@@ -69,6 +70,7 @@ def test_every_trial_holds_the_whole_record(store_only: Path) -> None:
         assert len(attrs["curves"]) == 1 and attrs["status"] == "completed" and attrs["host"]
 
 
+@pytest.mark.slow
 def test_report_and_export_from_the_database_alone(store_only: Path) -> None:
     report = _without_torch(store_only, "study", "report", "study.yaml", "--reports-dir", "reports")
     assert report.returncode == 0, report.stderr[-3000:]

@@ -62,6 +62,7 @@ def test_noise_final_states_plainly_whether_anything_beats_dropout() -> None:
     assert noise_final.analyze(wins).answer.startswith("gaussian beats tuned chapter dropout")
 
 
+@pytest.mark.slow
 def test_report_files_from_a_real_tiny_study(data_root: Path, tmp_path: Path) -> None:
     spec_path = tmp_path / "tiny.yaml"
     spec_path.write_text(yaml.safe_dump({"name": "tiny", "question": "Same accuracy? (smoke)", "experiment": "smoke",
@@ -97,8 +98,8 @@ def test_point_plot_error_bars_are_the_tables_t_intervals() -> None:
     import numpy as np
     import pandas as pd
 
-    from dropout_lab.reports.stats import t_interval
     from dropout_lab.reports.figures import plt, point_plot
+    from dropout_lab.reports.stats import t_interval
 
     values = {"a": [0.80, 0.81, 0.83, 0.86], "b": [0.70, 0.75, 0.71, 0.72]}
     runs = pd.DataFrame([{"model": k, "test_acc": v} for k, vs in values.items() for v in vs])

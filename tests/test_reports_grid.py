@@ -140,7 +140,7 @@ def test_epochs_report_curves_best_epochs_and_where_dropout_pays() -> None:
     smooth = tables["per_epoch_val_acc_smoothed"]  # 3-epoch windows for 30 epochs: defined from epoch 3
     assert smooth["epoch"].min() == 3 and len(smooth) == 28
     from_epoch = epochs.first_epoch_from_which(smooth["epoch"], smooth["mean_diff"] > 0)
-    assert any(f"trailing 3 epochs" in c and f"above no dropout's from epoch {from_epoch} on" in c
+    assert any("trailing 3 epochs" in c and f"above no dropout's from epoch {from_epoch} on" in c
                for c in report.conclusions)
     assert "val_acc_difference_smoothed" in figures
 
@@ -314,6 +314,7 @@ def conclusion_bullets(readme: str) -> list[str]:
       "Main effect of model.dropout_1 on test accuracy: ", "Main effect of model.dropout_2 on test accuracy: ",
       "Two-way ANOVA with seed as block"]),
 ])
+@pytest.mark.slow
 def test_report_end_to_end(tiny_study: Path, analysis: str, csvs: list[str], pngs: list[str],
                            conclusions: list[str]) -> None:
     assert analysis in ANALYSES

@@ -273,6 +273,7 @@ def real_studies(data_root: Path, tmp_path_factory: pytest.TempPathFactory) -> P
     ("dropconnect", ["accuracy", "paired_differences", "seconds_per_epoch", "cost_ratio"],
      ["test_accuracy", "seconds_per_epoch"]),
 ])
+@pytest.mark.slow
 def test_report_end_to_end(real_studies: Path, tmp_path: Path, analysis: str, csvs: list[str],
                            pngs: list[str]) -> None:
     spec = load_spec(str(real_studies / f"{analysis}.yaml"))

@@ -12,8 +12,16 @@ import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
-from dropout_lab.studies.run_tables import (CURVE_COLUMNS, RUN_COLUMNS, curves_table, epochs_run, export_tables,
-                                            flatten, instrument_table, runs_table)
+from dropout_lab.studies.run_tables import (
+    CURVE_COLUMNS,
+    RUN_COLUMNS,
+    curves_table,
+    epochs_run,
+    export_tables,
+    flatten,
+    instrument_table,
+    runs_table,
+)
 from dropout_lab.studies.trial_records import save_record
 from dropout_lab.training.run_record import OUTPUT_DIR_ATTR, TRIAL_ATTR_KEYS, RunRecord
 

@@ -42,6 +42,7 @@ def _completed_cells(study: optuna.Study) -> Counter:
     return Counter(tuple(sorted(t.params.items())) for t in study.get_trials(states=(TrialState.COMPLETE,)))
 
 
+@pytest.mark.slow
 def test_grid_study_completes_once_each_and_exports(run_cli, write_spec, tmp_path: Path) -> None:
     spec = write_spec("grid", **GRID)
     out = run_cli("study", "run", spec, "--jobs", "2")
@@ -66,6 +67,7 @@ def test_grid_study_completes_once_each_and_exports(run_cli, write_spec, tmp_pat
     assert len(curves) == 8 and {"epoch", "train_loss", "val_acc", "seed"} <= set(curves.columns)
 
 
+@pytest.mark.slow
 def test_killed_study_resumes_without_duplicates(data_root, write_spec, tmp_path: Path) -> None:
     spec = write_spec("killed", **{**GRID, "epochs": 40})
     env = {**os.environ, "DROPOUT_LAB_DATA": str(data_root), "DROPOUT_LAB_RESULTS": str(tmp_path / "results")}
@@ -103,6 +105,7 @@ def test_killed_study_resumes_without_duplicates(data_root, write_spec, tmp_path
     assert not study.get_trials(states=(TrialState.RUNNING, TrialState.WAITING))
 
 
+@pytest.mark.slow
 def test_worker_killed_right_after_its_claim_leaves_a_stale_run_that_is_requeued(tmp_path: Path) -> None:
     """The window between claiming a queued run and the heartbeat thread's first beat."""
     from optuna.storages import fail_stale_trials
@@ -137,6 +140,7 @@ def _relaunched_worker_step(url: str, start, claimed) -> None:  # noqa: ANN001 (
     claimed.put(requeue_stale_and_claim(study, storage, lock))
 
 
+@pytest.mark.slow
 def test_workers_noticing_a_stale_run_together_requeue_and_claim_it_once(tmp_path: Path) -> None:
     import multiprocessing
 
@@ -162,6 +166,7 @@ def test_workers_noticing_a_stale_run_together_requeue_and_claim_it_once(tmp_pat
     assert states == Counter({TrialState.FAIL: 1, TrialState.RUNNING: 1})  # re-queued once, claimed once
 
 
+@pytest.mark.slow
 def test_a_run_killed_more_than_max_retry_times_ends_failed(run_cli, write_spec, tmp_path: Path) -> None:
     """Each claim's worker dies before its first beat; after MAX_RETRY re-queues the run stays failed."""
     from dropout_lab.studies.prepare import prepare_study
@@ -195,6 +200,7 @@ def test_a_run_killed_more_than_max_retry_times_ends_failed(run_cli, write_spec,
     assert "failed=1" in status.stdout and "waiting=0" in status.stdout and "remaining=0" in status.stdout
 
 
+@pytest.mark.slow
 def test_journal_storage_runs_a_grid_study_to_completion(run_cli, write_spec, tmp_path: Path) -> None:
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
@@ -244,6 +250,7 @@ def test_commands_that_do_not_train_import_neither_torch_nor_lightning(write_spe
     assert "waiting=8" in out.stdout and (tmp_path / "export" / "runs.csv").exists()
 
 
+@pytest.mark.slow
 def test_tuning_prunes_and_resumes_toward_its_total(run_cli, write_spec, tmp_path: Path) -> None:
     space = {"optim.lr": {"type": "float", "low": 1e-4, "high": 0.5, "log": True}}
     common = dict(question="q", experiment="smoke", epochs=3, search_space=space, seeds=[0],
@@ -263,6 +270,7 @@ def test_tuning_prunes_and_resumes_toward_its_total(run_cli, write_spec, tmp_pat
     assert sorted(t.number for t in study.trials) == list(range(len(study.trials)))
 
 
+@pytest.mark.slow
 def test_diverging_run_is_failed_with_reason_and_study_goes_on(run_cli, write_spec, tmp_path: Path) -> None:
     spec = write_spec("nan", question="q", experiment="smoke", epochs=1,
                       overrides=["model.dropout_2=0.0"],
@@ -278,6 +286,7 @@ def test_diverging_run_is_failed_with_reason_and_study_goes_on(run_cli, write_sp
     assert "nothing to run" in again.stderr and len(_study(tmp_path, "nan").trials) == 2
 
 
+@pytest.mark.slow
 def test_bad_storage_urls_fail_before_training(run_cli, write_spec, tmp_path: Path) -> None:
     spec = write_spec("bad", **GRID)
     out = run_cli("study", "run", spec, "--storage", "mongodb://localhost/x")
@@ -300,6 +309,7 @@ def test_bad_study_files_are_refused(run_cli, write_spec) -> None:
     assert unknown.returncode == 2 and "unknown study 'no_such_study'" in unknown.stderr
 
 
+@pytest.mark.slow
 def test_submitit_launcher_runs_the_workers(run_cli, write_spec, tmp_path: Path) -> None:
     spec = write_spec("submitit", **{**GRID, "grid": {"model": ["scratch", "concise"]}})
     out = run_cli("study", "run", spec, "--jobs", "2", "--launcher", "submitit_local")

@@ -25,6 +25,7 @@ def _sweep(run_cli, *args: str):
     return run_cli("train", "--multirun", "hydra/sweeper=optuna", "experiment=smoke", *args)
 
 
+@pytest.mark.slow
 def test_tuning_sweep_prunes_and_resumes_toward_total(run_cli, tmp_path: Path) -> None:
     common = ("trainer.max_epochs=3", "hydra.sweeper.sampler=random", "hydra.sweeper.pruner=median", LR)
     first = _sweep(run_cli, "hydra.sweeper.n_trials=6", *common)
@@ -45,6 +46,7 @@ def test_tuning_sweep_prunes_and_resumes_toward_total(run_cli, tmp_path: Path) -
     assert len(set(lrs)) == 8  # the resumed sampler did not replay earlier suggestions
 
 
+@pytest.mark.slow
 def test_grid_sampler_covers_each_choice_once(run_cli, tmp_path: Path) -> None:
     out = _sweep(run_cli, "hydra.sweeper.sampler=grid", "hydra.sweeper.n_trials=5", "hydra.sweeper.pruner=none",
                  "model.dropout_1=choice(0.1,0.3,0.5)")
@@ -91,6 +93,7 @@ def test_sweeper_accepts_target_configs_of_any_optuna_sampler_and_pruner() -> No
         assert _sweeper(sampler=name).sampler["_target_"].startswith("optuna.samplers.")
 
 
+@pytest.mark.slow
 def test_hparams_search_file_in_the_templates_format_runs(run_cli, tmp_path: Path) -> None:
     """``conf/hparams_search/chapter_optuna.yaml`` is lightning-hydra-template's format: sampler ``_target_``,
     ``study_name``/``storage`` null, ``direction``, ``n_trials``, ``params``, ``optimized_metric``."""

@@ -97,8 +97,9 @@ def test_unwritable_results_folder_fails_before_training(make_cfg, tmp_path: Pat
 
 
 def test_nearly_full_disk_is_refused_before_training(make_cfg, tmp_path: Path, monkeypatch) -> None:
-    from dropout_lab.errors import DropoutLabError
     import sys
+
+    from dropout_lab.errors import DropoutLabError
 
     monkeypatch.setattr(sys.modules["dropout_lab.training.train"], "MIN_FREE_BYTES", 2**62)  # more than any disk has free
     with pytest.raises(DropoutLabError, match="MiB free; at least"):
@@ -116,7 +117,7 @@ def test_seeds_change_init_masks_and_data_order(make_cfg) -> None:
     import torch
     from hydra.utils import instantiate
 
-    from dropout_lab.training.train import INSTANTIABLE_TARGETS
+    from dropout_lab.config.targets import INSTANTIABLE_TARGETS
 
     def draw(seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         cfg = make_cfg(f"seed={seed}")

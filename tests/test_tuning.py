@@ -25,6 +25,7 @@ def _tuner(db: Path, n_trials: int = 4, heartbeat: int | None = 1, **kwargs) -> 
                       heartbeat_interval=heartbeat, poll_s=0.2, **kwargs)
 
 
+@pytest.mark.slow
 def test_a_beating_trial_is_never_failed_and_a_stale_one_is_requeued_and_taken(tmp_path: Path) -> None:
     db = tmp_path / "s.db"
     live, dead, other = _tuner(db, 3), _tuner(db, 3, worker_index=1), _tuner(db, 3, worker_index=2)

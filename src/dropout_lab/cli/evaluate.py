@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pandas as pd
 
+from dropout_lab.config.validate import check_T
 from dropout_lab.errors import DropoutLabError
 from dropout_lab.evaluation.checkpoint import split_tensors
-from dropout_lab.training.saved_run import load_run
-from dropout_lab.config.validate import check_T
 from dropout_lab.evaluation.mc_evaluation import DEFAULT_T, evaluate_test_time
+from dropout_lab.training.saved_run import load_run
 
 CSV_NAME = "test_time.csv"
 

@@ -21,7 +21,6 @@ from omegaconf import DictConfig, OmegaConf
 
 from dropout_lab.errors import InvalidValueError
 
-
 #: TPE's random start-up trials (Optuna's default), before it models the search space.
 TPE_STARTUP_TRIALS = 10
 #: The median pruner's finished trials before it prunes, and epochs before it compares.

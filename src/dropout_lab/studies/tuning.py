@@ -34,8 +34,14 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution
 from optuna.storages import BaseStorage, fail_stale_trials
 from optuna.trial import TrialState
 
-from dropout_lab.studies.samplers import (GRID_SAMPLER, build_pruner, build_sampler, grid_size, pruner_config,
-                                          sampler_config)
+from dropout_lab.studies.samplers import (
+    GRID_SAMPLER,
+    build_pruner,
+    build_sampler,
+    grid_size,
+    pruner_config,
+    sampler_config,
+)
 from dropout_lab.studies.storage import Heartbeat, open_storage, queue_lock, quiet_experimental, retry_callback
 
 log = logging.getLogger(__name__)

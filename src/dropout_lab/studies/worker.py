@@ -29,8 +29,14 @@ from dropout_lab.config.compose import compose_train_config
 from dropout_lab.studies.grid import run_overrides
 from dropout_lab.studies.prepare import CELL_ATTR, CELL_CHOICES, load_study
 from dropout_lab.studies.spec import StudySpec
-from dropout_lab.studies.storage import (Heartbeat, heartbeat_interval, open_storage, queue_lock, quiet_experimental,
-                                         retry_callback)
+from dropout_lab.studies.storage import (
+    Heartbeat,
+    heartbeat_interval,
+    open_storage,
+    queue_lock,
+    quiet_experimental,
+    retry_callback,
+)
 from dropout_lab.studies.trial_records import save_failure, save_record
 from dropout_lab.studies.tuning import Outcome, Tuner
 from dropout_lab.training.run_record import RunRecord

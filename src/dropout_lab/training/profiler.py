@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from typing import ContextManager
+from contextlib import AbstractContextManager
 
 from lightning.pytorch.profilers import PassThroughProfiler
 
@@ -19,5 +19,5 @@ class NoProfiler(PassThroughProfiler):
 
     _NULL = contextlib.nullcontext()
 
-    def profile(self, action_name: str) -> ContextManager:
+    def profile(self, action_name: str) -> AbstractContextManager:
         return self._NULL

@@ -79,7 +79,7 @@ class RunRecord:
         return path
 
     @classmethod
-    def read(cls, path: str | Path) -> "RunRecord":
+    def read(cls, path: str | Path) -> RunRecord:
         """Load a record written by :meth:`write` (``path`` is the file or its folder)."""
         path = Path(path)
         if path.is_dir():

@@ -21,9 +21,9 @@ from dropout_lab.evaluation.checkpoint import save_checkpoint, split_tensors
 from dropout_lab.evaluation.mc_evaluation import evaluate_test_time
 from dropout_lab.training.activation_monitor import ActivationMonitor
 from dropout_lab.training.classifier import Classifier
+from dropout_lab.training.curve_recorder import EpochRecorder
 from dropout_lab.training.profiler import NoProfiler
 from dropout_lab.training.run_record import RunRecord, config_hash
-from dropout_lab.training.curve_recorder import EpochRecorder
 
 log = logging.getLogger(__name__)
 

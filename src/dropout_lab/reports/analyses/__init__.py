@@ -4,9 +4,18 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from dropout_lab.reports.analyses import baseline, compare, noise_final, tuning
-from dropout_lab.reports.analyses import epochs, factorial, rates_grid
-from dropout_lab.reports.analyses import dropconnect, test_time, variance
+from dropout_lab.reports.analyses import (
+    baseline,
+    compare,
+    dropconnect,
+    epochs,
+    factorial,
+    noise_final,
+    rates_grid,
+    test_time,
+    tuning,
+    variance,
+)
 from dropout_lab.reports.inputs import StudyData
 from dropout_lab.reports.model import Report
 

@@ -4,11 +4,18 @@ from __future__ import annotations
 
 import pandas as pd
 
-from dropout_lab.reports.stats import paired_differences, summarize_over_seeds
 from dropout_lab.reports.figures import point_plot
 from dropout_lab.reports.inputs import StudyData
 from dropout_lab.reports.model import Figure, Report, Table
-from dropout_lab.reports.stats import ci_text, holm, level_ci, pct, significance
+from dropout_lab.reports.stats import (
+    ci_text,
+    holm,
+    level_ci,
+    paired_differences,
+    pct,
+    significance,
+    summarize_over_seeds,
+)
 
 METRIC = "test_acc"
 

@@ -9,13 +9,18 @@ from __future__ import annotations
 
 import pandas as pd
 
-from dropout_lab.reports.stats import summarize_over_seeds
-from dropout_lab.reports.analyses.instruments import (direction, holm_text, paired_differences, paired_log_ratios,
-                                                      ratio_ci, with_holm)
+from dropout_lab.reports.analyses.instruments import (
+    direction,
+    holm_text,
+    paired_differences,
+    paired_log_ratios,
+    ratio_ci,
+    with_holm,
+)
 from dropout_lab.reports.figures import point_plot
 from dropout_lab.reports.inputs import StudyData
 from dropout_lab.reports.model import Figure, Report, Table
-from dropout_lab.reports.stats import ci_text, level_ci, pct
+from dropout_lab.reports.stats import ci_text, level_ci, pct, summarize_over_seeds
 
 METRIC = "test_acc"
 TECHNIQUE = "noise"

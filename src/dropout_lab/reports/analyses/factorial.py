@@ -15,8 +15,8 @@ import seaborn as sns
 from matplotlib.figure import Figure as MplFigure
 from scipy import stats
 
-from dropout_lab.reports.figures import t_errorbar
 from dropout_lab.reports.analyses.grid_stats import describe_test, excludes_zero, paired_test, summarize
+from dropout_lab.reports.figures import t_errorbar
 from dropout_lab.reports.inputs import StudyData
 from dropout_lab.reports.labels import key_name, levels_by_rates, value_text
 from dropout_lab.reports.model import Figure, Report, Table
@@ -132,7 +132,7 @@ def anova_2x2(frame: pd.DataFrame, a: Factor, b: Factor, y: str = METRIC,
     saturated = full_cols + [c for cols in crossed.values() for c in cols]
     rss_sat, rank_sat, _, _ = _rss(saturated, values) if block else (np.nan, 0, None, None)
     rows = []
-    for name, cols in terms.items():
+    for name in terms:
         reduced = base + [c for other, oc in terms.items() if other != name for c in oc]
         rss_reduced, rank_reduced, _, _ = _rss(reduced, values)
         ss, df = rss_reduced - rss_full, rank_full - rank_reduced

@@ -9,8 +9,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from dropout_lab.reports.stats import summarize_over_seeds, t_interval
-from dropout_lab.reports.stats import ci_text, significance
+from dropout_lab.reports.stats import ci_text, significance, summarize_over_seeds, t_interval
 
 ALPHA = 0.05
 

@@ -9,10 +9,9 @@ import numpy as np
 import pandas as pd
 
 from dropout_lab.reports import stats as aggregate
-from dropout_lab.reports.stats import t_interval
 from dropout_lab.reports.figures import t_errorbar
 from dropout_lab.reports.inputs import StudyData
-from dropout_lab.reports.stats import holm, significance
+from dropout_lab.reports.stats import holm, significance, t_interval
 
 
 def config_labels(data: StudyData) -> pd.Series:

@@ -13,8 +13,15 @@ import seaborn as sns
 from matplotlib.figure import Figure as MplFigure
 from matplotlib.ticker import NullFormatter, ScalarFormatter
 
-from dropout_lab.reports.analyses.instruments import (instrument_rows, direction, holm_text, paired_differences, ratio_ci,
-                                                      summarize_metrics, with_holm)
+from dropout_lab.reports.analyses.instruments import (
+    direction,
+    holm_text,
+    instrument_rows,
+    paired_differences,
+    ratio_ci,
+    summarize_metrics,
+    with_holm,
+)
 from dropout_lab.reports.figures import plt, t_errorbar
 from dropout_lab.reports.inputs import StudyData
 from dropout_lab.reports.model import Figure, Report, Table

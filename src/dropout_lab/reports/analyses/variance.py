@@ -13,9 +13,17 @@ import seaborn as sns
 from matplotlib.figure import Figure as MplFigure
 from matplotlib.ticker import MaxNLocator, NullFormatter
 
-from dropout_lab.reports.analyses.instruments import (instrument_rows, direction, holm_text,
-                                                      geometric_mean, log_t_band, paired_log_ratios, ratio_ci,
-                                                      summarize_metrics, with_holm)
+from dropout_lab.reports.analyses.instruments import (
+    direction,
+    geometric_mean,
+    holm_text,
+    instrument_rows,
+    log_t_band,
+    paired_log_ratios,
+    ratio_ci,
+    summarize_metrics,
+    with_holm,
+)
 from dropout_lab.reports.figures import plt
 from dropout_lab.reports.inputs import StudyData
 from dropout_lab.reports.model import Figure, Report, Table

@@ -11,7 +11,8 @@
 Both alternate their configurations over ``--repeats`` repetitions; medians.
 
     python benchmarks/bench_overhead.py                    # writes benchmarks/README.md
-    python benchmarks/bench_overhead.py --steps 200 --repeats 1 --monitor-epochs 1 --train-subset 2000 --readme /tmp/x.md
+    python benchmarks/bench_overhead.py --steps 200 --repeats 1 --monitor-epochs 1 --train-subset 2000 \\
+        --readme /tmp/x.md
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
-from bench_train import _run_dropout_lab, load_average, machine_info, write_section  # noqa: E402
+from bench_train import _run_dropout_lab, load_average, machine_info, write_section  # noqa: E402 - needs HERE on sys.path
 
 BEGIN, END = "<!-- bench_overhead:begin -->", "<!-- bench_overhead:end -->"
 BATCH = 256
@@ -54,7 +55,7 @@ def step_costs(steps: int) -> dict[str, float]:
             super().__init__()
             self.per_call = per_call
 
-        def train_dataloader(self):  # noqa: ANN202
+        def train_dataloader(self):
             batches = TensorBatches(X, y, BATCH, shuffle=True)
             return GroupedBatches(batches, self.per_call) if self.per_call > 1 else batches
 

@@ -25,7 +25,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from bench_train import load_average, write_section  # noqa: E402  (bench_train imports torch lazily)
+from bench_train import load_average, write_section  # noqa: E402 - needs HERE on sys.path (bench_train imports torch lazily)
 
 BEGIN, END = "<!-- bench_startup:begin -->", "<!-- bench_startup:end -->"
 HEAVY = ("torch", "lightning", "pytorch_lightning")

@@ -13,7 +13,8 @@ While (i) and (ii) run, the peak RSS (``VmHWM``) of every process below ``study 
 from ``/proc`` every 0.2 s, which gives the peak RSS per worker. The configurations alternate
 ((i) 1 job, (i) 2 jobs, (ii) median, (ii) none, then again) over ``--repeats`` repetitions; medians.
 
-    python benchmarks/bench_sweep.py                # full budget (about 10 minutes on 2 cores), writes benchmarks/README.md
+    # full budget (about 10 minutes on 2 cores), writes benchmarks/README.md:
+    python benchmarks/bench_sweep.py
     python benchmarks/bench_sweep.py --grid-epochs 1 --tune-trials 4 --tune-epochs 2 --repeats 1 --readme /tmp/x.md
 """
 
@@ -34,7 +35,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
-from bench_train import PeriodicSampler, _vm_kib, load_average, machine_info, write_section  # noqa: E402
+from bench_train import PeriodicSampler, _vm_kib, load_average, machine_info, write_section  # noqa: E402 - needs HERE on sys.path
 
 BEGIN, END = "<!-- bench_sweep:begin -->", "<!-- bench_sweep:end -->"
 DROPOUT_1 = [0.2, 0.35, 0.5, 0.65]
@@ -254,12 +255,13 @@ def main() -> None:
                 kind, jobs, pruner, overrides = config
                 workdir = Path(tmp) / f"{kind}_{jobs}_{pruner}_{rep}"
                 if kind.startswith("grid"):
-                    r = run_study(grid_spec(args.grid_epochs, seeds, args.train_subset), "bench_grid", jobs, workdir, args.data_root, overrides)
+                    r = run_study(grid_spec(args.grid_epochs, seeds, args.train_subset), "bench_grid", jobs, workdir,
+                                  args.data_root, overrides)
                     label = f"grid, --jobs {jobs}" + "".join(f" --override {o}" for o in overrides)
                 else:
                     name = f"bench_tune_{pruner}"
-                    r = run_study(tune_spec(name, pruner, args.tune_trials, args.tune_epochs, args.train_subset), name, jobs, workdir,
-                                  args.data_root, overrides)
+                    r = run_study(tune_spec(name, pruner, args.tune_trials, args.tune_epochs, args.train_subset), name,
+                                  jobs, workdir, args.data_root, overrides)
                     label = f"tuning, pruner {pruner}"
                 results[config].append(r)
                 print(f"  rep {rep + 1} {label}: wall {r['wall_s']:.1f} s, complete {r['complete']}, pruned "
@@ -276,23 +278,29 @@ def main() -> None:
         f"on {started:%Y-%m-%d %H:%M} UTC; {args.repeats} repetition(s), configurations alternating, medians. "
         f"Machine: {info['cpu']}, {info['cores']} cores, torch {info['torch']}. Load average (1/5/15 min) at start "
         f"{load_start}, at end {load_end}"
-        f"{' (above half the cores at the start: the average lags by minutes, so it may be an earlier run; if other jobs are running, timings are noisy)' if float(load_start.split()[0]) > 0.5 * (info['cores'] or 1) else ''}.",
+        + (" (above half the cores at the start: the average lags by minutes, so it may be an earlier run; "
+           "if other jobs are running, timings are noisy)"
+           if float(load_start.split()[0]) > 0.5 * (info["cores"] or 1) else "")
+        + ".",
         "",
     ]
     print()
     if "grid" not in skip:
-        grid = [("1", results[("grid", 1, None, ())]), ("1 (`--override threads=1`)", results[("grid1t", 1, None, ("threads=1",))]),
+        grid = [("1", results[("grid", 1, None, ())]),
+                ("1 (`--override threads=1`)", results[("grid1t", 1, None, ("threads=1",))]),
                 ("2", results[("grid", 2, None, ())])]
         g1, g1t, g2 = (rs for _, rs in grid)
         speedup = median([a["wall_s"] / b["wall_s"] for a, b in zip(g1, g2)])
         speedup_1t = median([a["wall_s"] / b["wall_s"] for a, b in zip(g1t, g2)])
         lines += [
             f"**Grid**: `dropout-lab study run SPEC --jobs N` on a fresh results folder, {n_grid} runs "
-            f"(`experiment=chapter`, {args.grid_epochs} epoch(s) on {args.train_subset or 'all 50k'} training images, `model.dropout_1` in {DROPOUT_1} x seeds {seeds}); "
+            f"(`experiment=chapter`, {args.grid_epochs} epoch(s) on {args.train_subset or 'all 50k'} training images, "
+            f"`model.dropout_1` in {DROPOUT_1} x seeds {seeds}); "
             "wall time from the command's start to its exit (worker start-up included). Torch threads per run: "
             "cores / jobs (`study run`'s default), and 1 job with 1 thread for comparison.",
             "",
-            "| workers | threads per run | wall s | runs per hour | sum of the runs' own wall s | peak RSS per worker MiB |",
+            "| workers | threads per run | wall s | runs per hour | sum of the runs' own wall s "
+            "| peak RSS per worker MiB |",
             "| --- | ---: | ---: | ---: | ---: | --- |",
         ]
         for label, rs in grid:
@@ -324,7 +332,8 @@ def main() -> None:
         lines += ["", f"**Pruning on / off wall time: {ratio:.2f}** (median of the per-repetition ratios); wall "
                   "s, epochs trained and best val_acc are medians, complete, pruned and peaks are the last "
                   "repetition's.", ""]
-        print(f"tuning: pruning on {median([r['wall_s'] for r in on]):.1f} s (best {median([r['best'] for r in on]):.4f}), "
+        print(f"tuning: pruning on {median([r['wall_s'] for r in on]):.1f} s "
+              f"(best {median([r['best'] for r in on]):.4f}), "
               f"off {median([r['wall_s'] for r in off]):.1f} s (best {median([r['best'] for r in off]):.4f}); "
               f"on/off {ratio:.2f}")
     if rss is not None:
@@ -332,7 +341,8 @@ def main() -> None:
         growth = rows[-1]["rss_mib"] - rows[1]["rss_mib"]
         lines += [
             f"**RSS over {args.rss_runs} runs in one process** (`train()` called in a loop, as a study worker "
-            f"does; {args.rss_epochs} epoch(s), {args.train_subset or 'all 50k'} training images): the files were read {rss['file_reads']} time(s) "
+            f"does; {args.rss_epochs} epoch(s), {args.train_subset or 'all 50k'} training images): "
+            f"the files were read {rss['file_reads']} time(s) "
             f"(`load_tensors`, {rss['cached_mib']:.0f} MiB of tensors) and the splits built {rss['split_builds']} "
             f"time(s) (`cpu_splits`, then {rss['split_hits']} cache hits).",
             "",

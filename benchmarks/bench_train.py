@@ -270,7 +270,7 @@ class PeriodicSampler:
     def sample(self) -> bool | None:
         raise NotImplementedError
 
-    def __enter__(self):  # noqa: ANN204 (returns the subclass)
+    def __enter__(self):  # returns the subclass
         self._thread.start()
         return self
 
@@ -312,13 +312,13 @@ def child(args: argparse.Namespace) -> None:
         import matplotlib
 
         matplotlib.use("Agg")
-        from d2l import torch as _d2l  # noqa: F401
+        from d2l import torch as _d2l  # noqa: F401 - preloaded: its import time stays outside the timing
     elif args.child in "ams":  # import what train() needs before the clock starts, as b and c do
-        import dropout_lab.data.datamodule  # noqa: F401
-        import dropout_lab.models  # noqa: F401
-        import dropout_lab.training  # noqa: F401
+        import dropout_lab.data.datamodule
+        import dropout_lab.models
+        import dropout_lab.training  # noqa: F401 - preloaded: import time stays outside the timing
     else:
-        import torchvision.datasets  # noqa: F401
+        import torchvision.datasets  # noqa: F401 - preloaded: import time stays outside the timing
     rss_imports = _vm_kib("self", "VmRSS") / 1024
     usage = resource.getrusage(resource.RUSAGE_SELF)
     with ChildPeaks() as kids:
@@ -415,8 +415,9 @@ def table(rows: list[dict]) -> str:
     for r in rows:
         workers = f"{r['workers_rss_mib']:.0f}" if r["variant"] in ("c", "d") else "-"
         lines.append(f"| {r['variant']}: {r['label']} | {r['wall_s']:.2f} | {r['wall_min']:.2f}-{r['wall_max']:.2f} "
-                     f"| {r['cpu_s']:.2f} | {r['process_s']:.2f} | {_num(r['epoch_s'], '.3f')} | {r['samples_per_s']:,.0f} "
-                     f"| {r['rss_imports_mib']:.0f} | {r['rss_mib']:.0f} | {workers} | {r['test_acc']:.4f} |")
+                     f"| {r['cpu_s']:.2f} | {r['process_s']:.2f} | {_num(r['epoch_s'], '.3f')} "
+                     f"| {r['samples_per_s']:,.0f} | {r['rss_imports_mib']:.0f} | {r['rss_mib']:.0f} | {workers} "
+                     f"| {r['test_acc']:.4f} |")
     return "\n".join(lines)
 
 
@@ -514,12 +515,13 @@ def main() -> None:
             print(f"{r['variant']}: {r['label']}: wall {r['wall_s']:.2f} s (CPU {r['cpu_s']:.2f} s), "
                   f"{r['samples_per_s']:,.0f} samples/s, peak RSS {r['rss_mib']:.0f} MiB, test_acc {r['test_acc']:.4f}")
         for name, ratio in ratios.items():
-            print(f"ratio {name} = {ratio['wall_s']:.3f} wall, {ratio['cpu_s']:.3f} CPU, {_num(ratio['epoch_s'], '.3f')} "
-                  f"per epoch (target {TARGETS[name]})")
+            print(f"ratio {name} = {ratio['wall_s']:.3f} wall, {ratio['cpu_s']:.3f} CPU, "
+                  f"{_num(ratio['epoch_s'], '.3f')} per epoch (target {TARGETS[name]})")
         if runs[threads]["a"] and runs[threads]["b"]:
             a_run, b_run = runs[threads]["a"][0], runs[threads]["b"][0]
-            same = all(abs(x[k] - y[k]) <= 1e-5 for x, y in zip(a_run["curves"], b_run["curves"])
-                       for k in ("train_loss", "val_loss", "val_acc")) and abs(a_run["test_acc"] - b_run["test_acc"]) <= 1e-5
+            same = (all(abs(x[k] - y[k]) <= 1e-5 for x, y in zip(a_run["curves"], b_run["curves"])
+                        for k in ("train_loss", "val_loss", "val_acc"))
+                    and abs(a_run["test_acc"] - b_run["test_acc"]) <= 1e-5)
             same_all.append(same)
             print(f"a and b give the same curves and test accuracy: {same}")
         if runs[threads]["m"]:
@@ -541,7 +543,9 @@ def main() -> None:
         "",
         f"Machine: {info['cpu']}, {info['cores']} cores, Python {info['python']}, torch {info['torch']}, "
         f"DataLoader workers (c) {args.workers}. Load average (1/5/15 min) at start {load_start}, at end {load_end}"
-        f"{' (above half the cores at the start: the average lags by minutes, so it may be an earlier run; if other jobs are running, wall times are noisy, CPU seconds less so)' if busy else ''}.",
+        + (" (above half the cores at the start: the average lags by minutes, so it may be an earlier run; "
+           "if other jobs are running, wall times are noisy, CPU seconds less so)" if busy else "")
+        + ".",
         "",
         *sections,
         "* *wall s*: from after the imports to the test accuracy, data reading included (for a, m, s also "
@@ -562,7 +566,8 @@ def main() -> None:
            "(its samples/s counts 60k per epoch); its *CPU s* and *DataLoader workers' peak RSS* are those of "
            "its main process and largest worker, like c's." if "d" in args.variants else "")
         + (" m trains exactly as a (the monitor's noisy probe pass uses a forked RNG) and adds its "
-           "recording; s draws other masks, so its accuracy is another draw." if set("ms") & set(args.variants) else ""),
+           "recording; s draws other masks, so its accuracy is another draw."
+           if set("ms") & set(args.variants) else ""),
     ])
     write_section(args.readme, BEGIN, END, body)
     print(f"wrote {args.readme}")

@@ -14,7 +14,8 @@ BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_train.py"
 @pytest.mark.slow
 def test_bench_train_prints_the_variants_and_ratios_and_writes_the_table(data_root: Path, tmp_path: Path) -> None:
     readme = tmp_path / "README.md"
-    readme.write_text("# Hand-written intro\n\nkept as is\n\n<!-- bench_train:begin -->\nstale\n<!-- bench_train:end -->\n"
+    readme.write_text("# Hand-written intro\n\nkept as is\n\n"
+                      "<!-- bench_train:begin -->\nstale\n<!-- bench_train:end -->\n"
                       "\nhand-written notes after the section\n")
     proc = subprocess.run(
         [sys.executable, str(BENCH), "--epochs", "1", "--repeats", "1", "--train-subset", "2000", "--threads", "1",

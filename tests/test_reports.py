@@ -57,7 +57,8 @@ def test_noise_final_states_plainly_whether_anything_beats_dropout() -> None:
     spec = _spec(tuned_from=["a", "b"], seeds=list(range(5)))
     base = [0.85, 0.86, 0.84, 0.85, 0.86]
     loses = _data(spec, _runs("noise", {"dropout": base, "gaussian": [a - 0.01 for a in base]}))
-    wins = _data(spec, _runs("noise", {"dropout": base, "gaussian": [a + 0.02 + 0.001 * i for i, a in enumerate(base)]}))
+    wins = _data(spec, _runs("noise", {"dropout": base,
+                                       "gaussian": [a + 0.02 + 0.001 * i for i, a in enumerate(base)]}))
     assert noise_final.analyze(loses).answer.startswith("No technique beats tuned chapter dropout")
     assert noise_final.analyze(wins).answer.startswith("gaussian beats tuned chapter dropout")
 

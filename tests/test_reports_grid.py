@@ -214,7 +214,8 @@ def test_factorial_tables_plot_and_general_factors() -> None:
         columns={"experiment": "model", "optim.weight_decay": "model.dropout_1"})
     other["model"] = other["model"].map({"no_dropout": "scratch", "chapter": "concise"})
     data = study_data({"model": ["scratch", "concise"], "model.dropout_1": [0.0, 0.0005]}, other)
-    assert factorial.analyze(data).answer.startswith("The effects of model and model.dropout_1 on test accuracy are additive")
+    assert factorial.analyze(data).answer.startswith(
+        "The effects of model and model.dropout_1 on test accuracy are additive")
     lonely = study_data({"experiment": ["chapter"]}, pd.DataFrame({"experiment": ["chapter"], "seed": [0],
                                                                    "test_acc": [0.8]}))
     assert factorial.analyze(lonely).conclusions == []

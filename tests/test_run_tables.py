@@ -51,7 +51,8 @@ def _study() -> optuna.Study:
         p = record.config["model"]["dropout_1"]
         study.add_trial(optuna.trial.create_trial(
             state=state, value=value, params={"model.dropout_1": p, "seed": record.seed, "model": "concise"},
-            distributions={"model.dropout_1": FloatDistribution(p, p), "seed": IntDistribution(record.seed, record.seed),
+            distributions={"model.dropout_1": FloatDistribution(p, p),
+                           "seed": IntDistribution(record.seed, record.seed),
                            "model": CategoricalDistribution(["scratch", "concise"])},
             user_attrs=record.trial_attrs(f"out/{len(study.trials)}"), system_attrs=system_attrs,
             intermediate_values={step: 0.6 + 0.1 * step for step in range(reported)}))

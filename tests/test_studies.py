@@ -129,7 +129,7 @@ def test_worker_killed_right_after_its_claim_leaves_a_stale_run_that_is_requeued
 GRACE_S = 1
 
 
-def _relaunched_worker_step(url: str, start, claimed) -> None:  # noqa: ANN001 (multiprocessing objects)
+def _relaunched_worker_step(url: str, start, claimed) -> None:  # start, claimed: multiprocessing objects
     from dropout_lab.studies.storage import open_storage, queue_lock
     from dropout_lab.studies.worker import requeue_stale_and_claim
 

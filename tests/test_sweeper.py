@@ -132,7 +132,7 @@ def test_hyperband_pruner_of_the_sweep_prunes_in_its_jobs(run_cli, tmp_path: Pat
 
 def _start_sweep(tmp_path: Path, data_root: Path, tag: str, *args: str) -> subprocess.Popen:
     env = {**os.environ, "DROPOUT_LAB_DATA": str(data_root), "DROPOUT_LAB_RESULTS": str(tmp_path / "results")}
-    log = open(tmp_path / f"sweep_{tag}.log", "w")  # noqa: SIM115 (closed with the process, below)
+    log = open(tmp_path / f"sweep_{tag}.log", "w")  # closed with the process, below
     return subprocess.Popen([*CLI, "train", "--multirun", "hydra/sweeper=optuna", "experiment=smoke", *args,
                              f"hydra.sweep.dir={tmp_path / 'multirun' / tag}"],
                             env=env, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT)

@@ -101,7 +101,8 @@ def test_nearly_full_disk_is_refused_before_training(make_cfg, tmp_path: Path, m
 
     from dropout_lab.errors import DropoutLabError
 
-    monkeypatch.setattr(sys.modules["dropout_lab.training.train"], "MIN_FREE_BYTES", 2**62)  # more than any disk has free
+    monkeypatch.setattr(sys.modules["dropout_lab.training.train"], "MIN_FREE_BYTES",
+                        2**62)  # more than any disk has free
     with pytest.raises(DropoutLabError, match="MiB free; at least"):
         train(make_cfg(), tmp_path / "run")
     assert not (tmp_path / "run" / "run.json").exists()

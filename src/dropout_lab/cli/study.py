@@ -6,13 +6,17 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from dropout_lab.errors import DropoutLabError
 from dropout_lab.studies.prepare import load_study, total_runs
 from dropout_lab.studies.runner import LOCAL, RunOptions
-from dropout_lab.studies.spec import STUDIES_DIR, load_spec, study_ref
+from dropout_lab.studies.spec import STUDIES_DIR, StudySpec, load_spec, study_ref
 from dropout_lab.studies.storage import open_storage
 from dropout_lab.studies.trial_records import progress_counts
+
+if TYPE_CHECKING:
+    import optuna
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -50,7 +54,7 @@ def _parse(argv: Sequence[str]) -> argparse.Namespace:
     return args
 
 
-def _open(args: argparse.Namespace):
+def _open(args: argparse.Namespace) -> tuple[StudySpec, RunOptions, optuna.Study]:
     spec = load_spec(args.name, args.fields)
     options = RunOptions(storage_url=args.storage, results_dir=args.results_dir)
     try:

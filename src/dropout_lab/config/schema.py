@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import II, MISSING
@@ -15,15 +15,15 @@ class DataConfig:
 
     _target_: str = "dropout_lab.data.FashionMNISTDataModule"
     root: str = "${oc.env:DROPOUT_LAB_DATA,data}"
-    system_dir: Optional[str] = "/usr/share/datasets/fashion-mnist"
+    system_dir: str | None = "/usr/share/datasets/fashion-mnist"
     download: bool = True
     batch_size: int = 256
     eval_batch_size: int = 2000
     val_size: int = 10_000
     split_seed: int = 0
     validate_on_test: bool = False
-    train_subset: Optional[int] = None
-    test_subset: Optional[int] = None
+    train_subset: int | None = None
+    test_subset: int | None = None
     shuffle_seed: int = II("seed")
     batches_per_call: int = 16
 
@@ -84,10 +84,10 @@ class OptunaTrialConfig:
     """
 
     record: bool = True
-    storage: Optional[str] = None
-    study: Optional[str] = None
-    trial: Optional[int] = None
-    heartbeat: Optional[int] = None
+    storage: str | None = None
+    study: str | None = None
+    trial: int | None = None
+    heartbeat: int | None = None
 
 
 @dataclass
@@ -118,11 +118,11 @@ class TrainConfig:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     logger: Any = None
     seed: int = 0
-    threads: Optional[int] = None
+    threads: int | None = None
     results_dir: str = "${oc.env:DROPOUT_LAB_RESULTS,results}"
     metric: str = "val_acc"
     #: lightning-hydra-template's name for ``metric`` (``hparams_search`` files set it); when set, it wins.
-    optimized_metric: Optional[str] = None
+    optimized_metric: str | None = None
     name: str = "train"
     monitor: MonitorConfig = field(default_factory=MonitorConfig)
     test_time: TestTimeConfig = field(default_factory=TestTimeConfig)
@@ -136,7 +136,7 @@ class WorkerConfig:
     """A study worker (``dropout-lab worker``): launch many with ``--multirun`` and any Hydra launcher."""
 
     study: str = MISSING
-    storage: Optional[str] = None
+    storage: str | None = None
     results_dir: str = "${oc.env:DROPOUT_LAB_RESULTS,results}"
     threads: int = 1
     heartbeat: int = 30

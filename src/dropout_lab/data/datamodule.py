@@ -83,9 +83,9 @@ class FashionMNISTDataModule(L.LightningDataModule):
                 raise InvalidValueError(field, value, "an integer >= 1")
         if not 0 < val_size < TRAIN_IMAGES:
             raise InvalidValueError("data.val_size", val_size, f"an integer in [1, {TRAIN_IMAGES - 1}]")
-        for field, value in (("data.train_subset", train_subset), ("data.test_subset", test_subset)):
-            if value is not None and value < 1:
-                raise InvalidValueError(field, value, "null or an integer >= 1")
+        for field, subset in (("data.train_subset", train_subset), ("data.test_subset", test_subset)):
+            if subset is not None and subset < 1:
+                raise InvalidValueError(field, subset, "null or an integer >= 1")
         self.root = str(Path(root).expanduser())
         self.system_dir = system_dir
         self.download = download

@@ -92,6 +92,6 @@ class PopulationDataModule(FashionMNISTDataModule):
         self.shuffle_seeds = list(shuffle_seeds)
         self.train_dtype = train_dtype
 
-    def train_dataloader(self) -> PopulationBatches:  # type: ignore[override]
+    def train_dataloader(self) -> PopulationBatches:  # type: ignore[override]  # population batches, by design
         X, y = self.splits["train"]
         return PopulationBatches(X, y, self.batch_size, self.shuffle_seeds, self.batches_per_call, self.train_dtype)

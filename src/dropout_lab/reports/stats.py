@@ -43,7 +43,7 @@ def significance(p_value: float, alpha: float = 0.05) -> str:
     return f"{word} (p = {p_value:.3g})"
 
 
-def t_interval(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float]:
+def t_interval(values: Sequence[float] | np.ndarray, confidence: float = 0.95) -> tuple[float, float]:
     """Two-sided t confidence interval for the mean (NaNs for fewer than two values)."""
     x = np.asarray(values, dtype=float)
     if len(x) < 2:

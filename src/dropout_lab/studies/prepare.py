@@ -23,6 +23,7 @@ CELL_ATTR = "cell"
 def total_runs(spec: StudySpec) -> int:
     """How many runs the study holds when finished."""
     if spec.is_tuning:
+        assert spec.n_trials is not None  # the spec check requires n_trials with a search_space
         return spec.n_trials
     return len(grid_cells(spec)) + len(spec.tuned_from) * len(spec.seeds)
 
@@ -123,6 +124,7 @@ def prepare_study(spec: StudySpec, storage: BaseStorage, wait_s: float = 60.0) -
             study.set_user_attr(key, value)
     if spec.is_tuning:
         return study
+    assert cells is not None  # built above for every grid study
     fingerprint = _fingerprint(cells)
     if not created:
         deadline = time.monotonic() + wait_s

@@ -131,7 +131,9 @@ def curves_table(study: Trials) -> pd.DataFrame:
 
 
 def instrument_table(study: Trials, name: str) -> pd.DataFrame:
-    """The tidy rows of instrument ``name`` (``activations`` or ``test_time``) of every finished run, with trial and seed."""
+    """The tidy rows of instrument ``name`` (``activations`` or ``test_time``) of every finished run,
+    with trial and seed.
+    """
     if name not in INSTRUMENTS:
         raise ValueError(f"instrument {name!r} is unknown: allowed one of {', '.join(INSTRUMENTS)}")
     parts = [_rows_of(t, name, with_params=False) for t in _final(study) if t.user_attrs.get(name)]

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from importlib.resources import files
 from pathlib import Path
-from typing import Any, Optional, cast
+from typing import Any, Literal, cast
 
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -24,7 +24,7 @@ from dropout_lab.studies.samplers import is_grid, pruner_config, sampler_config
 
 #: The study definitions shipped with the package (``DROPOUT_LAB_STUDIES`` points to another folder).
 STUDIES_DIR = Path(os.environ.get("DROPOUT_LAB_STUDIES") or str(files("dropout_lab.studies") / "definitions"))
-METRICS = {"val_acc": "maximize", "val_loss": "minimize"}
+METRICS: dict[str, Literal["minimize", "maximize"]] = {"val_acc": "maximize", "val_loss": "minimize"}
 
 
 @dataclass
@@ -32,10 +32,10 @@ class SearchDimension:
     """One tuned hyperparameter: ``float``/``int`` in [low, high] (``log`` scale optional) or ``categorical``."""
 
     type: str = MISSING
-    low: Optional[float] = None
-    high: Optional[float] = None
+    low: float | None = None
+    high: float | None = None
     log: bool = False
-    choices: Optional[list[Any]] = None
+    choices: list[Any] | None = None
 
 
 @dataclass
@@ -50,14 +50,15 @@ class StudySpec:
     name: str = MISSING
     question: str = MISSING
     epochs: int = MISSING
-    experiment: Optional[str] = None
+    experiment: str | None = None
     overrides: list[str] = field(default_factory=list)
     grid: dict[str, list[Any]] = field(default_factory=dict)
     seeds: list[int] = field(default_factory=lambda: [0])
     search_space: dict[str, SearchDimension] = field(default_factory=dict)
-    n_trials: Optional[int] = None
+    n_trials: int | None = None
     sampler: Any = "tpe"  # a short name (tpe, random, grid, cmaes, gp, ...) or {_target_: optuna.samplers.X, ...}
-    pruner: Any = "median"  # a short name (median, hyperband, successive_halving, none) or {_target_: optuna.pruners.X, ...}
+    # a short name (median, hyperband, successive_halving, none) or {_target_: optuna.pruners.X, ...}
+    pruner: Any = "median"
     metric: str = "val_acc"
     analysis: str = "compare"
     tuned_from: list[str] = field(default_factory=list)
@@ -69,7 +70,7 @@ class StudySpec:
         return bool(self.search_space)
 
     @property
-    def direction(self) -> str:
+    def direction(self) -> Literal["minimize", "maximize"]:
         return METRICS[self.metric]
 
 
@@ -149,7 +150,8 @@ def _study_file(name_or_path: str, folder: Path) -> Path:
         path = Path(folder) / f"{name_or_path}.yaml"
     if not path.is_file():
         names = ", ".join(available_studies(folder)) or "(none)"
-        raise StudySpecError(f"unknown study {name_or_path!r}: choose one of {names} in {folder}, or a path to a YAML file")
+        raise StudySpecError(f"unknown study {name_or_path!r}: choose one of {names} in {folder}, "
+                             "or a path to a YAML file")
     return path
 
 

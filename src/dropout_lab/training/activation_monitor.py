@@ -108,10 +108,12 @@ class ActivationMonitor(L.Callback):
 
     def _before_forward(self, module: nn.Module, args: Any) -> None:
         """Record this pass if it trains step 0, K, 2K, ... (and was not recorded already)."""
-        step = self._trainer.global_step
+        trainer = self._trainer
+        assert trainer is not None  # on_train_start sets it before registering this hook
+        step = trainer.global_step
         if self._is_training_pass(module) and step % self.every_n_steps == 0 and step != self._last_step:
             self._last_step = step
-            self._attach(module, source="train", epoch=self._trainer.current_epoch + 1, step=step)
+            self._attach(module, source="train", epoch=trainer.current_epoch + 1, step=step)
 
     def _after_forward(self, module: nn.Module, args: Any, output: Any) -> None:
         if self._is_training_pass(module):  # a probe pass detaches its own hooks
@@ -133,7 +135,8 @@ class ActivationMonitor(L.Callback):
         """The first ``probe_size`` validation images, taken once."""
         if self._probe is None:
             parts, n = [], 0
-            for X, _ in trainer.datamodule.val_dataloader():
+            datamodule = trainer.datamodule  # type: ignore[attr-defined]  # set by Lightning, not declared on Trainer
+            for X, _ in datamodule.val_dataloader():
                 parts.append(X[: self.probe_size - n])
                 n += len(parts[-1])
                 if n >= self.probe_size:

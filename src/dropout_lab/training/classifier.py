@@ -8,6 +8,7 @@ from typing import Any
 import lightning as L
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.core.optimizer import LightningOptimizer
 from torch import nn
 
 from dropout_lab.data.batches import BatchGroup
@@ -75,6 +76,7 @@ class Classifier(L.LightningModule):
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor] | BatchGroup, batch_idx: int) -> torch.Tensor:
         optimizer = self.optimizers()
+        assert isinstance(optimizer, LightningOptimizer)  # configure_optimizers returns one optimizer
         for X, y in batch if isinstance(batch, BatchGroup) else (batch,):
             loss = F.cross_entropy(self(X), y)
             optimizer.zero_grad(set_to_none=True)
@@ -100,12 +102,13 @@ class Classifier(L.LightningModule):
         self._evaluate(batch, "test")
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.SGD(self.parameters(), lr=self.hparams.lr, momentum=self.hparams.momentum,
-                               weight_decay=self.hparams.weight_decay)
+        return torch.optim.SGD(self.parameters(), lr=self.hparams["lr"], momentum=self.hparams["momentum"],
+                               weight_decay=self.hparams["weight_decay"])
 
 
 # Lightning's manual loop checks ``training_step``'s signature on every step
 # (``is_param_in_hook_signature`` through ``inspect``, about 30 us on this CPU); with
 # ``__signature__`` set, ``inspect`` returns it at once. It is the method's own signature, so what
 # Lightning concludes is unchanged.
-Classifier.training_step.__signature__ = inspect.signature(Classifier.training_step)
+Classifier.training_step.__signature__ = inspect.signature(  # type: ignore[attr-defined]  # functions take attributes
+    Classifier.training_step)

@@ -21,7 +21,8 @@ OUTPUT_DIR_ATTR = "output_dir"
 #: ``monitor`` and ``test_time`` only measure: the monitor's noisy probe pass uses a forked RNG and
 #: test-time evaluation runs after training, so neither changes the trained weights.
 #: ``data.batches_per_call`` only groups the same optimizer steps, in the same order.
-NON_SEMANTIC_KEYS = ("seed", "threads", "results_dir", "logger", "name", "metric", "optimized_metric", "optuna", "instantiable",
+NON_SEMANTIC_KEYS = ("seed", "threads", "results_dir", "logger", "name", "metric", "optimized_metric",
+                     "optuna", "instantiable",
                      "data.root", "data.system_dir", "data.download", "data.shuffle_seed", "data.batches_per_call",
                      "trainer.enable_progress_bar", "trainer.enable_model_summary",
                      "trainer.log_every_n_steps", "trainer.accelerator", "trainer.devices",

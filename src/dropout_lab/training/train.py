@@ -7,6 +7,7 @@ import shutil
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any, cast
 
 import lightning as L
 import optuna
@@ -70,7 +71,8 @@ def train(cfg: DictConfig, output_dir: str | Path, overrides: Sequence[str] = ()
     """
     validate_config(cfg)
     output_dir = prepare_output_dir(output_dir)
-    record = RunRecord(config=OmegaConf.to_container(cfg, resolve=True), seed=cfg.seed,
+    config = cast(dict[str, Any], OmegaConf.to_container(cfg, resolve=True))  # a DictConfig gives a str-keyed dict
+    record = RunRecord(config=config, seed=cfg.seed,
                        config_hash=config_hash(cfg), overrides=list(overrides))
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -83,7 +85,8 @@ def train(cfg: DictConfig, output_dir: str | Path, overrides: Sequence[str] = ()
         datamodule = instantiate(cfg.data)
         module = Classifier(instantiate(cfg.model), **cfg.optim)
         logger = instantiate(cfg.logger) if cfg.logger else False
-        profiler = {} if cfg.trainer.get("profiler") else {"profiler": NoProfiler()}  # keep a user's profiler
+        # keep a user's profiler
+        profiler: dict[str, Any] = {} if cfg.trainer.get("profiler") else {"profiler": NoProfiler()}
         trainer = instantiate(cfg.trainer, logger=logger, **profiler,
                               callbacks=[recorder, *([monitor] if monitor else []), *callbacks])
     start = time.perf_counter()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
 
 from hydra.core.config_store import ConfigStore
 
@@ -21,8 +21,8 @@ class OptunaSweeperConf:
     """
 
     _target_: str = "hydra_plugins.dropout_lab_optuna_sweeper.sweeper.OptunaSweeper"
-    study_name: Optional[str] = None
-    storage: Optional[str] = None
+    study_name: str | None = None
+    storage: str | None = None
     sampler: Any = "tpe"
     pruner: Any = "median"
     direction: str = "maximize"

@@ -39,9 +39,9 @@ def distribution_of(override: Override) -> BaseDistribution:
     value = override.value()
     key = override.get_key_element()
     if isinstance(value, ChoiceSweep):
-        return CategoricalDistribution(list(value.list))  # type: ignore[arg-type]  # Hydra's choices are plain values
+        return CategoricalDistribution(list(value.list))  # type: ignore[arg-type]  # Hydra's type allows lists/dicts; a choice() holds scalars
     if isinstance(value, RangeSweep):
-        return CategoricalDistribution(list(override.sweep_iterator()))  # type: ignore[arg-type]  # numbers
+        return CategoricalDistribution(list(override.sweep_iterator()))  # type: ignore[arg-type]  # range() yields ints/floats only
     if isinstance(value, IntervalSweep) and value.start is not None and value.end is not None:
         log_scale = "log" in value.tags
         if "int" in value.tags or (isinstance(value.start, int) and isinstance(value.end, int)):

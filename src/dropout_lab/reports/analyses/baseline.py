@@ -24,7 +24,8 @@ def analyze(data: StudyData) -> Report:
                                                              ylabel="test accuracy"),
                                  "Test accuracy of the two implementations: seeds, mean and 95% CI"))
     if not data.curves.empty:
-        report.figures.append(Figure("validation_curves", curve_plot(data.curves, "val_acc", "model", "validation accuracy"),
+        report.figures.append(Figure("validation_curves",
+                                     curve_plot(data.curves, "val_acc", "model", "validation accuracy"),
                                      "Validation accuracy per epoch, mean over seeds with 95% CI band"))
     row = diffs.iloc[0]
     same = row["ci_low"] <= 0 <= row["ci_high"]
@@ -34,7 +35,8 @@ def analyze(data: StudyData) -> Report:
     for _, s in summary.iterrows():
         inside = s["ci_low"] <= BOOK_TEST_ACC <= s["ci_high"]
         report.conclusions.append(
-            f"{s['model']}: mean test accuracy {s['mean']:.4f} ({level_ci(s['ci_low'], s['ci_high'])}, n={int(s['n'])}); "
+            f"{s['model']}: mean test accuracy {s['mean']:.4f} ({level_ci(s['ci_low'], s['ci_high'])}, "
+            f"n={int(s['n'])}); "
             f"the book's code gave {BOOK_TEST_ACC} on this machine, "
             + ("inside" if inside else f"{'above' if BOOK_TEST_ACC > s['ci_high'] else 'below'}")
             + " this interval.")

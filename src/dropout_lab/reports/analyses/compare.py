@@ -43,7 +43,8 @@ def analyze(data: StudyData) -> Report:
         return report
     base = {k: data.spec.grid[k][0] for k in data.keys}
     summary, diffs = summary_and_tests(data, base)
-    report.tables.append(Table("summary", summary, "Test accuracy per configuration over seeds (mean, std, n, 95% t-interval)"))
+    report.tables.append(Table("summary", summary,
+                               "Test accuracy per configuration over seeds (mean, std, n, 95% t-interval)"))
     if not diffs.empty:
         report.tables.append(Table("paired_differences", diffs, "Paired differences against the first configuration"))
     runs = data.runs.assign(config=data.label())

@@ -32,7 +32,7 @@ def rate_key(data: StudyData) -> str | None:
     """The grid key that sets the rate: the first ``model.dropout_*`` key, else any other non-technique key."""
     others = [k for k in data.keys if k != TECHNIQUE]
     rates = [k for k in others if k.startswith("model.dropout")]
-    return (rates or others or [None])[0]
+    return next(iter(rates or others), None)
 
 
 def reference_technique(data: StudyData) -> str:

@@ -229,12 +229,14 @@ def analyze(data: StudyData) -> Report:
                                    f"Validation accuracy averaged over the trailing {window} epochs, {treatment} "
                                    f"minus {reference}, paired on seeds (paired t-test, Holm across epochs)"))
     report.figures.append(Figure("curves", curves_figure(curves, order),
-                                 "Training loss, validation loss and validation accuracy per epoch (mean, 95% CI band)"))
+                                 "Training loss, validation loss and validation accuracy per epoch "
+                                 "(mean, 95% CI band)"))
     report.figures.append(Figure("generalization_gap", gap_figure(curves, order),
                                  "Validation loss minus training loss per epoch (mean, 95% CI band)"))
     if not tests.empty:
         report.figures.append(Figure("val_acc_difference", difference_figure(tests, treatment, reference),
-                                     "Validation accuracy difference per epoch, paired on seeds: mean, 95% CI band, epochs with p < 0.05"))
+                                     "Validation accuracy difference per epoch, paired on seeds: mean, 95% CI band, "
+                                     "epochs with p < 0.05"))
     if not smooth_tests.empty:
         report.figures.append(Figure("val_acc_difference_smoothed",
                                      difference_figure(smooth_tests, treatment, reference),

@@ -36,7 +36,8 @@ def paired_test(diff: Sequence[float]) -> dict[str, float]:
 
 def summarize(frame: pd.DataFrame, by: Sequence[str], metric: str) -> pd.DataFrame:
     """``summarize_over_seeds`` with a zero-width interval (not NaN) when all seeds agree exactly."""
-    zero_spread = frame.groupby(list(by), dropna=False)[metric].transform(lambda s: len(s) > 1 and s.nunique() == 1).astype(bool)
+    zero_spread = (frame.groupby(list(by), dropna=False)[metric]
+                   .transform(lambda s: len(s) > 1 and s.nunique() == 1).astype(bool))
     varied = summarize_over_seeds(frame[~zero_spread], by, metric) if (~zero_spread).any() else None
     constant = frame[zero_spread].groupby(list(by), dropna=False)[metric].agg(
         mean="mean", std="std", n="count").reset_index()

@@ -20,7 +20,8 @@ def analyze(data: StudyData) -> Report:
     rate_columns = [c for c in ("model.dropout_1", "model.dropout_2") if c in data.runs]
     rates = data.runs.groupby("noise")[rate_columns].first().reset_index()
     summary = summary.merge(rates, on="noise").sort_values("mean", ascending=False)
-    report.tables.append(Table("summary", summary, "Test accuracy of each tuned technique (its tuned rates) over seeds"))
+    report.tables.append(Table("summary", summary,
+                               "Test accuracy of each tuned technique (its tuned rates) over seeds"))
     report.tables.append(Table("vs_dropout", diffs, "Each technique minus tuned chapter dropout, paired on seeds"))
     order = list(summary["noise"])
     fig = point_plot(data.runs, "noise", METRIC, xlabel="noise technique (tuned)", ylabel="test accuracy")
@@ -40,7 +41,8 @@ def analyze(data: StudyData) -> Report:
             report.conclusions.append(f"{row['noise']} beats tuned chapter dropout: "
                                       + describe_difference(row, row["noise"], BASELINE))
     base = summary[summary["noise"] == BASELINE].iloc[0]
-    report.conclusions.append(f"Tuned chapter dropout reaches {base['mean']:.4f} ({level_ci(base['ci_low'], base['ci_high'])}).")
+    report.conclusions.append(f"Tuned chapter dropout reaches {base['mean']:.4f} "
+                              f"({level_ci(base['ci_low'], base['ci_high'])}).")
     for _, row in diffs.iterrows():
         if row["noise"] not in mentioned:
             report.conclusions.append(describe_difference(row, row["noise"], BASELINE))

@@ -87,7 +87,8 @@ def overall_asymmetry(diffs: pd.DataFrame) -> dict[str, float]:
 def lower_first_verdict(table: pd.DataFrame, overall: dict[str, float]) -> str:
     """The study's answer: does the lower-first configuration win, pair by pair and on average?"""
     if table.empty:
-        return "\u201cLower rate near the input\u201d cannot be tested: the grid has no swapped pair (p1, p2), (p2, p1)."
+        return ("\u201cLower rate near the input\u201d cannot be tested: the grid has no swapped pair "
+                "(p1, p2), (p2, p1).")
     m = len(table)
     wins = int((table["mean_diff"] > 0).sum())
     sig_for = int(((table["p_holm"] < 0.05) & (table["mean_diff"] > 0)).sum())
@@ -146,7 +147,8 @@ def analyze(data: StudyData) -> Report:
     overall = overall_asymmetry(diffs) if not diffs.empty else {}
     report.conclusions.append(lower_first_verdict(table, overall))
     report.conclusions.append(best_cell(summary))
-    report.tables.append(Table("cells", summary, "Test accuracy per (p1, p2) cell over seeds (mean, std, n, 95% t-interval)"))
+    report.tables.append(Table("cells", summary,
+                               "Test accuracy per (p1, p2) cell over seeds (mean, std, n, 95% t-interval)"))
     report.figures.append(Figure("test_accuracy_heatmap", heatmap(summary),
                                  "Mean test accuracy per (p1, p2) with the 95% CI half-width"))
     if not table.empty:

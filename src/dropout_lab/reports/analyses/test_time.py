@@ -7,9 +7,11 @@ Reads the store's ``test_time`` instrument table (see ``evaluation/mc_evaluation
 
 from __future__ import annotations
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import seaborn as sns
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure as MplFigure
 from matplotlib.ticker import NullFormatter, ScalarFormatter
 
@@ -22,7 +24,7 @@ from dropout_lab.reports.analyses.instruments import (
     summarize_metrics,
     with_holm,
 )
-from dropout_lab.reports.figures import plt, t_errorbar
+from dropout_lab.reports.figures import t_errorbar
 from dropout_lab.reports.inputs import StudyData
 from dropout_lab.reports.model import Figure, Report, Table
 from dropout_lab.reports.stats import ci_text, pct
@@ -165,7 +167,7 @@ def _answer(summary: pd.DataFrame, comp: pd.DataFrame, cost: pd.DataFrame, confi
             f"and T = {t_max} passes cost {ratio:.1f}x the time.")
 
 
-def _t_ticks(ax: plt.Axes, T: pd.Series) -> None:
+def _t_ticks(ax: Axes, T: pd.Series) -> None:
     """Ticks at the evaluated T values, written as plain numbers."""
     ax.set_xticks(sorted(T.unique()))
     ax.xaxis.set_major_formatter(ScalarFormatter())

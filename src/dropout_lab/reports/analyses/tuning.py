@@ -22,7 +22,8 @@ def _history(trials: pd.DataFrame, maximize: bool) -> Figure:
     ax.set_ylabel("validation metric (last reported epoch)")
     ax.legend()
     fig.tight_layout()
-    return Figure("optimization_history", fig, "Validation metric per trial (pruned trials at their last epoch) and best so far")
+    return Figure("optimization_history", fig,
+                  "Validation metric per trial (pruned trials at their last epoch) and best so far")
 
 
 def design_caveats(sampler: str, pruner: str, n_trials: int, trials: pd.DataFrame) -> list[str]:
@@ -79,6 +80,8 @@ def analyze(data: StudyData) -> Report:
         top = table.iloc[0]
         report.conclusions.append(f"The most important parameter is {top['param']} "
                                   f"(importance {top['importance']:.2f}).")
-    report.notes.append("Tuning uses the validation split only; the test set is used in the final comparison (ex7_noise).")
+    report.notes.append("Tuning uses the validation split only; "
+                        "the test set is used in the final comparison (ex7_noise).")
+    assert data.spec.n_trials is not None  # the spec check requires n_trials for a tuning study
     report.notes.extend(design_caveats(data.spec.sampler, data.spec.pruner, data.spec.n_trials, trials))
     return report

@@ -7,6 +7,7 @@ noisy passes (training batches, ``source=train``, and the probe batch with the n
 
 from __future__ import annotations
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import seaborn as sns
@@ -24,7 +25,6 @@ from dropout_lab.reports.analyses.instruments import (
     summarize_metrics,
     with_holm,
 )
-from dropout_lab.reports.figures import plt
 from dropout_lab.reports.inputs import StudyData
 from dropout_lab.reports.model import Figure, Report, Table
 

@@ -10,6 +10,7 @@ in-memory tensors, as ``[K, batch, 784]`` images and ``[K, batch]`` labels.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 import torch
 
@@ -87,7 +88,7 @@ class PopulationDataModule(FashionMNISTDataModule):
     ``train_dtype`` is the training images' type in the gathered batches (see ``PopulationBatches``).
     """
 
-    def __init__(self, shuffle_seeds: Sequence[int], train_dtype: torch.dtype | None = None, **kwargs) -> None:
+    def __init__(self, shuffle_seeds: Sequence[int], train_dtype: torch.dtype | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.shuffle_seeds = list(shuffle_seeds)
         self.train_dtype = train_dtype

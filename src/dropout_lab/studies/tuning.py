@@ -134,7 +134,11 @@ class Tuner:
         with self.lock:
             with quiet_experimental():
                 fail_stale_trials(self.study)
-            free = self.remaining() - self._count(TrialState.RUNNING)
+            # One read for both counts: a trial told between two reads would count in neither.
+            states = [t.state for t in self.study.get_trials(deepcopy=False, states=(*FINISHED, TrialState.RUNNING))]
+            finished = len(states) - states.count(TrialState.RUNNING)
+            budget = 0 if self._exhausted else max(self.n_trials - finished, 0)
+            free = budget - states.count(TrialState.RUNNING)
             for _ in range(max(min(k, free), 0)):
                 self._reseed()
                 with warnings.catch_warnings():  # we beat ourselves, outside study.optimize

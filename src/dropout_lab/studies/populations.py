@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -114,8 +115,8 @@ def _train_group(group: list[MemberTrial], spec: StudySpec, settings: WorkerSett
 
     module.on_leave = on_leave
     callbacks = [PruneMembers(should_prune)] if pruning else []
-    log.info("training trials %s as one population (%d members, %s)", [m.trial.number for m in group],
-             len(group), settings.population_precision)
+    log.info("pid %d: training trials %s as one population (%d members, %s)", os.getpid(),
+             [m.trial.number for m in group], len(group), settings.population_precision)
     try:
         results = fit_population(cfgs[0], datamodule, module, callbacks,  # type: ignore[arg-type]
                                  precision=settings.population_precision)

@@ -146,7 +146,7 @@ def run_study(spec: StudySpec, spec_path: str, options: RunOptions, console: Con
     log_path = Path(options.results_dir) / "studies" / spec.name / "workers.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     note = engine_note(spec, options)
-    console.print(note)
+    console.print(note, soft_wrap=True, markup=False)
     columns = [TextColumn(f"[bold]{spec.name}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("{task.fields[detail]}"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn()]
     reported: set[int] = set()

@@ -11,8 +11,8 @@
         (the runs' matmul work: 1.61 MFLOP per training image and step, 0.54 MFLOP per validation and
         test image, for the epochs each run trained) as a fraction of the matmul peak measured below,
         and the peak RSS of each worker (``VmHWM`` of the processes under ``study run``, sampled).
-  (ii)  Matmul peak, measured in this process with all cores' threads, fp32 and bf16, at the chapter's
-        shape (256 x 784 @ 784 x 256) and at 2048^3.
+  (ii)  Matmul peak, measured first in this process with all cores' threads, fp32 and bf16, at the
+        chapter's shape (256 x 784 @ 784 x 256, as one matmul or 8 in a ``bmm``) and at 2048^3.
   (iii) Independence: a population of ``--members`` chapter runs (different seeds, rates, lr, momentum)
         vs. each of them alone (a population of 1), 2 epochs: the largest absolute difference of
         their curves and final metrics, fp32 and bf16.
@@ -25,7 +25,7 @@ Ends with one line: ``population_speedup=<x> independence_max_abs_diff=<d> tost_
 and TOST p of the fastest population mode measured, and the fp32 independence figure.
 
     python benchmarks/bench_population.py            # ex1 at full budget: 80 runs x 20 epochs each way (~40 min)
-    python benchmarks/bench_population.py --quick    # < 5 min: 16 cells x 1 seed x 2 epochs on 10k images
+    python benchmarks/bench_population.py --quick    # < 5 min: 16 cells x 1 seed x 3 epochs, TOST at 5 epochs
 """
 
 from __future__ import annotations
@@ -125,22 +125,25 @@ def run_grid(args: argparse.Namespace, config: str, workdir: Path) -> dict:
 # ----------------------------------------------------------------------------------------------
 
 def matmul_peak(dtype_name: str, shape: tuple[int, int, int], threads: int, seconds: float = 1.0) -> float:
-    """Best of 3 timings of ``a @ b`` at ``shape`` (m, k, n) in FLOP/s."""
+    """Best of 3 timings of ``a @ b`` at ``shape`` (m, k, n), and of 8 such products as one ``bmm`` (what a
+    population computes), in FLOP/s."""
     import torch
 
     torch.set_num_threads(threads)
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[dtype_name]
     m, k, n = shape
     a, b = torch.randn(m, k).to(dtype), torch.randn(k, n).to(dtype)
-    for _ in range(5):
-        a @ b
+    A, B = torch.randn(8, m, k).to(dtype), torch.randn(8, k, n).to(dtype)
     best = 0.0
-    for _ in range(3):
-        count, start = 0, time.perf_counter()
-        while (elapsed := time.perf_counter() - start) < seconds / 3:
-            a @ b
-            count += 1
-        best = max(best, 2 * m * k * n * count / elapsed)
+    for product, flops in ((lambda: a @ b, 2 * m * k * n), (lambda: torch.bmm(A, B), 16 * m * k * n)):
+        for _ in range(5):
+            product()
+        for _ in range(3):
+            count, start = 0, time.perf_counter()
+            while (elapsed := time.perf_counter() - start) < seconds / 6:
+                product()
+                count += 1
+            best = max(best, flops * count / elapsed)
     return best
 
 
@@ -159,7 +162,8 @@ def _cfg(args: argparse.Namespace, root: str, epochs: int, *overrides: str):
 
 
 MEMBER_OVERRIDES = [
-    ["seed=0"], ["seed=1", "model.dropout_1=0.2", "optim.lr=0.05"], ["seed=2", "model.dropout_2=0.7", "optim.momentum=0.9"],
+    ["seed=0"], ["seed=1", "model.dropout_1=0.2", "optim.lr=0.05"],
+    ["seed=2", "model.dropout_2=0.7", "optim.momentum=0.9"],
     ["seed=3", "model.dropout_1=0.3", "optim.weight_decay=0.001"], ["seed=4", "model.dropout_1=0.1", "optim.lr=0.2"],
     ["seed=5", "model.dropout_2=0.3"], ["seed=6", "optim.lr=0.15"], ["seed=7", "model.dropout_1=0.7"],
 ]
@@ -177,7 +181,8 @@ def independence(args: argparse.Namespace, root: str, precision: str) -> float:
 
     cfgs = [_cfg(args, root, 2, *o) for o in MEMBER_OVERRIDES[:args.members]]
     together = train_population(cfgs, precision=precision)
-    return max(max_difference(t, train_population([c], precision=precision)[0]) for t, c in zip(together, cfgs, strict=True))
+    return max(max_difference(t, train_population([c], precision=precision)[0])
+               for t, c in zip(together, cfgs, strict=True))
 
 
 def paired_tost(population: list[float], per_run: list[float], margin: float = MARGIN) -> dict:
@@ -235,8 +240,8 @@ def main() -> None:
     parser.add_argument("--data-root", default=os.environ.get("DROPOUT_LAB_DATA", "/usr/share/datasets/fashion-mnist"))
     parser.add_argument("--readme", type=Path, default=HERE / "README.md")
     args = parser.parse_args()
-    if args.quick:  # 16 cells x 1 seed x 2 epochs and a 3-epoch TOST, on 10k training images
-        args.seeds, args.epochs, args.train_subset, args.tost_epochs = 1, 2, args.train_subset or 10_000, 3
+    if args.quick:  # 16 cells x 1 seed x 3 epochs, and a 5-epoch TOST
+        args.seeds, args.epochs, args.tost_epochs = 1, 3, 5
     args.data_root = str(Path(args.data_root).resolve())
     configs = [c for c in args.configs.split(",") if c]
     modes = [c for c in configs if c != "per-run"] or ["fp32"]
@@ -252,6 +257,11 @@ def main() -> None:
     print(f"bench_population: ex1 grid {n_runs} runs x {args.epochs} epoch(s) on {args.train_subset or 50_000} "
           f"images, configs {configs}, {args.repeats} repetition(s); load average {load_start}", flush=True)
 
+    threads = os.cpu_count() or 1
+    peaks = {(dtype, shape): matmul_peak(dtype, shape, threads) for dtype in ("fp32", "bf16")
+             for shape in ((256, 784, 256), (2048, 2048, 2048))}
+    print("matmul peak, " + ", ".join(f"{d} {s[0]}x{s[1]}@{s[1]}x{s[2]}: {v / 1e9:.0f} GFLOP/s"
+                                      for (d, s), v in peaks.items()), flush=True)
     grid: dict[str, list[dict]] = {c: [] for c in configs}
     with tempfile.TemporaryDirectory(prefix="bench_population_") as tmp:
         if "grid" not in skip:
@@ -262,12 +272,7 @@ def main() -> None:
                     print(f"  rep {rep + 1} {config}: {r['wall_s']:.1f} s, {r['runs']} runs ({r['completed']} "
                           f"completed), engines {r['engines']}, mean test acc {r['test_acc']:.4f}, worker peak RSS "
                           f"{[round(x) for x in r['worker_peaks_mib']]} MiB", flush=True)
-        threads = os.cpu_count() or 1
-        peaks = {(dtype, shape): matmul_peak(dtype, shape, threads) for dtype in ("fp32", "bf16")
-                 for shape in ((256, 784, 256), (2048, 2048, 2048))}
         torch.set_num_threads(threads)
-        print("matmul peak, " + ", ".join(f"{d} {s[0]}x{s[1]}@{s[1]}x{s[2]}: {v / 1e9:.0f} GFLOP/s"
-                                          for (d, s), v in peaks.items()), flush=True)
         indep = {} if "independence" in skip else {m: independence(args, tmp, m) for m in ("fp32", "bf16")}
         for mode, diff in indep.items():
             print(f"independence ({mode}, {args.members} members vs alone, 2 epochs): max abs diff {diff:.2e}",
@@ -293,7 +298,8 @@ def main() -> None:
             "from the command's start to its exit. FLOP/s: the runs' matmul work over the wall time, as a fraction "
             "of the matmul peak at the chapter's shape with all cores (fp32 peak for fp32 rows, bf16 for bf16).",
             "",
-            "| engine | options | wall s | runs per hour | speedup | GFLOP/s | of peak | mean test acc | peak RSS per worker MiB |",
+            "| engine | options | wall s | runs per hour | speedup | GFLOP/s | of peak | mean test acc "
+            "| peak RSS per worker MiB |",
             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
         ]
         for config, rs in grid.items():
@@ -334,8 +340,8 @@ def main() -> None:
                          f"{e['diff'] * 100:+.2f} | [{e['ci90'][0] * 100:+.2f}, {e['ci90'][1] * 100:+.2f}] | "
                          f"{e['p']:.2g} | {'yes' if e['p'] < 0.05 else 'no'} | {e['seconds']:.0f} |")
             print(f"TOST {mode}: diff {e['diff'] * 100:+.2f} pp, 90% CI [{e['ci90'][0] * 100:+.2f}, "
-                  f"{e['ci90'][1] * 100:+.2f}] pp, p = {e['p']:.3g} (per-run {equivalence['per-run']['seconds']:.0f} s, "
-                  f"population {e['seconds']:.0f} s)")
+                  f"{e['ci90'][1] * 100:+.2f}] pp, p = {e['p']:.3g} (per-run "
+                  f"{equivalence['per-run']['seconds']:.0f} s, population {e['seconds']:.0f} s)")
         lines.append("")
     write_section(args.readme, BEGIN, END, "\n".join(lines))
     print(f"wrote {args.readme}")

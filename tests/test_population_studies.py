@@ -15,11 +15,11 @@ from pathlib import Path
 import optuna
 import pytest
 import yaml
+from conftest import CLI, process_gone, study_if_ready, wait_for
 from omegaconf import OmegaConf
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
-from conftest import CLI, process_gone, study_if_ready, wait_for
 from dropout_lab.config.population import engine_name, group_key, parse_population, per_run_reason
 from dropout_lab.errors import InvalidValueError
 from dropout_lab.studies.run_tables import runs_table

@@ -19,8 +19,8 @@ the user's own is trained per-run instead (``config.population.per_run_reason``)
 saying why; its record's ``engine`` is ``per-run``.
 
 ``auto`` picks K per group from the device and a memory budget (``auto_population_size``), and a
-claim takes at most ``ceil(queued cells of the group / workers)`` cells, so the workers of one host
-share the queue evenly.
+claim takes at most ``ceil((queued cells of the group + running runs) / workers)`` cells, so the
+workers of one host share the end of the queue evenly.
 """
 
 from __future__ import annotations
@@ -39,15 +39,28 @@ from optuna.trial import FrozenTrial, TrialState
 
 from dropout_lab.config.compose import compose_train_config
 from dropout_lab.config.population import AUTO, group_key, per_run_reason
-from dropout_lab.studies.claims import (WorkerSettings, claim_waiting, mark_worker, requeue_interrupted,
-                                        suggest_fixed, trial_output_dir, trial_overrides)
+from dropout_lab.studies.claims import (
+    WorkerSettings,
+    claim_waiting,
+    mark_worker,
+    requeue_interrupted,
+    suggest_fixed,
+    trial_output_dir,
+    trial_overrides,
+)
 from dropout_lab.studies.prepare import CELL_ATTR, CELL_CHOICES
 from dropout_lab.studies.spec import StudySpec
 from dropout_lab.studies.storage import Heartbeat, quiet_experimental
 from dropout_lab.studies.trial_records import save_failure, save_record
 from dropout_lab.studies.tuning import Outcome
-from dropout_lab.training.population import (Member, PruneMembers, auto_population_size, build_population,
-                                             check_population, fit_population)
+from dropout_lab.training.population import (
+    Member,
+    PruneMembers,
+    auto_population_size,
+    build_population,
+    check_population,
+    fit_population,
+)
 from dropout_lab.training.run_record import RunRecord
 from dropout_lab.training.train import prepare_output_dir
 
@@ -98,8 +111,15 @@ def _train_group(group: list[MemberTrial], spec: StudySpec, settings: WorkerSett
     """Train one population of compatible members; store each record; tell early leavers at once."""
     cfgs = [m.cfg for m in group]
     assert all(cfg is not None for cfg in cfgs)
-    datamodule, module = build_population(cfgs)  # type: ignore[arg-type]
     outcomes: dict[int, Outcome] = {}
+    try:
+        datamodule, module = build_population(cfgs)  # type: ignore[arg-type]
+    except Exception as exc:  # configs that cannot share a population after all: each run fails with the reason
+        log.error("trials %s cannot train together: %s: %s", [m.trial.number for m in group], type(exc).__name__, exc)
+        for mt in group:
+            save_failure(mt.trial, f"{type(exc).__name__}: {exc}")
+            outcomes[mt.trial.number] = TrialState.FAIL
+        return outcomes
 
     def on_leave(number: int, member: Member) -> None:  # diverged or pruned: stored and told now
         mt = group[number]
@@ -121,14 +141,14 @@ def _train_group(group: list[MemberTrial], spec: StudySpec, settings: WorkerSett
         results = fit_population(cfgs[0], datamodule, module, callbacks,  # type: ignore[arg-type]
                                  precision=settings.population_precision)
     except (KeyboardInterrupt, SystemExit):
-        for mt, result in zip(group, module.results()):
+        for mt, result in zip(group, module.results(), strict=True):
             if not mt.stored:
                 mt.store(result)  # failed, with the interruption as reason; the caller re-queues the trial
         raise
     except Exception as exc:
         log.error("population of trials %s failed: %s: %s", [m.trial.number for m in group], type(exc).__name__, exc)
         results = module.results()
-    for mt, result in zip(group, results):
+    for mt, result in zip(group, results, strict=True):
         if not mt.stored:
             mt.store(result)
             outcomes[mt.trial.number] = outcome_of(result, spec.metric)
@@ -212,7 +232,8 @@ class GridPacker:
         """Re-queue stale runs, then claim the next population: (trial ids, whether it is a population).
 
         The group is that of the oldest queued cell; the claim takes at most K of its cells, and at
-        most ``ceil(queued cells of the group / workers)``.
+        most this worker's share of what is left, ``ceil((queued cells of the group + running runs) / workers)``,
+        so that the last populations are split between the workers instead of left to one.
         """
         with lock, quiet_experimental():
             fail_stale_trials(self.study)
@@ -222,7 +243,9 @@ class GridPacker:
             key = group_key(_cell(waiting[0]))
             size = self._size(key, _cell(waiting[0]))
             same = [t for t in waiting if group_key(_cell(t)) == key]
-            limit = min(size, max(1, math.ceil(len(same) / max(self.settings.workers, 1))))
+            running = len(self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+            share = math.ceil((len(same) + running) / max(self.settings.workers, 1))  # this worker's fair share
+            limit = min(size, max(1, share))
             return claim_waiting(self.study, self.storage, same, limit=limit), size > 1
 
 
@@ -239,7 +262,7 @@ def run_grid_population(study: optuna.Study, storage: BaseStorage, trial_ids: Se
     trials = [optuna.Trial(study, trial_id) for trial_id in trial_ids]
     choices = study.user_attrs.get(CELL_CHOICES, {})
     told: set[int] = set()
-    ids = {trial.number: trial_id for trial, trial_id in zip(trials, trial_ids)}
+    ids = {trial.number: trial_id for trial, trial_id in zip(trials, trial_ids, strict=True)}
     with Heartbeat(storage) as heartbeat:
         for trial_id in trial_ids:
             heartbeat.add(trial_id)
@@ -250,7 +273,7 @@ def run_grid_population(study: optuna.Study, storage: BaseStorage, trial_ids: Se
             told.add(trial.number)
 
         try:
-            for trial, trial_id in zip(trials, trial_ids):
+            for trial, trial_id in zip(trials, trial_ids, strict=True):
                 suggest_fixed(trial, storage.get_trial(trial_id).user_attrs[CELL_ATTR], choices)
             outcomes = train_trials(trials, [dict(t.params) for t in trials], spec, settings, tell=tell,
                                     per_run=per_run, pruning=False)
@@ -259,6 +282,6 @@ def run_grid_population(study: optuna.Study, storage: BaseStorage, trial_ids: Se
                 if trial.number not in told:
                     requeue_interrupted(study, trial)
             raise
-        for trial, outcome in zip(trials, outcomes):
+        for trial, outcome in zip(trials, outcomes, strict=True):
             if trial.number not in told:
                 tell(trial, outcome)

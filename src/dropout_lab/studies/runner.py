@@ -94,7 +94,8 @@ def engine_note(spec: StudySpec, options: RunOptions) -> str:
         return f"study {spec.name}: population={options.population} requested"
     reason = per_run_reason(cfg)
     if reason is not None:
-        return f"study {spec.name}: population={options.population} requested, but its runs use the per-run engine: {reason}"
+        return (f"study {spec.name}: population={options.population} requested, but its runs use the per-run "
+                f"engine: {reason}")
     return (f"study {spec.name}: population engine (population={options.population}, "
             f"{options.population_precision}): compatible runs train together as one fused network")
 

@@ -29,8 +29,16 @@ from optuna_integration import PyTorchLightningPruningCallback
 from dropout_lab.config.compose import compose_train_config
 from dropout_lab.config.population import check_precision, parse_population
 from dropout_lab.errors import InvalidValueError
-from dropout_lab.studies.claims import (WORKER_ATTR, WorkerSettings, claim_waiting, mark_worker, requeue_interrupted,
-                                        suggest_fixed, trial_output_dir, trial_overrides)
+from dropout_lab.studies.claims import (
+    WORKER_ATTR,
+    WorkerSettings,
+    claim_waiting,
+    mark_worker,
+    requeue_interrupted,
+    suggest_fixed,
+    trial_output_dir,
+    trial_overrides,
+)
 from dropout_lab.studies.grid import run_overrides
 from dropout_lab.studies.populations import GridPacker, population_size, run_grid_population, train_trials
 from dropout_lab.studies.prepare import CELL_ATTR, CELL_CHOICES, load_study
@@ -184,7 +192,7 @@ def run_tuning(spec: StudySpec, settings: WorkerSettings) -> int:
 
 
 def check_settings(settings: WorkerSettings) -> WorkerSettings:
-    """Normalise ``population`` (1, K or ``auto``) and check ``population_precision`` and ``workers``, naming the field."""
+    """Normalise ``population`` (1, K or ``auto``); check ``population_precision`` and ``workers``, naming the field."""
     settings.population = parse_population(settings.population)
     check_precision(settings.population_precision)
     if settings.workers < 1:

@@ -40,8 +40,14 @@ import torch.nn.functional as F
 from hydra.utils import execution_whitelist, instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from dropout_lab.config.population import (MEMBER_KEYS, MODEL_TECHNIQUES, NOISY_TARGET, PRECISIONS, engine_name,
-                                           is_member_key)
+from dropout_lab.config.population import (
+    MEMBER_KEYS,
+    MODEL_TECHNIQUES,
+    NOISY_TARGET,
+    PRECISIONS,
+    engine_name,
+    is_member_key,
+)
 from dropout_lab.config.targets import INSTANTIABLE_TARGETS
 from dropout_lab.config.validate import validate_config
 from dropout_lab.data.population_batches import PopulationBatches, PopulationBatchGroup, PopulationDataModule
@@ -49,6 +55,7 @@ from dropout_lab.errors import InvalidValueError, RunDivergedError
 from dropout_lab.models.population_mlp import StackedMLP
 from dropout_lab.training.profiler import NoProfiler
 from dropout_lab.training.run_record import config_hash
+from dropout_lab.training.train import quiet_lightning
 
 log = logging.getLogger(__name__)
 
@@ -402,6 +409,7 @@ def fit_population(cfg: DictConfig, datamodule: PopulationDataModule, module: Po
         member.engine = engine
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    quiet_lightning()
     with execution_whitelist(INSTANTIABLE_TARGETS):
         trainer = instantiate(cfg.trainer, logger=False, profiler=NoProfiler(), callbacks=list(callbacks),
                               **trainer_kwargs)
@@ -441,7 +449,7 @@ AUTO_MEMORY_SHARE = 0.5
 
 
 def population_device(cfg: DictConfig) -> str:
-    """``cuda`` or ``cpu``: where a run of ``cfg`` trains (``trainer.accelerator``, ``auto`` as Lightning resolves it)."""
+    """``cuda`` or ``cpu``: where a run of ``cfg`` trains (``trainer.accelerator``; ``auto``: CUDA if available)."""
     accelerator = str(cfg.trainer.accelerator)
     if accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available()):
         return "cuda"
@@ -454,7 +462,7 @@ def member_bytes(cfg: DictConfig) -> int:
     evaluation batch's activations (float32)."""
     m, d = cfg.model, cfg.data
     widths = [784, m.num_hiddens_1, m.num_hiddens_2, m.num_outputs]
-    params = sum(a * b + b for a, b in zip(widths, widths[1:]))
+    params = sum(a * b + b for a, b in zip(widths, widths[1:], strict=False))
     train = d.batch_size * (widths[0] + 4 * (widths[1] + widths[2]) + 3 * widths[3])
     evaluation = 2 * d.eval_batch_size * sum(widths[1:])
     return 4 * (4 * params + train + evaluation)

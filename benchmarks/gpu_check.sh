@@ -70,13 +70,14 @@ wall = time.perf_counter() - start
 rows.append(("per-run", 1, "fp32", wall, 3600 / wall, rec.final["test_acc"]))
 print(f"per-run: {wall:.1f} s per run, {3600 / wall:,.0f} runs/h", flush=True)
 for precision in precisions:
+    train_population([member(0)], precision=precision)  # kernels and autocast of this precision: not timed
     for K in sizes:
         cfgs = [member(s) for s in range(K)]
         sync(); start = time.perf_counter()
         results = train_population(cfgs, precision=precision); sync()
         wall = time.perf_counter() - start
         acc = statistics.fmean(r["final"]["test_acc"] for r in results if r["final"])
-        rows.append((f"population", K, precision, wall, K * 3600 / wall, acc))
+        rows.append(("population", K, precision, wall, K * 3600 / wall, acc))
         print(f"population K={K} {precision}: {wall:.1f} s, {K * 3600 / wall:,.0f} runs/h, "
               f"peak GPU memory {torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else 0:.1f} GiB",
               flush=True)

@@ -237,3 +237,52 @@ def test_worker_config_takes_the_population_settings() -> None:
     cfg = OmegaConf.merge(OmegaConf.structured(WorkerConfig), {"study": "x", "population": 8})
     assert cfg.population == "8" and cfg.population_precision == "fp32" and cfg.workers == 1
     assert json.loads(json.dumps(OmegaConf.to_container(cfg)))["population"] == "8"
+
+
+def _catch_sigint() -> None:
+    """Undo an inherited SIG_IGN, so the study process sees Ctrl-C as in a terminal (see test_interrupts.py)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+@pytest.mark.slow
+def test_ctrl_c_fails_and_requeues_every_member_and_a_relaunch_finishes(data_root: Path, tmp_path: Path) -> None:
+    spec = tmp_path / "sigint.yaml"
+    spec.write_text(yaml.safe_dump({"name": "sigint", "question": "q", "experiment": "smoke", "epochs": 60,
+                                    "grid": {"model.dropout_1": [0.2, 0.5]}, "seeds": [0, 1]}))
+    env = {**os.environ, "DROPOUT_LAB_DATA": str(data_root), "DROPOUT_LAB_RESULTS": str(tmp_path / "results")}
+    cmd = [*CLI, "study", "run", str(spec), "--population", "4"]
+    db, workers_log = tmp_path / "results" / "studies.db", tmp_path / "results" / "studies" / "sigint" / "workers.log"
+    proc = subprocess.Popen(cmd, env=env, cwd=tmp_path, start_new_session=True, preexec_fn=_catch_sigint,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+    def population_in_training() -> list[int]:
+        study = study_if_ready(db, "sigint")
+        running = {t.number for t in study.get_trials(states=(TrialState.RUNNING,))} if study else set()
+        text = workers_log.read_text() if workers_log.exists() else ""
+        found = re.search(r"training trials \[([\d, ]+)\] as one population", text)
+        members = [int(n) for n in found.group(1).split(",")] if found else []
+        return members if members and set(members) <= running else []
+
+    try:
+        members = wait_for(population_in_training, "a population in training")
+        os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C: the runner passes it on to its worker
+        output, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode != 0 and "relaunch the same command to resume" in output
+    study = _study(tmp_path, "sigint")
+    assert members == [0, 1, 2, 3]
+    for number in members:  # every member: failed with the interruption as reason, its record stored, re-queued
+        trial = study.trials[number]
+        assert trial.state == TrialState.FAIL
+        assert trial.user_attrs["reason"].startswith(("KeyboardInterrupt", "SystemExit"))
+        assert trial.user_attrs["engine"] == "population(K=4, fp32)" and trial.user_attrs["status"] == "failed"
+    assert len(study.get_trials(states=(TrialState.WAITING,))) == 4
+    assert not study.get_trials(states=(TrialState.RUNNING,))
+
+    out = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    completed = Counter(_cell(t) for t in _study(tmp_path, "sigint").get_trials(states=(TrialState.COMPLETE,)))
+    assert len(completed) == 4 and set(completed.values()) == {1}

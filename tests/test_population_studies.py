@@ -95,6 +95,18 @@ def test_bf16_populations_name_their_engine_and_stay_close_to_a_member_alone(mak
     assert diff <= 1e-2, diff  # bf16 matmuls: the figure is measured in benchmarks/bench_population.py
 
 
+def test_the_report_design_says_which_engines_ran() -> None:
+    import pandas as pd
+
+    from dropout_lab.reports.writer import design_lines
+    from dropout_lab.studies.spec import load_spec
+
+    runs = pd.DataFrame({"state": ["COMPLETE"] * 3, "wall_time_s": [1.0] * 3,
+                         "engine": ["population(K=2, bf16)", "population(K=2, bf16)", "per-run"]})
+    (line,) = [line for line in design_lines(load_spec("ex1_rates"), runs) if line.startswith("- engine:")]
+    assert "`population(K=2, bf16)` (2 runs)" in line and "`per-run` (1 run)" in line
+
+
 # Grid studies
 
 

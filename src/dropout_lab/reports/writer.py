@@ -38,7 +38,8 @@ def design_lines(spec: StudySpec, runs: pd.DataFrame) -> list[str]:
                  f"training wall time: {runs['wall_time_s'].sum() / 60:.1f} min on this machine")
     if "engine" in runs and runs["engine"].notna().any():
         engines = runs["engine"].value_counts()
-        lines.append("- engine: " + ", ".join(f"`{name}` ({count} runs)" for name, count in engines.items())
+        lines.append("- engine: " + ", ".join(f"`{name}` ({count} run{'s' if count != 1 else ''})"
+                                         for name, count in engines.items())
                      + " (`per-run`: one run per process at a time; `population(K=..., precision)`: K runs fused"
                        " into one stacked network, see the README's Populations section)")
     lines.append("- selection metric: validation split held out of the training images; final numbers: test set")

@@ -75,9 +75,10 @@ test: setup postgres lint
 test-quick: setup
 	$(BIN)/python -m pytest -q -m "not slow"
 
-# Speed at full budget (about 20 min on 2 cores; results in temporary folders): one run vs. a
+# Speed at full budget (about 1 h on 2 cores; results in temporary folders): one run vs. a
 # hand-written loop, the book's DataLoader and the book's own d2l code (installed here without its
-# pinned dependencies), then sweeps. Rewrites the tables in benchmarks/README.md.
+# pinned dependencies), then sweeps, then populations vs. per-run on the ex1 grid (about 40 min).
+# Rewrites the tables in benchmarks/README.md.
 bench: setup
 	@$(BIN)/python -c "import d2l" 2>/dev/null || { $(BIN)/pip install -q --no-deps d2l==1.0.3 && \
 	  $(BIN)/pip install -q -c requirements.lock ipython matplotlib-inline requests; }
@@ -85,6 +86,7 @@ bench: setup
 	$(BIN)/python benchmarks/bench_overhead.py
 	$(BIN)/python benchmarks/bench_sweep.py
 	$(BIN)/python benchmarks/bench_startup.py
+	$(BIN)/python benchmarks/bench_population.py
 
 clean:
 	rm -rf results outputs multirun .pytest_cache

@@ -6,8 +6,8 @@ validation on 10k every epoch. Variants, interleaved in one process (``--repeats
   single concise / single scratch   ``train()`` (the per-run path: ``Classifier`` + ``lightning.Trainer``)
                                     with ``model=concise`` (``nn.Dropout``) and ``model=scratch``
   population K                      ``train_population`` of K ``model=concise`` runs (seeds 0..K-1)
-  population K bf16                 the same with ``precision="bf16-mixed"`` (``--bf16``; not yet
-                                    checked for equivalence with fp32 runs)
+  population K bf16                 the same with ``precision="bf16"`` (bf16 autocast, ``--bf16``;
+                                    equivalence with fp32 runs: ``bench_population.py``'s TOST)
 
 Seconds per epoch are the runs' ``curves[].seconds`` (training + validation; a population member's is
 its share, the population's epoch time / K), averaged over epochs 2..E (epoch 1 warms up); the
@@ -53,7 +53,7 @@ def measure(args: argparse.Namespace, variant: tuple[str, int, bool], root: str)
         (cfg,) = _cfgs(args, kind.split()[1], range(1), root)
         with tempfile.TemporaryDirectory(dir=root) as out:
             return _per_epoch(train(cfg, out).curves)
-    results = train_population(_cfgs(args, "concise", range(K), root), **({"precision": "bf16-mixed"} if bf16 else {}))
+    results = train_population(_cfgs(args, "concise", range(K), root), precision="bf16" if bf16 else "fp32")
     assert all(r["status"] == "completed" for r in results), [r["reason"] for r in results]
     return statistics.fmean(_per_epoch(r["curves"]) for r in results)
 

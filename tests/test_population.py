@@ -40,7 +40,7 @@ def generators(*seeds: int) -> list[torch.Generator]:
 
 def max_curve_difference(first: dict, second: dict) -> float:
     assert [row["epoch"] for row in first["curves"]] == [row["epoch"] for row in second["curves"]]
-    diffs = [abs(a[k] - b[k]) for a, b in zip(first["curves"], second["curves"]) for k in CURVE_KEYS]
+    diffs = [abs(a[k] - b[k]) for a, b in zip(first["curves"], second["curves"], strict=True) for k in CURVE_KEYS]
     diffs += [abs(first["final"][k] - second["final"][k]) for k in first["final"]]
     return max(diffs)
 
@@ -183,9 +183,10 @@ def test_each_member_shuffles_with_its_own_seed_whatever_its_mates() -> None:
     for _ in range(2):  # two passes: a new permutation each
         batches_pair = [b for group in pair for b in group]
         batches_alone = [b for group in alone for b in group]
-        for (Xp, yp), (_, ya), (Xs, ys) in zip(batches_pair, batches_alone, single, strict=True):
+        for (Xp, yp), (Xa, ya), (Xs, ys) in zip(batches_pair, batches_alone, single, strict=True):
             assert Xp.shape == (2, len(ys), 1)
             assert torch.equal(yp[1], ya[0]) and torch.equal(ya[0], ys) and torch.equal(Xp[1, :, 0], Xs[:, 0])
+            assert torch.equal(Xa[0], Xp[1])
     assert len(pair) == 2 and pair.steps == 3
 
 

@@ -67,7 +67,8 @@ def worker_app(cfg: DictConfig) -> float:
         settings = WorkerSettings(
             storage_url=cfg.storage or default_storage_url(cfg.results_dir),
             results_dir=cfg.results_dir, heartbeat_interval=cfg.heartbeat, worker_index=cfg.worker,
-            extra_overrides=[f"threads={cfg.threads}", *cfg.overrides])
+            extra_overrides=[f"threads={cfg.threads}", *cfg.overrides], population=cfg.population,
+            population_precision=cfg.population_precision, workers=cfg.workers)
         log.info("worker %d (pid %d on %s) works on study %s", cfg.worker, os.getpid(), socket.gethostname(),
                  spec.name)
         done = run_worker(spec, settings)

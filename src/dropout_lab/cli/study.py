@@ -35,6 +35,11 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--heartbeat", type=int, default=30, help="seconds between worker heartbeats")
     run.add_argument("--launcher", default=LOCAL,
                      help=f"{LOCAL!r}: one process per worker (default); or a Hydra launcher (submitit_local, ...)")
+    run.add_argument("--population", default="1", metavar="K|auto|1",
+                     help="train up to K compatible runs together as one fused population per worker; 'auto' "
+                          "picks K from the device and free memory; 1 (default): one run at a time")
+    run.add_argument("--population-precision", default="fp32", choices=["fp32", "bf16"],
+                     help="numeric mode of populations: fp32 (default) or bf16 autocast")
     run.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
                      help="extra Hydra override for every run (repeatable)")
     sub.choices["export"].add_argument("--out", help="folder for the tables (default: results/studies/NAME/export)")
@@ -79,11 +84,14 @@ def study_main(argv: Sequence[str]) -> int:
         if args.action == "run":
             if args.jobs < 1:
                 raise DropoutLabError(f"--jobs={args.jobs} is invalid: allowed an integer >= 1")
+            from dropout_lab.config.population import parse_population
             from dropout_lab.studies.runner import run_study
 
+            population = str(parse_population(args.population, "--population"))
             spec = load_spec(args.name, args.fields)
             options = RunOptions(jobs=args.jobs, storage_url=args.storage, results_dir=args.results_dir,
-                                 heartbeat=args.heartbeat, overrides=args.override, launcher=args.launcher)
+                                 heartbeat=args.heartbeat, overrides=args.override, launcher=args.launcher,
+                                 population=population, population_precision=args.population_precision)
             counts = run_study(spec, study_ref(args.name, args.fields), options)
         else:
             spec, options, study = _open(args)

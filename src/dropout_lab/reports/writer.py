@@ -36,6 +36,12 @@ def design_lines(spec: StudySpec, runs: pd.DataFrame) -> list[str]:
     finished = runs[runs["state"] == "COMPLETE"] if "state" in runs else runs
     lines.append(f"- runs finished: {len(finished)}; failed: {int((runs.get('state') == 'FAIL').sum())}; "
                  f"training wall time: {runs['wall_time_s'].sum() / 60:.1f} min on this machine")
+    if "engine" in runs and runs["engine"].notna().any():
+        engines = runs["engine"].value_counts()
+        lines.append("- engine: " + ", ".join(f"`{name}` ({count} run{'s' if count != 1 else ''})"
+                                         for name, count in engines.items())
+                     + " (`per-run`: one run per process at a time; `population(K=..., precision)`: K runs fused"
+                       " into one stacked network, see the README's Populations section)")
     lines.append("- selection metric: validation split held out of the training images; final numbers: test set")
     return lines
 

@@ -40,6 +40,8 @@ class RunOptions:
     heartbeat: int = 30
     overrides: list[str] = field(default_factory=list)
     launcher: str = LOCAL
+    population: str = "1"
+    population_precision: str = "fp32"
 
     @property
     def storage(self) -> str:
@@ -58,7 +60,9 @@ def worker_command(spec_path: str, options: RunOptions, index: int | None = None
     study = "'" + spec_path.replace("'", "\\'") + "'"  # a study reference: name or path, then field overrides
     cmd = [sys.executable, "-m", "dropout_lab.cli", "worker", f"study={study}",
            f"storage={options.storage}", f"results_dir={options.results_dir}",
-           f"threads={options.threads}", f"heartbeat={options.heartbeat}", f"overrides=[{quoted}]"]
+           f"threads={options.threads}", f"heartbeat={options.heartbeat}", f"overrides=[{quoted}]",
+           f"population={options.population}", f"population_precision={options.population_precision}",
+           f"workers={options.jobs}"]
     if index is not None:
         cmd.append(f"worker={index}")
     elif options.jobs > 1:
@@ -73,6 +77,27 @@ def worker_commands(spec_path: str, options: RunOptions) -> list[list[str]]:
     if options.launcher == LOCAL:
         return [worker_command(spec_path, options, index) for index in range(options.jobs)]
     return [worker_command(spec_path, options)]
+
+
+def engine_note(spec: StudySpec, options: RunOptions) -> str:
+    """One line saying which engine the study's runs use (populations may fall back to per-run)."""
+    if str(options.population) == "1":
+        return f"study {spec.name}: per-run engine (one run at a time per worker)"
+    from dropout_lab.config.compose import compose_train_config
+    from dropout_lab.config.population import per_run_reason
+    from dropout_lab.studies.grid import grid_cells, run_overrides
+
+    cell = (grid_cells(spec) or [{"seed": spec.seeds[0]}])[0]
+    try:
+        cfg = compose_train_config([*run_overrides(spec, cell), *options.overrides])
+    except Exception:  # the workers report a bad override per run
+        return f"study {spec.name}: population={options.population} requested"
+    reason = per_run_reason(cfg)
+    if reason is not None:
+        return (f"study {spec.name}: population={options.population} requested, but its runs use the per-run "
+                f"engine: {reason}")
+    return (f"study {spec.name}: population engine (population={options.population}, "
+            f"{options.population_precision}): compatible runs train together as one fused network")
 
 
 def _note(log: IO[str], message: str) -> None:
@@ -121,11 +146,14 @@ def run_study(spec: StudySpec, spec_path: str, options: RunOptions, console: Con
         return counts
     log_path = Path(options.results_dir) / "studies" / spec.name / "workers.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
+    note = engine_note(spec, options)
+    console.print(note, soft_wrap=True, markup=False)
     columns = [TextColumn(f"[bold]{spec.name}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("{task.fields[detail]}"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn()]
     reported: set[int] = set()
     with open(log_path, "a") as log:
         workers = start_workers(worker_commands(spec_path, options), log)
+        _note(log, note)
         for worker in workers:
             _note(log, f"worker {worker.index} started: pid {worker.pid}: {' '.join(worker.command)}")
         try:

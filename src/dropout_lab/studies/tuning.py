@@ -15,7 +15,8 @@ Policies every caller shares:
   whose beats stopped are failed and re-queued once by Optuna (``fail_stale_trials`` with the storage's
   ``RetryHeartbeatStaleTrialCallback``), and the next ask takes them first. A beating trial is never failed.
 
-A later engine can ask for K trials at once (``ask(k)``), train them its own way and ``tell`` each.
+The population engine asks for K trials at once (``ask(k)``, ``run(evaluate, batch=K)``), trains them as one
+fused population and tells each (a pruned or diverged member as soon as it leaves).
 """
 
 from __future__ import annotations
@@ -182,6 +183,9 @@ class Tuner:
     def run(self, evaluate: Callable[[list[optuna.Trial]], Sequence[Outcome]], batch: int = 1) -> int:
         """Ask up to ``batch`` trials, ``evaluate`` them, tell each outcome, until :meth:`remaining` is 0.
 
+        ``evaluate`` may :meth:`tell` some of its trials itself as soon as they end (a population member
+        pruned or diverged while its mates train on); ``run`` tells the others.
+
         While running trials of other workers fill the budget it waits for them (with heartbeats, a
         dead one is re-queued and taken here); without heartbeats it stops. Returns the trials it told.
         """
@@ -196,7 +200,8 @@ class Tuner:
                 continue
             outcomes = list(evaluate(trials))
             for trial, outcome in zip(trials, outcomes, strict=True):
-                self.tell(trial, outcome)
+                if trial.number in self._pending:  # ``evaluate`` may have told some itself (a member that left early)
+                    self.tell(trial, outcome)
             told += len(trials)
         return told
 

@@ -7,16 +7,17 @@ stops beating; the first worker (or relaunch) that notices re-queues its run onc
 (``RetryHeartbeatStaleTrialCallback``). Ctrl-C marks the current run failed and re-queues it
 before the worker exits. Tuning goes through the ask/tell core shared with the Hydra sweeper
 (:mod:`dropout_lab.studies.tuning`).
+
+Two engines: ``population=1`` (the default) trains one run at a time with ``training.train.train``
+(``engine: per-run`` in its record); ``population=K`` or ``auto`` claims or asks up to K compatible
+runs at once and trains them as one fused population (:mod:`dropout_lab.studies.populations`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import os
-import socket
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import optuna
@@ -26,17 +27,23 @@ from optuna.trial import TrialState
 from optuna_integration import PyTorchLightningPruningCallback
 
 from dropout_lab.config.compose import compose_train_config
+from dropout_lab.config.population import check_precision, parse_population
+from dropout_lab.errors import InvalidValueError
+from dropout_lab.studies.claims import (
+    WORKER_ATTR,
+    WorkerSettings,
+    claim_waiting,
+    mark_worker,
+    requeue_interrupted,
+    suggest_fixed,
+    trial_output_dir,
+    trial_overrides,
+)
 from dropout_lab.studies.grid import run_overrides
+from dropout_lab.studies.populations import GridPacker, population_size, run_grid_population, train_trials
 from dropout_lab.studies.prepare import CELL_ATTR, CELL_CHOICES, load_study
 from dropout_lab.studies.spec import StudySpec
-from dropout_lab.studies.storage import (
-    Heartbeat,
-    heartbeat_interval,
-    open_storage,
-    queue_lock,
-    quiet_experimental,
-    retry_callback,
-)
+from dropout_lab.studies.storage import Heartbeat, heartbeat_interval, open_storage, queue_lock, quiet_experimental
 from dropout_lab.studies.trial_records import save_failure, save_record
 from dropout_lab.studies.tuning import Outcome, Tuner
 from dropout_lab.training.run_record import RunRecord
@@ -44,49 +51,21 @@ from dropout_lab.training.train import train
 
 log = logging.getLogger(__name__)
 
-#: User attribute naming the worker process (host, pid) that runs or ran a trial.
-WORKER_ATTR = "worker"
-
-
-@dataclass
-class WorkerSettings:
-    """Where a worker stores and writes, and what it adds to every run's overrides."""
-
-    storage_url: str
-    results_dir: str
-    extra_overrides: list[str] = field(default_factory=list)
-    heartbeat_interval: int | None = 30
-    poll_s: float = 2.0
-    worker_index: int = 0
+__all__ = ["WORKER_ATTR", "WorkerSettings", "run_worker"]
 
 
 def _claim_waiting(study: optuna.Study, storage: BaseStorage) -> int | None:
-    """Move one WAITING trial to RUNNING and return its id (None when the queue is empty).
-
-    With heartbeats, a heartbeat is recorded *before* the claim: Optuna never counts a RUNNING
-    trial without any heartbeat as stale, so a worker killed between its claim and its heartbeat
-    thread's first beat would otherwise leave the run RUNNING forever.
-    """
-    record_heartbeat = getattr(storage, "record_heartbeat", None) if heartbeat_interval(storage) else None
-    study_id = storage.get_study_id_from_name(study.study_name)
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
-        try:
-            trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, trial.number)
-            if record_heartbeat:
-                record_heartbeat(trial_id)
-            if storage.set_trial_state_values(trial_id, state=TrialState.RUNNING):
-                return trial_id
-        except (optuna.exceptions.UpdateFinishedTrialError, optuna.exceptions.StorageInternalError):
-            continue
-    return None
+    """Move one WAITING trial to RUNNING and return its id (None when the queue is empty); see ``claim_waiting``."""
+    claimed = claim_waiting(study, storage, study.get_trials(deepcopy=False, states=(TrialState.WAITING,)), limit=1)
+    return claimed[0] if claimed else None
 
 
 def _train_trial(study: optuna.Study, trial: optuna.Trial, spec: StudySpec, settings: WorkerSettings,
                  params: dict, callbacks: list) -> RunRecord:
     """Compose and train one run for ``trial``; store its record in the trial's user attributes."""
-    trial.set_user_attr(WORKER_ATTR, {"host": socket.gethostname(), "pid": os.getpid()})  # who runs it
-    overrides = run_overrides(spec, params) + [f"results_dir={settings.results_dir}", *settings.extra_overrides]
-    output_dir = str(Path(settings.results_dir) / "studies" / spec.name / f"trial_{trial.number:05d}")
+    mark_worker(trial)  # who runs it
+    overrides = trial_overrides(spec, settings, params)
+    output_dir = trial_output_dir(spec, settings, trial)
     try:
         record = train(compose_train_config(overrides), output_dir, overrides, callbacks=callbacks)
     except BaseException as exc:
@@ -99,35 +78,29 @@ def _train_trial(study: optuna.Study, trial: optuna.Trial, spec: StudySpec, sett
     return record
 
 
-def _requeue_interrupted(study: optuna.Study, trial: optuna.Trial) -> None:
-    """Fail an interrupted run and queue it again, as the heartbeat does for a killed worker."""
-    with quiet_experimental():
-        retry_callback()(study, study.tell(trial, state=TrialState.FAIL))
-
-
-def _suggest_fixed(trial: optuna.Trial, fixed: dict, choices: dict[str, list]) -> None:
-    """Record a queued cell's values as params: numbers as point ranges (compatible when a grid
-    grows), text as a choice among the values the study's cells take."""
-    for key, value in sorted(fixed.items()):
-        if isinstance(value, bool) or value is None or isinstance(value, str):
-            trial.suggest_categorical(key, choices.get(key, [value]))
-        elif isinstance(value, int):
-            trial.suggest_int(key, value, value)
-        else:
-            trial.suggest_float(key, float(value), float(value))
+def _per_run_outcome(study: optuna.Study, trial: optuna.Trial, spec: StudySpec, settings: WorkerSettings,
+                     params: dict, callbacks: list) -> Outcome:
+    """Train one trial per-run; its outcome (metric, PRUNED or FAIL with the reason logged). Ctrl-C propagates."""
+    try:
+        return _train_trial(study, trial, spec, settings, params, callbacks).final[spec.metric]
+    except optuna.TrialPruned:
+        return TrialState.PRUNED
+    except Exception as exc:
+        log.error("trial %d failed: %s: %s", trial.number, type(exc).__name__, exc)
+        return TrialState.FAIL
 
 
 def _run_grid_trial(study: optuna.Study, storage: BaseStorage, trial_id: int, spec: StudySpec,
                     settings: WorkerSettings) -> None:
     trial = optuna.Trial(study, trial_id)
     fixed = storage.get_trial(trial_id).user_attrs[CELL_ATTR]
-    _suggest_fixed(trial, fixed, study.user_attrs.get(CELL_CHOICES, {}))
+    suggest_fixed(trial, fixed, study.user_attrs.get(CELL_CHOICES, {}))
     with Heartbeat(storage) as heartbeat:
         heartbeat.add(trial_id)
         try:
             record = _train_trial(study, trial, spec, settings, dict(trial.params), callbacks=[])
         except (KeyboardInterrupt, SystemExit):
-            _requeue_interrupted(study, trial)
+            requeue_interrupted(study, trial)
             raise
         except Exception as exc:
             log.error("trial %d failed: %s: %s", trial.number, type(exc).__name__, exc)
@@ -145,15 +118,26 @@ def requeue_stale_and_claim(study: optuna.Study, storage: BaseStorage,
 
 
 def run_grid(study: optuna.Study, storage: BaseStorage, spec: StudySpec, settings: WorkerSettings) -> int:
-    """Work through the queue; with heartbeats, wait for running trials that may still fail."""
+    """Work through the queue (a run, or with ``population`` K > 1 or auto a population, at a time); with
+    heartbeats, wait for running trials that may still fail."""
     done = 0
     beating = heartbeat_interval(storage) is not None
     lock = queue_lock(settings.storage_url)
+    packer = GridPacker(study, storage, spec, settings) if settings.population != 1 else None
     while True:
-        trial_id = requeue_stale_and_claim(study, storage, lock)
-        if trial_id is not None:
-            _run_grid_trial(study, storage, trial_id, spec, settings)
-            done += 1
+        if packer is None:
+            trial_id = requeue_stale_and_claim(study, storage, lock)
+            claimed, fused = ([trial_id] if trial_id is not None else []), False
+        else:
+            claimed, fused = packer.claim(lock)
+        if fused:
+            run_grid_population(study, storage, claimed, spec, settings, per_run=lambda trial, params:
+                                _per_run_outcome(study, trial, spec, settings, params, callbacks=[]))
+        elif claimed:
+            for trial_id in claimed:
+                _run_grid_trial(study, storage, trial_id, spec, settings)
+        if claimed:
+            done += len(claimed)
             continue
         if beating and study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             time.sleep(settings.poll_s)
@@ -178,29 +162,47 @@ def search_distributions(spec: StudySpec) -> dict[str, BaseDistribution]:
 
 def _tuning_outcome(study: optuna.Study, trial: optuna.Trial, spec: StudySpec, settings: WorkerSettings) -> Outcome:
     params = {**trial.params, "seed": spec.seeds[0]}
-    callbacks = [PyTorchLightningPruningCallback(trial, spec.metric)]
-    try:
-        return _train_trial(study, trial, spec, settings, params, callbacks).final[spec.metric]
-    except optuna.TrialPruned:
-        return TrialState.PRUNED
-    except Exception as exc:
-        log.error("trial %d failed: %s: %s", trial.number, type(exc).__name__, exc)
-        return TrialState.FAIL
+    return _per_run_outcome(study, trial, spec, settings, params, [PyTorchLightningPruningCallback(trial, spec.metric)])
 
 
 def run_tuning(spec: StudySpec, settings: WorkerSettings) -> int:
-    """Ask, train and tell until the study holds ``n_trials`` complete or pruned trials, in total."""
+    """Ask, train and tell until the study holds ``n_trials`` complete or pruned trials, in total.
+
+    With ``population`` K > 1 (or auto), each ask takes K trials and trains them as one population
+    (``studies/populations.py``), each member pruned through its own trial.
+    """
     assert spec.n_trials is not None  # checked when the study was loaded
     tuner = Tuner.open(settings.storage_url, spec.name, direction=spec.direction, space=search_distributions(spec),
                        n_trials=spec.n_trials, sampler=spec.sampler, pruner=spec.pruner, max_epochs=spec.epochs,
                        base_seed=spec.seeds[0], worker_index=settings.worker_index,
                        heartbeat_interval=settings.heartbeat_interval, poll_s=settings.poll_s)
     with tuner:
-        return tuner.run(lambda trials: [_tuning_outcome(tuner.study, t, spec, settings) for t in trials])
+        if settings.population == 1:
+            return tuner.run(lambda trials: [_tuning_outcome(tuner.study, t, spec, settings) for t in trials])
+        size = population_size(settings, compose_train_config(run_overrides(spec, {"seed": spec.seeds[0]})))
+        log.info("study %s: asking %d trial(s) at a time, trained as one population (%s)", spec.name, size,
+                 settings.population_precision)
+
+        def evaluate(trials: list[optuna.Trial]) -> list[Outcome]:
+            return train_trials(trials, [{**t.params, "seed": spec.seeds[0]} for t in trials], spec, settings,
+                                tell=tuner.tell, pruning=True,
+                                per_run=lambda trial, params: _tuning_outcome(tuner.study, trial, spec, settings))
+
+        return tuner.run(evaluate, batch=size)
+
+
+def check_settings(settings: WorkerSettings) -> WorkerSettings:
+    """Normalise ``population`` (1, K or ``auto``); check ``population_precision`` and ``workers``, naming the field."""
+    settings.population = parse_population(settings.population)
+    check_precision(settings.population_precision)
+    if settings.workers < 1:
+        raise InvalidValueError("workers", settings.workers, "an integer >= 1")
+    return settings
 
 
 def run_worker(spec: StudySpec, settings: WorkerSettings) -> int:
     """Run one worker on an existing study; returns how many runs it finished (tuning: told)."""
+    check_settings(settings)
     if spec.is_tuning:
         return run_tuning(spec, settings)
     storage = open_storage(settings.storage_url, settings.heartbeat_interval)

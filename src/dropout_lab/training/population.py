@@ -19,8 +19,8 @@ after every group of ``data.batches_per_call`` steps) and removed; a member can 
 costing compute.
 
 Results: :meth:`PopulationClassifier.results` gives each member's run-record content (``config``,
-``seed``, ``config_hash``, ``status``, ``reason``, ``curves``, ``final``, ``wall_time_s``), the keys
-and shapes of ``RunRecord`` and ``EpochRecorder``. A member's ``seconds`` per epoch (and its
+``seed``, ``config_hash``, ``status``, ``reason``, ``curves``, ``final``, ``wall_time_s``, ``engine``),
+the keys and shapes of ``RunRecord`` and ``EpochRecorder``. A member's ``seconds`` per epoch (and its
 ``wall_time_s``) is its equal share of the population's wall time for that epoch, so the members'
 times add up to the population's.
 """
@@ -28,6 +28,7 @@ times add up to the population's.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -39,6 +40,14 @@ import torch.nn.functional as F
 from hydra.utils import execution_whitelist, instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from dropout_lab.config.population import (
+    MEMBER_KEYS,
+    MODEL_TECHNIQUES,
+    NOISY_TARGET,
+    PRECISIONS,
+    engine_name,
+    is_member_key,
+)
 from dropout_lab.config.targets import INSTANTIABLE_TARGETS
 from dropout_lab.config.validate import validate_config
 from dropout_lab.data.population_batches import PopulationBatches, PopulationBatchGroup, PopulationDataModule
@@ -46,19 +55,9 @@ from dropout_lab.errors import InvalidValueError, RunDivergedError
 from dropout_lab.models.population_mlp import StackedMLP
 from dropout_lab.training.profiler import NoProfiler
 from dropout_lab.training.run_record import config_hash
+from dropout_lab.training.train import quiet_lightning
 
 log = logging.getLogger(__name__)
-
-#: Config keys in which members may differ.
-MEMBER_KEYS = ("seed", "data.shuffle_seed", "model.dropout_1", "model.dropout_2",
-               "optim.lr", "optim.momentum", "optim.weight_decay")
-#: Keys that only say where a run is stored or what it reports: members may differ in these too.
-BOOKKEEPING_KEYS = ("name", "results_dir", "metric", "optuna")
-#: The technique each model target trains with (``NoisyMLP`` names its own in ``model.noise``).
-MODEL_TECHNIQUES = {"dropout_lab.models.DropoutMLPScratch": "dropout",
-                    "dropout_lab.models.DropoutMLP": "dropout_concise"}
-NOISY_TARGET = "dropout_lab.models.NoisyMLP"
-
 
 # ---------------------------------------------------------------------------------------------
 # Per-member SGD
@@ -129,6 +128,7 @@ class Member:
     curves: list[dict[str, float]] = field(default_factory=list)
     final: dict[str, float] = field(default_factory=dict)
     wall_time_s: float = 0.0
+    engine: str = "population"
 
     def result(self) -> dict[str, Any]:
         """A plain dict: ``RunRecord(**member.result())`` is the member's record."""
@@ -157,6 +157,8 @@ class PopulationClassifier(L.LightningModule):
         self._epoch_members = len(self.members)
         self._test_start = 0.0
         self._eval: dict[str, torch.Tensor] = {}
+        #: Called as ``on_leave(number, member)`` when a member leaves before the end (diverged or pruned).
+        self.on_leave: Callable[[int, Member], None] | None = None
 
     # setup
 
@@ -205,7 +207,10 @@ class PopulationClassifier(L.LightningModule):
             error = RunDivergedError(f"diverged: train_loss={losses[row]} at epoch {epoch}")
             self._finish(member, "failed", f"{type(error).__name__}: {error}")
             log.warning("member %d (seed %d) %s", self.active[row], member.seed, error)
+        left = [self.active[row] for row, ok in enumerate(finite.tolist()) if not ok]
         self._keep([row for row, ok in enumerate(finite.tolist()) if ok])
+        for number in left:
+            self._left(number)
 
     # evaluation: every member on the same batch
 
@@ -276,6 +281,11 @@ class PopulationClassifier(L.LightningModule):
             raise ValueError(f"member {number} is not in the population (active: {self.active})")
         self._finish(self.members[number], status, reason)
         self._keep([row for row, m in enumerate(self.active) if m != number])
+        self._left(number)
+
+    def _left(self, number: int) -> None:
+        if self.on_leave is not None:
+            self.on_leave(number, self.members[number])
 
     def fail_running(self, reason: str) -> None:
         """Mark the members still in training as failed with ``reason`` (training stopped by an exception)."""
@@ -325,10 +335,6 @@ def _flat(node: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix[:-1]: node}
 
 
-def _varies(key: str) -> bool:
-    return key in MEMBER_KEYS or any(key == k or key.startswith(f"{k}.") for k in BOOKKEEPING_KEYS)
-
-
 def check_population(cfgs: Sequence[DictConfig]) -> None:
     """Refuse configs that cannot train as one population, naming the field (``InvalidValueError``).
 
@@ -346,7 +352,7 @@ def check_population(cfgs: Sequence[DictConfig]) -> None:
     for number, cfg in enumerate(cfgs[1:], start=1):
         flat = _flat(_container(cfg))
         for key in sorted(first.keys() | flat.keys()):
-            if not _varies(key) and first.get(key) != flat.get(key):
+            if not is_member_key(key) and first.get(key) != flat.get(key):
                 raise InvalidValueError(key, flat.get(key), f"{first.get(key)!r} as in the population's first config "
                                         f"(run {number} differs): members may differ only in {', '.join(MEMBER_KEYS)}")
     cfg = cfgs[0]
@@ -383,20 +389,31 @@ def build_population(cfgs: Sequence[DictConfig]) -> tuple[PopulationDataModule, 
 
 
 def fit_population(cfg: DictConfig, datamodule: PopulationDataModule, module: PopulationClassifier,
-                   callbacks: Sequence[L.Callback] = (), **trainer_kwargs: Any) -> list[dict[str, Any]]:
+                   callbacks: Sequence[L.Callback] = (), precision: str = "fp32",
+                   **trainer_kwargs: Any) -> list[dict[str, Any]]:
     """Train, validate every epoch and test the completed members once (noise off); return every member's result.
 
-    ``cfg`` is any member's config (they share the trainer settings); ``trainer_kwargs`` are extra
-    ``lightning.Trainer`` arguments (e.g. ``precision="bf16-mixed"``). If training raises, the
-    members still running are marked failed with the reason (in ``module.members``) and the
-    exception propagates.
+    ``cfg`` is any member's config (they share the trainer settings and device). ``precision`` is
+    ``fp32`` or ``bf16`` (bfloat16 autocast, Lightning's ``bf16-mixed``: the matmuls in bf16, the
+    weights, optimizer and losses in float32); each member's ``engine`` says which, e.g.
+    ``population(K=8, bf16)``. ``trainer_kwargs`` are extra ``lightning.Trainer`` arguments. If
+    training raises, the members still running are marked failed with the reason (in
+    ``module.members``) and the exception propagates.
     """
+    if precision not in PRECISIONS:
+        raise InvalidValueError("population_precision", precision, f"one of {', '.join(PRECISIONS)}")
+    if precision == "bf16":
+        trainer_kwargs["precision"] = "bf16-mixed"
+    engine = engine_name(len(module.members), precision)
+    for member in module.members:
+        member.engine = engine
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    quiet_lightning()
     with execution_whitelist(INSTANTIABLE_TARGETS):
         trainer = instantiate(cfg.trainer, logger=False, profiler=NoProfiler(), callbacks=list(callbacks),
                               **trainer_kwargs)
-    if str(trainer.precision).startswith("bf16"):  # autocast casts the images to bf16: gather them as such
+    if precision == "bf16":  # autocast casts the images to bf16: gather them as such
         datamodule.train_dtype = torch.bfloat16
     try:
         trainer.fit(module, datamodule=datamodule)
@@ -410,11 +427,67 @@ def fit_population(cfg: DictConfig, datamodule: PopulationDataModule, module: Po
     return module.results()
 
 
-def train_population(cfgs: Sequence[DictConfig], callbacks: Sequence[L.Callback] = (),
+def train_population(cfgs: Sequence[DictConfig], callbacks: Sequence[L.Callback] = (), precision: str = "fp32",
                      **trainer_kwargs: Any) -> list[dict[str, Any]]:
     """Train the runs ``cfgs`` as one population; one result per config, in order (see the module docstring)."""
     datamodule, module = build_population(cfgs)
-    return fit_population(cfgs[0], datamodule, module, callbacks, **trainer_kwargs)
+    return fit_population(cfgs[0], datamodule, module, callbacks, precision, **trainer_kwargs)
+
+
+# ---------------------------------------------------------------------------------------------
+# How many members: ``population=auto``
+# ---------------------------------------------------------------------------------------------
+
+#: ``auto``'s largest population per device kind. CPU: the per-member time is flat from K = 4 to 32
+#: (fp32) and lowest at K = 4-8 (bf16) with 1-2 threads per worker (``bench_population_step.py``), and
+#: a larger K only delays pruning and feedback and balances worse across workers. GPU: one chapter
+#: member is a few MFLOP per step, far too little for a GPU; 256 members make matmuls of
+#: 256 x [256 x 784] @ [784 x 256], big enough to fill one.
+AUTO_MAX_MEMBERS = {"cpu": 8, "cuda": 256}
+#: ``auto`` lets the populations of all workers of a host take at most this share of the free memory.
+AUTO_MEMORY_SHARE = 0.5
+
+
+def population_device(cfg: DictConfig) -> str:
+    """``cuda`` or ``cpu``: where a run of ``cfg`` trains (``trainer.accelerator``; ``auto``: CUDA if available)."""
+    accelerator = str(cfg.trainer.accelerator)
+    if accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available()):
+        return "cuda"
+    return "cpu"
+
+
+def member_bytes(cfg: DictConfig) -> int:
+    """A generous estimate of one member's memory: parameters, gradients, momentum and a DropConnect copy
+    of the weights, the gathered training batch with its activations, masks and gradients, and one
+    evaluation batch's activations (float32)."""
+    m, d = cfg.model, cfg.data
+    widths = [784, m.num_hiddens_1, m.num_hiddens_2, m.num_outputs]
+    params = sum(a * b + b for a, b in zip(widths, widths[1:], strict=False))
+    train = d.batch_size * (widths[0] + 4 * (widths[1] + widths[2]) + 3 * widths[3])
+    evaluation = 2 * d.eval_batch_size * sum(widths[1:])
+    return 4 * (4 * params + train + evaluation)
+
+
+def free_memory_bytes(device: str) -> int:
+    """Free memory where the populations train: the GPU's (``cuda``) or the host's ``MemAvailable``."""
+    if device == "cuda":
+        free, _total = torch.cuda.mem_get_info()
+        return int(free)
+    try:
+        for line in open("/proc/meminfo"):
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def auto_population_size(cfg: DictConfig, workers: int = 1) -> int:
+    """``population=auto``: the largest K within :data:`AUTO_MAX_MEMBERS` for the device whose members, in
+    each of ``workers`` workers on the host, fit into :data:`AUTO_MEMORY_SHARE` of the free memory."""
+    device = population_device(cfg)
+    by_memory = int(AUTO_MEMORY_SHARE * free_memory_bytes(device) / max(workers, 1)) // member_bytes(cfg)
+    return max(1, min(AUTO_MAX_MEMBERS[device], by_memory))
 
 
 class PruneMembers(L.Callback):

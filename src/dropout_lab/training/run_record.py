@@ -55,7 +55,11 @@ def library_versions() -> dict[str, str]:
 
 @dataclass
 class RunRecord:
-    """Everything a run produced; ``status`` is ``completed`` or ``failed`` (with ``reason``)."""
+    """Everything a run produced; ``status`` is ``completed`` or ``failed`` (with ``reason``).
+
+    ``engine`` says how it was trained: ``per-run`` (``train()``), or ``population(K=8, fp32)``: as one
+    of K members of a fused population (``training/population.py``), in float32 or bf16 autocast.
+    """
 
     config: dict[str, Any]
     seed: int
@@ -70,6 +74,7 @@ class RunRecord:
     overrides: list[str] = field(default_factory=list)
     activations: list[dict[str, Any]] = field(default_factory=list)
     test_time: list[dict[str, Any]] = field(default_factory=list)
+    engine: str = "per-run"
 
     def write(self, folder: str | Path) -> Path:
         """Write ``run.json`` atomically into ``folder`` and return its path."""

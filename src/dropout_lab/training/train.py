@@ -32,7 +32,8 @@ QUIET_LOGGERS = ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.acc
                  "lightning.fabric.utilities.seed")
 
 
-def _quiet_lightning() -> None:
+def quiet_lightning() -> None:
+    """Lightning's start-up chatter (GPU/TPU available, tips) at WARNING."""
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
 
@@ -76,7 +77,7 @@ def train(cfg: DictConfig, output_dir: str | Path, overrides: Sequence[str] = ()
                        config_hash=config_hash(cfg), overrides=list(overrides))
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    _quiet_lightning()
+    quiet_lightning()
     L.seed_everything(cfg.seed, verbose=False)
     recorder = EpochRecorder()
     monitor = (ActivationMonitor(cfg.monitor.every_n_steps, cfg.monitor.probe_size)

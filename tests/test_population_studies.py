@@ -1,0 +1,300 @@
+"""Populations in studies: ``study run --population``: packing, records, NaN members, pruning, fall-back, kills."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import signal
+import subprocess
+from collections import Counter
+from dataclasses import replace
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+from omegaconf import OmegaConf
+from optuna.storages import RetryHeartbeatStaleTrialCallback
+from optuna.trial import TrialState
+
+from conftest import CLI, process_gone, study_if_ready, wait_for
+from dropout_lab.config.population import engine_name, group_key, parse_population, per_run_reason
+from dropout_lab.errors import InvalidValueError
+from dropout_lab.studies.run_tables import runs_table
+from dropout_lab.training import population as population_module
+from dropout_lab.training.population import auto_population_size, member_bytes, train_population
+from dropout_lab.training.run_record import RunRecord
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+CURVE_KEYS = ("train_loss", "val_loss", "val_acc")
+
+
+@pytest.fixture
+def write_spec(tmp_path: Path):
+    def _write(name: str, **fields) -> str:
+        path = tmp_path / "studies" / f"{name}.yaml"
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(yaml.safe_dump({"name": name, "question": "q", "experiment": "smoke", **fields}))
+        return str(path)
+    return _write
+
+
+def _study(tmp_path: Path, name: str) -> optuna.Study:
+    return optuna.load_study(study_name=name, storage=f"sqlite:///{tmp_path / 'results' / 'studies.db'}")
+
+
+def _cell(trial) -> tuple:
+    return tuple(sorted(trial.params.items()))
+
+
+# The setting, the engine's name, compatibility and the auto rule (no training)
+
+
+def test_population_setting_engine_names_and_groups() -> None:
+    assert parse_population("auto") == "auto" and parse_population("AUTO") == "auto"
+    assert parse_population(1) == 1 and parse_population("16") == 16
+    for bad in (0, -2, "many", "1.5", True):
+        with pytest.raises(InvalidValueError, match="^population="):
+            parse_population(bad)
+    assert engine_name(8, "bf16") == "population(K=8, bf16)"
+    a = {"model": "scratch", "model.dropout_1": 0.2, "optim.lr": 0.1, "seed": 0}
+    assert group_key(a) == group_key({**a, "model.dropout_1": 0.5, "seed": 3, "optim.momentum": 0.9})
+    assert group_key(a) != group_key({**a, "model": "concise"})
+    assert group_key(a) != group_key({**a, "model.num_hiddens_1": 128})
+
+
+def test_runs_that_need_instruments_or_their_own_parts_are_per_run(make_cfg) -> None:
+    assert per_run_reason(make_cfg("model=scratch")) is None
+    assert per_run_reason(make_cfg("noise=dropconnect")) is None
+    assert "monitor.enabled" in per_run_reason(make_cfg("monitor.enabled=true"))
+    assert "test_time" in per_run_reason(make_cfg("test_time.enabled=true"))
+    assert "logger" in per_run_reason(make_cfg("logger=csv"))
+
+
+def test_auto_picks_k_from_the_device_cap_and_the_memory_budget(make_cfg, monkeypatch) -> None:
+    cfg = make_cfg("trainer=cpu")
+    per_member = member_bytes(cfg)
+    assert 5e6 < per_member < 50e6  # the chapter's member: ~4 MB of parameters and state plus batches
+    monkeypatch.setattr(population_module, "free_memory_bytes", lambda device: 100 * 2**30)
+    assert auto_population_size(cfg, workers=2) == population_module.AUTO_MAX_MEMBERS["cpu"]
+    monkeypatch.setattr(population_module, "free_memory_bytes", lambda device: int(2 * 3.5 * per_member))
+    assert auto_population_size(cfg, workers=1) == 3  # half the free memory holds 3.5 members
+    assert auto_population_size(cfg, workers=4) == 1  # never below 1
+
+
+def test_bf16_populations_name_their_engine_and_stay_close_to_a_member_alone(make_cfg) -> None:
+    cfgs = [make_cfg("model=scratch", f"seed={s}", "optuna.record=false") for s in (0, 1)]
+    pair = train_population(cfgs, precision="bf16")
+    (alone,) = train_population(cfgs[1:], precision="bf16")
+    assert {r["engine"] for r in pair} == {"population(K=2, bf16)"} and alone["engine"] == "population(K=1, bf16)"
+    assert all(r["status"] == "completed" and math.isfinite(r["final"]["test_loss"]) for r in pair)
+    diff = max(abs(a[k] - b[k]) for a, b in zip(pair[1]["curves"], alone["curves"], strict=True) for k in CURVE_KEYS)
+    assert diff <= 1e-2, diff  # bf16 matmuls: the figure is measured in benchmarks/bench_population.py
+
+
+def test_the_report_design_says_which_engines_ran() -> None:
+    import pandas as pd
+
+    from dropout_lab.reports.writer import design_lines
+    from dropout_lab.studies.spec import load_spec
+
+    runs = pd.DataFrame({"state": ["COMPLETE"] * 3, "wall_time_s": [1.0] * 3,
+                         "engine": ["population(K=2, bf16)", "population(K=2, bf16)", "per-run"]})
+    (line,) = [line for line in design_lines(load_spec("ex1_rates"), runs) if line.startswith("- engine:")]
+    assert "`population(K=2, bf16)` (2 runs)" in line and "`per-run` (1 run)" in line
+
+
+# Grid studies
+
+
+def test_grid_population_matches_per_run_fails_nan_members_alone_and_records_the_engine(
+        run_cli, write_spec, tmp_path: Path) -> None:
+    grid = {"model.dropout_1": [0.2, 0.5], "optim.lr": [0.1, 1e6]}
+    fields = dict(epochs=2, overrides=["model=scratch"], grid=grid, seeds=[0, 1])
+    per_run = run_cli("study", "run", write_spec("per_run", **fields))
+    fused = run_cli("study", "run", write_spec("fused", **fields), "--population", "8")
+    assert per_run.returncode == 0 and fused.returncode == 0, fused.stderr[-3000:]
+    assert "population engine (population=8, fp32)" in " ".join(fused.stderr.split())
+    assert "done=4" in fused.stdout and "failed=4" in fused.stdout and "remaining=0" in fused.stdout
+    log = (tmp_path / "results" / "studies" / "fused" / "workers.log").read_text()
+    assert re.search(r"training trials \[0, 1, 2, 3, 4, 5, 6, 7\] as one population \(8 members, fp32\)", log)
+
+    alone = {_cell(t): t for t in _study(tmp_path, "per_run").trials}
+    for trial in _study(tmp_path, "fused").trials:
+        record = RunRecord.from_trial_attrs(trial.user_attrs)
+        assert record.engine == "population(K=8, fp32)" and record.config["seed"] == trial.params["seed"]
+        in_file = RunRecord.read(trial.user_attrs["output_dir"])  # run.json holds the same record
+        assert replace(in_file, wall_time_s=round(in_file.wall_time_s, 3)) == record
+        assert trial.user_attrs["worker"]["pid"] > 0 and record.overrides[-1].startswith("threads=")
+        reference = RunRecord.from_trial_attrs(alone[_cell(trial)].user_attrs)
+        assert reference.engine == "per-run" and reference.config_hash == record.config_hash
+        if trial.params["optim.lr"] > 1:  # diverged: failed with its reason after one epoch; mates went on
+            assert trial.state == TrialState.FAIL and record.status == "failed" and len(record.curves) == 1
+            assert record.reason.startswith("RunDivergedError: diverged: train_loss=")
+            continue
+        assert trial.state == TrialState.COMPLETE and record.status == "completed" and len(record.curves) == 2
+        diff = max([abs(a[k] - b[k]) for a, b in zip(record.curves, reference.curves, strict=True) for k in CURVE_KEYS]
+                   + [abs(record.final[k] - reference.final[k]) for k in record.final])
+        assert diff <= 1e-4, (trial.params, diff)  # same init, batch order and masks as the per-run engine
+    runs = runs_table(_study(tmp_path, "fused"))
+    assert set(runs["engine"]) == {"population(K=8, fp32)"} and len(runs) == 8
+
+
+def test_studies_that_need_the_monitor_fall_back_to_per_run_visibly(run_cli, write_spec, tmp_path: Path) -> None:
+    spec = write_spec("monitored", epochs=1, overrides=["monitor.enabled=true"],
+                      grid={"model.dropout_1": [0.2, 0.5]}, seeds=[0])
+    out = run_cli("study", "run", spec, "--population", "auto", "--jobs", "2")
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "its runs use the per-run engine: monitor.enabled=true" in " ".join(out.stderr.split())
+    assert "use the per-run engine: monitor.enabled=true" in (
+        tmp_path / "results" / "studies" / "monitored" / "workers.log").read_text()
+    trials = _study(tmp_path, "monitored").trials
+    assert len(trials) == 2 and all(t.state == TrialState.COMPLETE for t in trials)
+    assert {t.user_attrs["engine"] for t in trials} == {"per-run"} and all(t.user_attrs["activations"] for t in trials)
+
+
+def test_bad_population_settings_are_refused_naming_the_option(run_cli, write_spec) -> None:
+    spec = write_spec("bad", epochs=1, grid={"model.dropout_1": [0.2]}, seeds=[0])
+    out = run_cli("study", "run", spec, "--population", "0")
+    assert out.returncode == 2 and "--population='0' is invalid: allowed an integer K >= 1" in out.stderr
+    out = run_cli("study", "run", spec, "--population-precision", "fp8")
+    assert out.returncode == 2 and "fp8" in out.stderr
+
+
+# Tuning studies
+
+
+def test_tuning_asks_k_trials_and_prunes_members_through_their_own_trials(run_cli, write_spec, tmp_path: Path) -> None:
+    space = {"optim.lr": {"type": "float", "low": 1e-4, "high": 0.5, "log": True}}
+    spec = write_spec("tune", epochs=3, search_space=space, n_trials=9, sampler="random", seeds=[0],
+                      pruner={"_target_": "optuna.pruners.MedianPruner", "n_startup_trials": 2})
+    out = run_cli("study", "run", spec, "--population", "3")
+    assert out.returncode == 0, out.stderr[-3000:]
+    study = _study(tmp_path, "tune")
+    assert len(study.trials) == 9 and all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in study.trials)
+    log = (tmp_path / "results" / "studies" / "tune" / "workers.log").read_text()
+    assert len(re.findall(r"as one population \(3 members, fp32\)", log)) == 3
+    pruned = study.get_trials(states=(TrialState.PRUNED,))
+    assert pruned, "nothing was pruned"
+    for trial in study.trials:
+        record = RunRecord.from_trial_attrs(trial.user_attrs)
+        assert record.engine == "population(K=3, fp32)"
+        # every epoch it trained was reported to its own trial, as the per-run pruning callback reports it
+        assert trial.intermediate_values == {row["epoch"] - 1: row["val_acc"] for row in record.curves}
+        if trial.state == TrialState.PRUNED:
+            assert record.status == "pruned" and "pruned" in record.reason
+        else:
+            assert record.status == "completed" and trial.value == record.final["val_acc"]
+
+
+# A killed population worker
+
+
+@pytest.mark.slow
+def test_a_killed_population_worker_leaves_its_members_stale_and_each_is_redone_once(
+        data_root: Path, tmp_path: Path) -> None:
+    spec = tmp_path / "death.yaml"
+    spec.write_text(yaml.safe_dump({"name": "death", "question": "q", "experiment": "smoke", "epochs": 60,
+                                    "grid": {"model.dropout_1": [0.2, 0.5]}, "seeds": [0, 1, 2, 3]}))
+    env = {**os.environ, "DROPOUT_LAB_DATA": str(data_root), "DROPOUT_LAB_RESULTS": str(tmp_path / "results")}
+    db, workers_log = tmp_path / "results" / "studies.db", tmp_path / "results" / "studies" / "death" / "workers.log"
+    with open(tmp_path / "out.txt", "w") as out:
+        proc = subprocess.Popen([*CLI, "study", "run", str(spec), "--jobs", "2", "--population", "4",
+                                 "--heartbeat", "1"], env=env, cwd=tmp_path, start_new_session=True, stdout=out,
+                                stderr=subprocess.STDOUT)
+
+    def population_in_training() -> tuple[int, list[int]] | None:
+        text = workers_log.read_text() if workers_log.exists() else ""
+        study = study_if_ready(db, "death")
+        running = {t.number for t in study.get_trials(states=(TrialState.RUNNING,))} if study else set()
+        for pid, numbers in re.findall(r"pid (\d+): training trials \[([\d, ]+)\] as one population", text):
+            members = [int(n) for n in numbers.split(",")]
+            if len(members) >= 2 and set(members) <= running:
+                return int(pid), members
+        return None
+
+    try:
+        pid, victims = wait_for(population_in_training, "a population of 2 or more in training")
+        os.kill(pid, signal.SIGKILL)  # what the OOM killer does
+        proc.wait(timeout=600)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    text = (tmp_path / "out.txt").read_text()
+    assert proc.returncode == 0, text[-3000:]
+    assert "remaining=0" in text and f"(pid {pid}) killed by SIGKILL" in text
+
+    study = _study(tmp_path, "death")
+    trials = study.get_trials()
+    completed = Counter(_cell(t) for t in trials if t.state == TrialState.COMPLETE)
+    assert len(completed) == 8 and set(completed.values()) == {1}, completed  # every cell exactly once
+    for number in victims:  # every member of the killed population went stale and was redone once, elsewhere
+        killed = study.trials[number]
+        assert killed.state == TrialState.FAIL and killed.user_attrs["worker"]["pid"] == pid
+        (retry,) = [t for t in trials if number in RetryHeartbeatStaleTrialCallback.retry_history(t)]
+        assert retry.state == TrialState.COMPLETE and retry.params == killed.params
+        assert retry.user_attrs["worker"]["pid"] != pid and retry.user_attrs["engine"].startswith("population(K=")
+    assert len([t for t in trials if t.state == TrialState.FAIL]) == len(victims)
+    assert not study.get_trials(states=(TrialState.RUNNING, TrialState.WAITING))
+    assert process_gone(pid)
+
+
+def test_worker_config_takes_the_population_settings() -> None:
+    from dropout_lab.config.schema import WorkerConfig
+
+    cfg = OmegaConf.merge(OmegaConf.structured(WorkerConfig), {"study": "x", "population": 8})
+    assert cfg.population == "8" and cfg.population_precision == "fp32" and cfg.workers == 1
+    assert json.loads(json.dumps(OmegaConf.to_container(cfg)))["population"] == "8"
+
+
+def _catch_sigint() -> None:
+    """Undo an inherited SIG_IGN, so the study process sees Ctrl-C as in a terminal (see test_interrupts.py)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+@pytest.mark.slow
+def test_ctrl_c_fails_and_requeues_every_member_and_a_relaunch_finishes(data_root: Path, tmp_path: Path) -> None:
+    spec = tmp_path / "sigint.yaml"
+    spec.write_text(yaml.safe_dump({"name": "sigint", "question": "q", "experiment": "smoke", "epochs": 60,
+                                    "grid": {"model.dropout_1": [0.2, 0.5]}, "seeds": [0, 1]}))
+    env = {**os.environ, "DROPOUT_LAB_DATA": str(data_root), "DROPOUT_LAB_RESULTS": str(tmp_path / "results")}
+    cmd = [*CLI, "study", "run", str(spec), "--population", "4"]
+    db, workers_log = tmp_path / "results" / "studies.db", tmp_path / "results" / "studies" / "sigint" / "workers.log"
+    proc = subprocess.Popen(cmd, env=env, cwd=tmp_path, start_new_session=True, preexec_fn=_catch_sigint,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+    def population_in_training() -> list[int]:
+        study = study_if_ready(db, "sigint")
+        running = {t.number for t in study.get_trials(states=(TrialState.RUNNING,))} if study else set()
+        text = workers_log.read_text() if workers_log.exists() else ""
+        found = re.search(r"training trials \[([\d, ]+)\] as one population", text)
+        members = [int(n) for n in found.group(1).split(",")] if found else []
+        return members if members and set(members) <= running else []
+
+    try:
+        members = wait_for(population_in_training, "a population in training")
+        os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C: the runner passes it on to its worker
+        output, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode != 0 and "relaunch the same command to resume" in output
+    study = _study(tmp_path, "sigint")
+    assert members == [0, 1, 2, 3]
+    for number in members:  # every member: failed with the interruption as reason, its record stored, re-queued
+        trial = study.trials[number]
+        assert trial.state == TrialState.FAIL
+        assert trial.user_attrs["reason"].startswith(("KeyboardInterrupt", "SystemExit"))
+        assert trial.user_attrs["engine"] == "population(K=4, fp32)" and trial.user_attrs["status"] == "failed"
+    assert len(study.get_trials(states=(TrialState.WAITING,))) == 4
+    assert not study.get_trials(states=(TrialState.RUNNING,))
+
+    out = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    completed = Counter(_cell(t) for t in _study(tmp_path, "sigint").get_trials(states=(TrialState.COMPLETE,)))
+    assert len(completed) == 4 and set(completed.values()) == {1}

@@ -1,7 +1,8 @@
 """A study's typed tables, built from its Optuna trials alone (no ``run.json``, no config composition).
 
 * :func:`runs_table`: one row per run: trial, state, status, reason, seed, value, epochs run, wall
-  time, config hash, host, engine (``per-run`` or ``population(K=8, fp32)``), the trial's params, the resolved config flattened to dotted columns
+  time, config hash, host, engine (``per-run`` or ``population(K=8, fp32)``), the trial's params, the
+  resolved config flattened to dotted columns
   (``model.dropout_1``, ``model.noise``, ``optim.weight_decay``, ``name``, ``trainer.max_epochs``),
   the final metrics and the library versions (``versions.torch``).
 * :func:`curves_table`: one row per (run, epoch).

@@ -79,7 +79,8 @@ def test_auto_picks_k_from_the_device_cap_and_the_memory_budget(make_cfg, monkey
     per_member = member_bytes(cfg)
     assert 5e6 < per_member < 50e6  # the chapter's member: ~4 MB of parameters and state plus batches
     monkeypatch.setattr(population_module, "free_memory_bytes", lambda device: 100 * 2**30)
-    assert auto_population_size(cfg, workers=2) == population_module.AUTO_MAX_MEMBERS["cpu"]
+    assert auto_population_size(cfg, workers=2) == 8  # smoke runs use 1 thread: the CPU cap is 8
+    assert auto_population_size(make_cfg("trainer=cpu", "threads=16"), workers=2) == 32  # 2 x threads
     monkeypatch.setattr(population_module, "free_memory_bytes", lambda device: int(2 * 3.5 * per_member))
     assert auto_population_size(cfg, workers=1) == 3  # half the free memory holds 3.5 members
     assert auto_population_size(cfg, workers=4) == 1  # never below 1

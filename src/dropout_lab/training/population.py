@@ -438,12 +438,14 @@ def train_population(cfgs: Sequence[DictConfig], callbacks: Sequence[L.Callback]
 # How many members: ``population=auto``
 # ---------------------------------------------------------------------------------------------
 
-#: ``auto``'s largest population per device kind. CPU: the per-member time is flat from K = 4 to 32
-#: (fp32) and lowest at K = 4-8 (bf16) with 1-2 threads per worker (``bench_population_step.py``), and
-#: a larger K only delays pruning and feedback and balances worse across workers. GPU: one chapter
-#: member is a few MFLOP per step, far too little for a GPU; 256 members make matmuls of
-#: 256 x [256 x 784] @ [784 x 256], big enough to fill one.
+#: ``auto``'s largest population per device kind. CPU: ``max(8, 2 x torch threads per worker)``, at most
+#: 64: the per-member time is flat from K = 4 to 32 (fp32) and lowest at K = 4-8 (bf16) with 1-2 threads
+#: per worker (``bench_population_step.py``); a batched matmul shares its members between the threads,
+#: so more threads take more members; a larger K only delays pruning and feedback and balances worse
+#: across workers. GPU: one chapter member is a few MFLOP per step, far too little for a GPU; 256
+#: members make matmuls of 256 x [256 x 784] @ [784 x 256], big enough to fill one.
 AUTO_MAX_MEMBERS = {"cpu": 8, "cuda": 256}
+AUTO_MAX_CPU_MEMBERS = 64
 #: ``auto`` lets the populations of all workers of a host take at most this share of the free memory.
 AUTO_MEMORY_SHARE = 0.5
 
@@ -483,11 +485,16 @@ def free_memory_bytes(device: str) -> int:
 
 
 def auto_population_size(cfg: DictConfig, workers: int = 1) -> int:
-    """``population=auto``: the largest K within :data:`AUTO_MAX_MEMBERS` for the device whose members, in
-    each of ``workers`` workers on the host, fit into :data:`AUTO_MEMORY_SHARE` of the free memory."""
+    """``population=auto``: the largest K within the device's cap (:data:`AUTO_MAX_MEMBERS`; on a CPU
+    ``max(8, 2 x threads)``, at most 64) whose members, in each of ``workers`` workers on the host, fit
+    into :data:`AUTO_MEMORY_SHARE` of the free memory."""
     device = population_device(cfg)
+    cap = AUTO_MAX_MEMBERS[device]
+    if device == "cpu":
+        threads = cfg.threads or max(1, (os.cpu_count() or 1) // max(workers, 1))
+        cap = min(AUTO_MAX_CPU_MEMBERS, max(cap, 2 * threads))
     by_memory = int(AUTO_MEMORY_SHARE * free_memory_bytes(device) / max(workers, 1)) // member_bytes(cfg)
-    return max(1, min(AUTO_MAX_MEMBERS[device], by_memory))
+    return max(1, min(cap, by_memory))
 
 
 class PruneMembers(L.Callback):

@@ -8,7 +8,7 @@ DEMO_DIR := results/reports
 
 # Study references; a comma separates a study from its field overrides (ex7_tune,technique=gamma is
 # `dropout-lab study run ex7_tune technique=gamma`, stored as study ex7_tune_gamma).
-EX7_TUNE := ex7_tune,technique=dropout ex7_tune,technique=gaussian ex7_tune,technique=additive_gaussian \
+EX7_TUNE := ex7_tune,technique=none ex7_tune,technique=dropout ex7_tune,technique=gaussian ex7_tune,technique=additive_gaussian \
   ex7_tune,technique=uniform ex7_tune,technique=gamma ex7_tune,technique=block ex7_tune,technique=dropconnect
 STUDIES := baseline ex4_test_time ex3_variance ex5_weight_decay ex6_dropconnect \
   $(EX7_TUNE) ex7_noise ex2_epochs ex1_rates baseline_book
@@ -56,8 +56,15 @@ demo: setup
 
 # Full-budget studies for reports/ (about 1-2 h on 2 cores); resumable: rerun to continue.
 # Long: run it in the background, e.g. `nohup make studies > results/studies.log 2>&1 &`.
+# Studies train in fused bf16 populations (equivalent to per-run training within +-0.5 pp:
+# benchmarks/README.md), except the two that compare nn.Dropout with dropout_layer (a population
+# draws dropout_layer's masks for both); runs that need instruments fall back to per-run by themselves.
+ENGINE := --population auto --population-precision bf16
+PER_RUN_STUDIES := baseline baseline_book
+
 studies: setup
-	@for s in $(STUDIES); do $(BIN)/dropout-lab study run $${s//,/ } --jobs 2 || exit 1; done
+	@for s in $(STUDIES); do case " $(PER_RUN_STUDIES) " in *" $$s "*) opts="";; *) opts="$(ENGINE)";; esac; \
+	  $(BIN)/dropout-lab study run $${s//,/ } --jobs 2 $$opts || exit 1; done
 
 # Regenerate every report from the stored runs.
 reports: setup

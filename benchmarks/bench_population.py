@@ -17,12 +17,14 @@
         vs. each of them alone (a population of 1), 2 epochs: the largest absolute difference of
         their curves and final metrics, fp32 and bf16.
   (iv)  Equivalence (TOST): ``--tost-seeds`` seeds of the chapter setting (``--tost-epochs`` epochs)
-        each way, per-run (``train()``) vs. population (fp32, bf16), paired by seed; two one-sided
-        t-tests on the mean difference of test accuracy with a +-0.5 pp margin: p < 0.05 means
-        equivalent within the margin.
+        each way, per-run (``train()``) vs. population (fp32, bf16), paired by seed, for each net of
+        ``--tost-models`` (``scratch``: same masks both ways; ``concise``: ``nn.Dropout``'s vs.
+        ``dropout_layer``'s); two one-sided t-tests on the mean difference of test accuracy with a
+        +-0.5 pp margin: p < 0.05 means equivalent within the margin.
 
-Ends with one line: ``population_speedup=<x> independence_max_abs_diff=<d> tost_p=<p>``: the speedup
-and TOST p of the fastest population mode measured, and the fp32 independence figure.
+Ends with one line: ``population_speedup=<x> independence_max_abs_diff=<d> tost_p=<p>``: the speedup of
+the fastest population mode measured, the fp32 independence figure, and that mode's largest TOST p
+over the nets.
 
     python benchmarks/bench_population.py            # ex1 at full budget: 80 runs x 20 epochs each way (~40 min)
     python benchmarks/bench_population.py --quick    # < 5 min: 16 cells x 1 seed x 3 epochs, TOST at 5 epochs
@@ -36,7 +38,6 @@ import json
 import math
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -46,7 +47,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
-from bench_sweep import TreePeaks  # noqa: E402
+from bench_sweep import timed_study_run  # noqa: E402
 from bench_train import load_average, machine_info, write_section  # noqa: E402
 
 BEGIN, END = "<!-- bench_population:begin -->", "<!-- bench_population:end -->"
@@ -95,21 +96,8 @@ def grid_spec(args: argparse.Namespace) -> str:
 
 def run_grid(args: argparse.Namespace, config: str, workdir: Path) -> dict:
     results = workdir / "results"
-    workdir.mkdir(parents=True)
-    spec = workdir / "bench_ex1.yaml"
-    spec.write_text(grid_spec(args))  # JSON is YAML
-    env = {**os.environ, "DROPOUT_LAB_DATA": args.data_root, "DROPOUT_LAB_RESULTS": str(results)}
-    cmd = [sys.executable, "-m", "dropout_lab.cli", "study", "run", str(spec), "--jobs", str(args.jobs),
-           "--results-dir", str(results), *CONFIGS[config]]
-    with open(workdir / "study_run.log", "w") as log:
-        start = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
-        with TreePeaks(proc.pid) as peaks:
-            proc.wait()
-        wall = time.perf_counter() - start
-    if proc.returncode != 0:
-        sys.stderr.write((workdir / "study_run.log").read_text()[-3000:])
-        raise SystemExit(f"study run ({config}) failed with status {proc.returncode}")
+    wall, peaks = timed_study_run(grid_spec(args), "bench_ex1", workdir, args.data_root,  # JSON is YAML
+                                  ["--jobs", str(args.jobs), *CONFIGS[config]])
     records = [json.loads(p.read_text()) for p in (results / "studies" / "bench_ex1").glob("trial_*/run.json")]
     train_images = args.train_subset or 50_000
     return {"wall_s": wall, "runs": len(records),
@@ -202,16 +190,22 @@ def paired_tost(population: list[float], per_run: list[float], margin: float = M
     return {"n": n, "diff": mean, "ci90": (low, high), "p": float(p)}
 
 
-def tost(args: argparse.Namespace, root: str, modes: list[str]) -> dict:
+def tost(args: argparse.Namespace, root: str, modes: list[str], model: str) -> dict:
+    """Per-run vs. population test accuracy of the chapter setting with ``model``, paired by seed, per mode.
+
+    ``scratch``: the population draws the same masks as the per-run net, so a pair differs only by the
+    engine and its numeric mode. ``concise``: the per-run net draws ``nn.Dropout``'s masks and the
+    population ``dropout_layer``'s, so a pair also differs by its mask stream (seed-to-seed noise).
+    """
     from dropout_lab.training.population import train_population
     from dropout_lab.training.train import train
 
     seeds = range(args.tost_seeds)
-    cfgs = [_cfg(args, root, args.tost_epochs, f"seed={s}") for s in seeds]
+    cfgs = [_cfg(args, root, args.tost_epochs, f"seed={s}", f"model={model}") for s in seeds]
     start = time.perf_counter()
     per_run = []
     for seed, cfg in zip(seeds, cfgs, strict=True):
-        per_run.append(train(cfg, Path(root) / f"tost_{seed}").final["test_acc"])
+        per_run.append(train(cfg, Path(root) / f"tost_{model}_{seed}").final["test_acc"])
     out = {"per-run": {"acc": per_run, "seconds": time.perf_counter() - start}}
     for mode in modes:
         start = time.perf_counter()
@@ -236,6 +230,7 @@ def main() -> None:
     parser.add_argument("--members", type=int, default=4, help="population size of the independence check")
     parser.add_argument("--tost-seeds", type=int, default=10)
     parser.add_argument("--tost-epochs", type=int, default=10)
+    parser.add_argument("--tost-models", default="scratch,concise", help="comma list of chapter nets for the TOST")
     parser.add_argument("--skip", default="", help="comma list of parts to skip: grid, independence, tost")
     parser.add_argument("--data-root", default=os.environ.get("DROPOUT_LAB_DATA", "/usr/share/datasets/fashion-mnist"))
     parser.add_argument("--readme", type=Path, default=HERE / "README.md")
@@ -277,7 +272,8 @@ def main() -> None:
         for mode, diff in indep.items():
             print(f"independence ({mode}, {args.members} members vs alone, 2 epochs): max abs diff {diff:.2e}",
                   flush=True)
-        equivalence = {} if "tost" in skip else tost(args, tmp, modes)
+        equivalence = {} if "tost" in skip else {model: tost(args, tmp, modes, model)
+                                                 for model in args.tost_models.split(",") if model}
     load_end = load_average()
 
     lines = [
@@ -328,28 +324,32 @@ def main() -> None:
         lines += [
             f"**Equivalence (TOST)**: {args.tost_seeds} seeds of the chapter setting ({args.tost_epochs} epochs on "
             f"{args.train_subset or 'all 50k'} training images) each way, per-run `train()` vs. a population of "
-            f"{args.tost_seeds}, paired by seed; margin +-{MARGIN * 100:.1f} pp of test accuracy.",
+            f"{args.tost_seeds}, paired by seed; margin +-{MARGIN * 100:.1f} pp of test accuracy. With "
+            "`model=scratch` both engines draw the same masks, so a pair differs only by the engine and its numeric "
+            "mode; with `model=concise` the per-run net draws `nn.Dropout`'s masks and the population "
+            "`dropout_layer`'s, so a pair also differs by its mask stream.",
             "",
-            "| mode | mean test acc | per-run mean | difference pp | 90% CI pp | TOST p | equivalent |",
-            "| --- | ---: | ---: | ---: | ---: | ---: | --- |",
+            "| net | mode | mean test acc | per-run mean | difference pp | 90% CI pp | TOST p | equivalent |",
+            "| --- | --- | ---: | ---: | ---: | ---: | ---: | --- |",
         ]
-        base_acc = statistics.fmean(equivalence["per-run"]["acc"])
-        for mode in modes:
-            e = equivalence[mode]
-            lines.append(f"| population {mode} | {statistics.fmean(e['acc']):.4f} | {base_acc:.4f} | "
-                         f"{e['diff'] * 100:+.2f} | [{e['ci90'][0] * 100:+.2f}, {e['ci90'][1] * 100:+.2f}] | "
-                         f"{e['p']:.2g} | {'yes' if e['p'] < 0.05 else 'no'} |")
-            print(f"TOST {mode}: diff {e['diff'] * 100:+.2f} pp, 90% CI [{e['ci90'][0] * 100:+.2f}, "
-                  f"{e['ci90'][1] * 100:+.2f}] pp, p = {e['p']:.3g} (per-run "
-                  f"{equivalence['per-run']['seconds']:.0f} s, population {e['seconds']:.0f} s)")
+        for model, by_mode in equivalence.items():
+            base_acc = statistics.fmean(by_mode["per-run"]["acc"])
+            for mode in modes:
+                e = by_mode[mode]
+                lines.append(f"| {model} | population {mode} | {statistics.fmean(e['acc']):.4f} | {base_acc:.4f} | "
+                             f"{e['diff'] * 100:+.2f} | [{e['ci90'][0] * 100:+.2f}, {e['ci90'][1] * 100:+.2f}] | "
+                             f"{e['p']:.2g} | {'yes' if e['p'] < 0.05 else 'no'} |")
+                print(f"TOST {model} {mode}: diff {e['diff'] * 100:+.2f} pp, 90% CI [{e['ci90'][0] * 100:+.2f}, "
+                      f"{e['ci90'][1] * 100:+.2f}] pp, p = {e['p']:.3g} (per-run "
+                      f"{by_mode['per-run']['seconds']:.0f} s, population {e['seconds']:.0f} s)")
         lines.append("")
     write_section(args.readme, BEGIN, END, "\n".join(lines))
     print(f"wrote {args.readme}")
     population_modes = [m for m in modes if m in speedups]
     best = max(population_modes, key=lambda m: speedups[m]) if population_modes else modes[0]
+    tost_p = max((e.get(best, {}).get("p", float("nan")) for e in equivalence.values()), default=float("nan"))
     print(f"population_speedup={speedups.get(best, float('nan')):.2f} "
-          f"independence_max_abs_diff={indep.get('fp32', float('nan')):.2e} "
-          f"tost_p={equivalence.get(best, {}).get('p', float('nan')):.3g}")
+          f"independence_max_abs_diff={indep.get('fp32', float('nan')):.2e} tost_p={tost_p:.3g}")
 
 
 if __name__ == "__main__":

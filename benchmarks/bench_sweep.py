@@ -126,16 +126,20 @@ def tune_spec(name: str, pruner: str, trials: int, epochs: int, train_subset: in
     )
 
 
-def run_study(spec_text: str, name: str, jobs: int, workdir: Path, data_root: str,
-              overrides: tuple[str, ...] = ()) -> dict:
-    """``dropout-lab study run`` on a fresh results folder; wall time, trial states, peaks per worker."""
+def timed_study_run(spec_text: str, name: str, workdir: Path, data_root: str,
+                    options: list[str]) -> tuple[float, TreePeaks]:
+    """``dropout-lab study run SPEC --results-dir workdir/results [options]`` in a fresh ``workdir``.
+
+    Returns the wall time from start to exit and the process tree's memory peaks; a failed run
+    ends the benchmark with its log's tail.
+    """
     results = workdir / "results"
     spec = workdir / f"{name}.yaml"
     workdir.mkdir(parents=True)
     spec.write_text(spec_text)
     env = {**os.environ, "DROPOUT_LAB_DATA": data_root, "DROPOUT_LAB_RESULTS": str(results)}
-    cmd = [sys.executable, "-m", "dropout_lab.cli", "study", "run", str(spec), "--jobs", str(jobs),
-           "--results-dir", str(results), *(f"--override={o}" for o in overrides)]
+    cmd = [sys.executable, "-m", "dropout_lab.cli", "study", "run", str(spec), "--results-dir", str(results),
+           *options]
     with open(workdir / "study_run.log", "w") as log:
         start = time.perf_counter()
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
@@ -147,7 +151,16 @@ def run_study(spec_text: str, name: str, jobs: int, workdir: Path, data_root: st
         worker_log = results / "studies" / name / "workers.log"
         if worker_log.exists():
             sys.stderr.write(worker_log.read_text()[-3000:])
-        raise SystemExit(f"study {name} with --jobs {jobs} failed with status {proc.returncode}")
+        raise SystemExit(f"study {name} ({' '.join(options)}) failed with status {proc.returncode}")
+    return wall, peaks
+
+
+def run_study(spec_text: str, name: str, jobs: int, workdir: Path, data_root: str,
+              overrides: tuple[str, ...] = ()) -> dict:
+    """``dropout-lab study run`` on a fresh results folder; wall time, trial states, peaks per worker."""
+    results = workdir / "results"
+    wall, peaks = timed_study_run(spec_text, name, workdir, data_root,
+                                  ["--jobs", str(jobs), *(f"--override={o}" for o in overrides)])
     import optuna
     from optuna.trial import TrialState
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -47,6 +48,24 @@ def process_gone(pid: int) -> bool:
     except (FileNotFoundError, ProcessLookupError):
         return True
     return stat.rsplit(")", 1)[1].split()[0] in ("Z", "X")  # the state field follows the command's name
+
+
+def kill_worker_and_finish(proc: subprocess.Popen, pid: int, output: Path) -> str:
+    """SIGKILL worker ``pid`` (what the OOM killer does), wait for the study command ``proc``; its output.
+
+    Asserts that the command still finished the study and reported the death.
+    """
+    try:
+        os.kill(pid, signal.SIGKILL)
+        proc.wait(timeout=600)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    text = output.read_text()
+    assert proc.returncode == 0, text[-3000:]
+    assert "remaining=0" in text and f"(pid {pid}) killed by SIGKILL" in text
+    return text
 
 
 def heartbeat_age_s(db: Path, study: str, number: int) -> int | None:

@@ -36,7 +36,9 @@ def _record(p: float, seed: int, epochs: int, status: str = "completed") -> RunR
     curves = [{"epoch": e, "train_loss": 1.0 / e, "val_loss": 1.1 / e, "val_acc": 0.5 + 0.1 * e, "seconds": 0.5}
               for e in range(1, epochs + 1)]
     final = {"val_loss": 0.4, "val_acc": 0.8, "test_loss": 0.45, "test_acc": 0.79} if status == "completed" else {}
+    best = {"epoch": 2, "val_loss": 0.55, "val_acc": 0.7, "test_loss": 0.5, "test_acc": 0.69} if final else {}
     return RunRecord(config=config, seed=seed, config_hash=f"hash{p}", status=status, curves=curves, final=final,
+                     best=best,
                      wall_time_s=1.23456, overrides=[f"model.dropout_1={p}", f"seed={seed}"],
                      activations=[{"source": "train", "epoch": 1, "step": 0, "layer": 1, "stage": "before",
                                    "mean": 0.1, "var": 0.2, "zero_frac": 0.5}])
@@ -72,8 +74,8 @@ def test_a_trial_holds_the_whole_run_record() -> None:
     save_record(trial, record, "results/studies/x/trial_00000")
     attrs = study.trials[0].user_attrs
     assert set(attrs) == {*TRIAL_ATTR_KEYS, OUTPUT_DIR_ATTR}
-    assert {"config", "overrides", "seed", "config_hash", "curves", "final", "activations", "test_time", "versions",
-            "host", "wall_time_s", "status", "reason"} <= set(TRIAL_ATTR_KEYS)
+    assert {"config", "overrides", "seed", "config_hash", "curves", "final", "best", "activations", "test_time",
+            "versions", "host", "wall_time_s", "status", "reason"} <= set(TRIAL_ATTR_KEYS)
     again = RunRecord.from_trial_attrs(attrs)
     assert again == RunRecord(**{**record.__dict__, "wall_time_s": 1.235})
     assert again.versions["optuna"] == optuna.__version__
@@ -97,6 +99,8 @@ def test_runs_table_is_typed_and_built_from_the_trials_alone() -> None:
     for column in ("value", "wall_time_s", "model.dropout_1", "optim.weight_decay", "test_acc"):
         assert pd.api.types.is_float_dtype(dtypes[column]), column
     assert runs["seed"].tolist() == [0, 0, 1, 2] and "seed" not in runs.columns[len(RUN_COLUMNS):]
+    assert runs.loc[0, "best_epoch"] == 2 and runs.loc[0, "best_test_acc"] == 0.69 and runs.loc[0, "test_acc"] == 0.79
+    assert pd.isna(runs.loc[2, "best_test_acc"])  # the pruned run has no selection
 
 
 def test_curves_and_instrument_tables() -> None:

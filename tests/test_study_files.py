@@ -20,12 +20,13 @@ from dropout_lab.studies.grid import grid_cells, run_overrides
 from dropout_lab.studies.prepare import prepare_study, study_cells, total_runs
 from dropout_lab.studies.spec import available_studies, load_spec, load_study_ref, split_ref, study_ref
 from dropout_lab.studies.storage import open_storage
+from dropout_lab.studies.tuning import study_seed
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 #: The ex7 tuning techniques and the upper end of each one's rate search.
-EX7_MAX_RATE = {"dropout": 0.8, "gaussian": 0.8, "additive_gaussian": 1.0, "uniform": 0.25, "gamma": 0.8,
-                "block": 0.8, "dropconnect": 0.8}
+EX7_MAX_RATE = {"none": 0.0, "dropout": 0.8, "gaussian": 0.8, "additive_gaussian": 1.0, "uniform": 0.25,
+                "gamma": 0.8, "block": 0.8, "dropconnect": 0.8}
 EX7_TUNE = [f"ex7_tune technique={t}" for t in EX7_MAX_RATE]
 SHIPPED = [ref for name in available_studies() for ref in (EX7_TUNE if name == "ex7_tune" else [name])]
 
@@ -53,11 +54,20 @@ def test_every_shipped_study_loads_and_its_runs_compose(ref: str) -> None:
 @pytest.mark.parametrize(("technique", "high"), EX7_MAX_RATE.items())
 def test_ex7_tune_is_one_definition_per_technique(technique: str, high: float) -> None:
     spec = load_spec("ex7_tune", [f"technique={technique}"])
-    assert spec.name == f"ex7_tune_{technique}" and spec.overrides == [f"noise={technique}"]
-    assert technique in spec.question and spec.is_tuning and spec.n_trials == 10
+    noise = "dropout" if technique == "none" else technique  # the baseline: dropout at rate 0, the identity
+    assert spec.name == f"ex7_tune_{technique}" and spec.overrides == [f"noise={noise}"]
+    assert technique in spec.question and spec.is_tuning and spec.n_trials == 40
     assert {k: (d.low, d.high) for k, d in spec.search_space.items()} == \
-        {"model.dropout_1": (0.0, high), "model.dropout_2": (0.0, high)}
+        {"model.dropout_1": (0.0, high), "model.dropout_2": (0.0, high), "optim.lr": (0.02, 0.5)}
+    # real tuning: TPE leaves its random start-up within a third of the budget; pruning after a warm-up
+    assert spec.sampler["n_startup_trials"] <= spec.n_trials / 3 and spec.pruner["n_warmup_steps"] >= 1
+    assert spec.seeds == [700] and load_spec("ex7_noise").seeds[0] >= 710  # final seeds tuning never saw
     assert load_spec("ex7_tune", [f"params.technique={technique}"]) == spec
+
+
+def test_ex7_tuning_studies_draw_different_candidates() -> None:
+    seeds = {study_seed(load_spec("ex7_tune", [f"technique={t}"])) for t in EX7_MAX_RATE}
+    assert len(seeds) == len(EX7_MAX_RATE)
 
 
 def test_ex7_noise_is_tuned_from_every_ex7_tune_technique() -> None:
@@ -69,7 +79,7 @@ def test_ex7_noise_is_tuned_from_every_ex7_tune_technique() -> None:
 def test_ex7_tune_needs_a_known_technique() -> None:
     with pytest.raises(StudySpecError, match=r"missing parameter\(s\) params.technique: set technique=VALUE"):
         load_spec("ex7_tune")
-    with pytest.raises(StudySpecError, match="params.max_rates.resnet"):
+    with pytest.raises(StudySpecError, match=r"params.(noises|max_rates).resnet"):
         load_spec("ex7_tune", ["technique=resnet"])
 
 

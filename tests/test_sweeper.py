@@ -1,6 +1,7 @@
 """``hydra/sweeper=optuna``: current Optuna, pruning fed by a Lightning callback, resume toward n_trials,
 sampler/pruner configs, hparams_search files, and two sweeps sharing one study."""
 
+import json
 import os
 import subprocess
 from pathlib import Path
@@ -77,6 +78,8 @@ def _sweeper(**fields) -> OptunaSweeper:
      "hydra.sweeper.pruner.wrapped_pruner._target_='subprocess.call' is invalid: allowed a class under optuna"),
     ({"sampler": {"_target_": "optuna.samplers.TPESampler", "n_startup": 5}}, "got an unexpected keyword"),
     ({"sampler": {"_target_": "optuna.pruners.MedianPruner"}}, "hydra.sweeper.sampler._target_='optuna.pruners"),
+    ({"population": 0}, "hydra.sweeper.population=0 is invalid: allowed an integer >= 1"),
+    ({"population_precision": "fp8"}, "hydra.sweeper.population_precision='fp8' is invalid: allowed one of fp32, bf16"),
 ])
 def test_sweeper_refuses_unknown_pruners_and_targets_outside_optuna(fields: dict, message: str) -> None:
     with pytest.raises(ValueError) as error:
@@ -128,6 +131,70 @@ def test_hyperband_pruner_of_the_sweep_prunes_in_its_jobs(run_cli, tmp_path: Pat
     assert first.state == TrialState.COMPLETE and len(first.intermediate_values) == 2
     assert second.state == TrialState.PRUNED and second.user_attrs["status"] == "pruned"
     assert second.intermediate_values[1] < first.intermediate_values[1]
+
+
+@pytest.mark.slow
+def test_population_sweep_trains_members_together_each_its_own_trial(run_cli, tmp_path: Path) -> None:
+    """``hydra.sweeper.population=3``: 6 trials in 2 jobs of 3 fused members; each member is its own
+    complete trial (record, curves, value), trained with its own params; with the same seed and
+    params, a member's curves are those of the same run trained alone by ``train`` (``model=scratch``: the
+    population draws the scratch masks the same way; ``nn.Dropout``'s stream differs)."""
+    common = ("model=scratch", "trainer.max_epochs=2", "hydra.sweeper.sampler=random", "hydra.sweeper.pruner=none",
+              "model.dropout_1=interval(0.1, 0.8)", "optim.lr=interval(0.05, 0.3)")
+    out = _sweep(run_cli, "hydra.sweeper.n_trials=6", "hydra.sweeper.population=3", *common)
+    assert out.returncode == 0, out.stderr
+    study = _study(tmp_path)
+    trials = study.get_trials(states=(TrialState.COMPLETE,))
+    assert len(study.trials) == 6 and len(trials) == 6
+    for t in trials:
+        attrs = t.user_attrs
+        assert attrs["engine"] == "population(K=3, fp32)" and attrs["status"] == "completed"
+        assert t.value == attrs["final"]["val_acc"] and len(attrs["curves"]) == 2
+        assert attrs["config"]["model"]["dropout_1"] == t.params["model.dropout_1"]
+        assert attrs["config"]["optim"]["lr"] == t.params["optim.lr"]
+        assert f"model.dropout_1={t.params['model.dropout_1']}" in attrs["overrides"]
+        assert (Path(attrs["output_dir"]) / "run.json").exists()
+    assert len({round(t.params["model.dropout_1"], 6) for t in trials}) == 6
+    populations = sorted(p.name for p in Path(trials[0].user_attrs["output_dir"]).parent.glob("population_*"))
+    assert populations == ["population_00000", "population_00003"]
+
+    first = trials[0]
+    alone = run_cli("train", "experiment=smoke", "model=scratch", "trainer.max_epochs=2", "optuna.record=false",
+                    f"model.dropout_1={first.params['model.dropout_1']}", f"optim.lr={first.params['optim.lr']}",
+                    f"hydra.run.dir={tmp_path / 'alone'}")
+    assert alone.returncode == 0, alone.stderr
+    single = json.loads((tmp_path / "alone" / "run.json").read_text())
+    diff = max(abs(a[k] - b[k]) for a, b in zip(first.user_attrs["curves"], single["curves"], strict=True)
+               for k in ("train_loss", "val_loss", "val_acc"))
+    assert diff <= 1e-4
+
+
+@pytest.mark.slow
+def test_population_sweep_prunes_each_member_through_its_own_trial(run_cli, tmp_path: Path) -> None:
+    """As the Hyperband test above, with the two bad trials trained as one population of 2."""
+    common = ("trainer.max_epochs=2", "hydra.sweeper.sampler=random", "hydra.sweeper.pruner=hyperband")
+    good = _sweep(run_cli, *common, "hydra.sweeper.n_trials=1", "optim.lr=interval(0.29, 0.3)")
+    assert good.returncode == 0, good.stderr
+    bad = _sweep(run_cli, *common, "hydra.sweeper.n_trials=3", "hydra.sweeper.population=2",
+                 "optim.lr=interval(0.0001, 0.0002)")
+    assert bad.returncode == 0, bad.stderr
+    first, *members = _study(tmp_path).trials
+    assert first.state == TrialState.COMPLETE and first.user_attrs["engine"] == "per-run"
+    for member in members:
+        assert member.state == TrialState.PRUNED and member.user_attrs["status"] == "pruned"
+        assert member.user_attrs["engine"] == "population(K=2, fp32)"
+        assert member.intermediate_values[1] < first.intermediate_values[1]
+
+
+@pytest.mark.slow
+def test_population_sweep_falls_back_to_one_run_per_job_for_instruments(run_cli, tmp_path: Path) -> None:
+    out = _sweep(run_cli, "hydra.sweeper.n_trials=2", "hydra.sweeper.population=2", "hydra.sweeper.pruner=none",
+                 "trainer.max_epochs=1", "monitor.enabled=true", "model.dropout_1=interval(0.1, 0.8)")
+    assert out.returncode == 0, out.stderr
+    warning = "hydra.sweeper.population=2 ignored: these runs train per-run: monitor.enabled=true"
+    assert warning in out.stderr + out.stdout
+    trials = _study(tmp_path).get_trials(states=(TrialState.COMPLETE,))
+    assert len(trials) == 2 and all(t.user_attrs["engine"] == "per-run" for t in trials)
 
 
 def _start_sweep(tmp_path: Path, data_root: Path, tag: str, *args: str) -> subprocess.Popen:

@@ -31,9 +31,10 @@ def train_app(cfg: DictConfig) -> float:
 
     Every run is stored as an Optuna trial (see ``OptunaTrialConfig``); a run whose config and
     seed are already complete in its study is not rerun. A run launched by
-    ``hydra/sweeper=optuna`` reports each epoch to its trial, which may prune it.
+    ``hydra/sweeper=optuna`` reports each epoch to its trial, which may prune it; with the
+    sweeper's ``population`` above 1, one job trains several trials as one population.
     """
-    from dropout_lab.studies.trial_link import linked_trial
+    from dropout_lab.studies.trial_link import linked_trial, train_sweep_population
     from dropout_lab.training.train import train
 
     hydra_cfg = HydraConfig.get()
@@ -43,6 +44,9 @@ def train_app(cfg: DictConfig) -> float:
         cfg.metric = cfg.optimized_metric
     if cfg.metric not in ("val_acc", "val_loss"):
         return _fail(InvalidValueError("metric", cfg.metric, "val_acc or val_loss"))
+    if cfg.optuna.members:  # a population job of the sweeper: the sweeper reads each member's trial
+        train_sweep_population(cfg, hydra_cfg.sweep.dir, overrides)
+        return float("nan")
     with linked_trial(cfg, output_dir, overrides) as link:
         if link.done_value is not None:
             return link.done_value

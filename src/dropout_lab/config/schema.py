@@ -81,6 +81,8 @@ class OptunaTrialConfig:
     ``storage`` (default: SQLite under ``results_dir``), and skips a run whose config and seed are
     already complete there. ``trial`` and ``heartbeat`` (seconds between the job's beats for its trial)
     are set by ``hydra/sweeper=optuna``; the job's pruner is the one the sweeper recorded in the study.
+    With the sweeper's ``population`` above 1, a job trains the trials ``members`` (numbers) as one
+    fused population in ``population_precision`` instead of one ``trial``.
     """
 
     record: bool = True
@@ -88,6 +90,8 @@ class OptunaTrialConfig:
     study: str | None = None
     trial: int | None = None
     heartbeat: int | None = None
+    members: list[int] | None = None
+    population_precision: str = "fp32"
 
 
 @dataclass

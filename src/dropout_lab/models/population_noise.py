@@ -128,10 +128,15 @@ class PopulationNoise(_MemberRates):
     #: How rows of random numbers are drawn, and their value for members that draw nothing.
     FILL = staticmethod(_uniform)
     FILL_VALUE = 0.0
+    #: Each member's factor from its rate, kept as the ``[K, 1, ...]`` column ``scale`` (None: no column).
+    MEMBER_SCALE: Callable[[float], float] | None = None
+    scale: torch.Tensor
 
     def __init__(self, rates: Sequence[float], field: str = "rate") -> None:
         super().__init__(rates, field)
         self.draws = MemberDraws(self.FILL, self.FILL_VALUE)
+        if self.MEMBER_SCALE is not None:
+            self.register_buffer("scale", member_column([self.MEMBER_SCALE(p) for p in self.rates]), persistent=False)
 
     def forward(self, h: torch.Tensor, generators: Generators) -> torch.Tensor:
         if not self.training or not any(self.rates):
@@ -151,7 +156,6 @@ class PopulationDropout(PopulationNoise):
 
     DRAWS = staticmethod(_inside_unit_interval)
     threshold: torch.Tensor
-    scale: torch.Tensor
 
     def __init__(self, rates: Sequence[float], field: str = "rate") -> None:
         super().__init__(rates, field)
@@ -174,47 +178,33 @@ class PopulationGaussianNoise(PopulationNoise):
 
     name = "gaussian"
     FILL = staticmethod(_normal)
-    std: torch.Tensor
-
-    def __init__(self, rates: Sequence[float], field: str = "rate") -> None:
-        super().__init__(rates, field)
-        self.register_buffer("std", member_column([math.sqrt(p / (1.0 - p)) for p in self.rates]), persistent=False)
+    MEMBER_SCALE = staticmethod(lambda p: math.sqrt(p / (1.0 - p)))
 
     def perturb(self, h: torch.Tensor, generators: Generators) -> torch.Tensor:
         eps = self.draw(h.shape[1:], generators, h.device)
-        return h * (1.0 + self.std * eps)
+        return h * (1.0 + self.scale * eps)
 
 
-class PopulationAdditiveGaussianNoise(PopulationNoise):
+class PopulationAdditiveGaussianNoise(PopulationGaussianNoise):
     """Per-member additive Gaussian noise h + sigma * eps (the rate is sigma, any value >= 0)."""
 
     name = "additive_gaussian"
-    FILL = staticmethod(_normal)
-    sigma: torch.Tensor
-
-    def __init__(self, rates: Sequence[float], field: str = "rate") -> None:
-        super().__init__(rates, field)
-        self.register_buffer("sigma", member_column(self.rates), persistent=False)
+    MEMBER_SCALE = staticmethod(lambda p: float(p))
 
     def perturb(self, h: torch.Tensor, generators: Generators) -> torch.Tensor:
         eps = self.draw(h.shape[1:], generators, h.device)
-        return h + self.sigma * eps
+        return h + self.scale * eps
 
 
 class PopulationUniformNoise(PopulationNoise):
     """Per-member uniform multiplicative noise h * u, u ~ U(1 - a, 1 + a), a = sqrt(3p / (1 - p))."""
 
     name = "uniform"
-    half_width: torch.Tensor
-
-    def __init__(self, rates: Sequence[float], field: str = "rate") -> None:
-        super().__init__(rates, field)
-        self.register_buffer("half_width", member_column([math.sqrt(3.0 * p / (1.0 - p)) for p in self.rates]),
-                             persistent=False)
+    MEMBER_SCALE = staticmethod(lambda p: math.sqrt(3.0 * p / (1.0 - p)))
 
     def perturb(self, h: torch.Tensor, generators: Generators) -> torch.Tensor:
         u = self.draw(h.shape[1:], generators, h.device)
-        return h * (1.0 + self.half_width * (2.0 * u - 1.0))
+        return h * (1.0 + self.scale * (2.0 * u - 1.0))
 
 
 class PopulationGammaNoise(PopulationNoise):
@@ -235,7 +225,6 @@ class PopulationBlockDropout(PopulationNoise):
     name = "block"
     DRAWS = staticmethod(_inside_unit_interval)
     threshold: torch.Tensor
-    scale: torch.Tensor
 
     def __init__(self, rates: Sequence[float], field: str = "rate", group_size: int = 8) -> None:
         super().__init__(rates, field)

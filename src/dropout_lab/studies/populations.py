@@ -29,7 +29,7 @@ import logging
 import math
 import os
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import optuna
@@ -39,22 +39,14 @@ from optuna.trial import FrozenTrial, TrialState
 
 from dropout_lab.config.compose import compose_train_config
 from dropout_lab.config.population import AUTO, group_key, per_run_reason
-from dropout_lab.studies.claims import (
-    WorkerSettings,
-    claim_waiting,
-    mark_worker,
-    requeue_interrupted,
-    suggest_fixed,
-    trial_output_dir,
-    trial_overrides,
-)
+from dropout_lab.studies import claims
+from dropout_lab.studies.claims import WorkerSettings
 from dropout_lab.studies.prepare import CELL_ATTR, CELL_CHOICES
 from dropout_lab.studies.spec import StudySpec
 from dropout_lab.studies.storage import Heartbeat, quiet_experimental
 from dropout_lab.studies.trial_records import save_failure, save_record
-from dropout_lab.studies.tuning import Outcome
+from dropout_lab.studies.tuning import Outcome, outcome_of
 from dropout_lab.training.population import (
-    Member,
     PruneMembers,
     auto_population_size,
     build_population,
@@ -79,13 +71,6 @@ def population_size(settings: WorkerSettings, cfg: DictConfig) -> int:
     return int(settings.population)
 
 
-def outcome_of(result: Mapping[str, Any], metric: str) -> Outcome:
-    """A member's outcome for its trial: its final metric, PRUNED or FAIL."""
-    if result["status"] == "completed":
-        return float(result["final"][metric])
-    return TrialState.PRUNED if result["status"] == "pruned" else TrialState.FAIL
-
-
 @dataclass
 class MemberTrial:
     """One trial trained as a member: its params, the overrides and folder of its run, its config."""
@@ -99,16 +84,20 @@ class MemberTrial:
 
     def store(self, result: Mapping[str, Any]) -> None:
         """Write the member's complete run record to ``run.json`` and into its trial."""
-        record = RunRecord(**result, overrides=self.overrides)
+        record = RunRecord(**{**result, "overrides": self.overrides})
         prepare_output_dir(self.output_dir)
         record.write(self.output_dir)
         save_record(self.trial, record, self.output_dir)
         self.stored = True
 
 
-def _train_group(group: list[MemberTrial], spec: StudySpec, settings: WorkerSettings, tell: Tell,
-                 pruning: bool) -> dict[int, Outcome]:
-    """Train one population of compatible members; store each record; tell early leavers at once."""
+def train_group(group: list[MemberTrial], metric: str, precision: str, tell: Tell,
+                pruning: bool) -> dict[int, Outcome]:
+    """Train one population of compatible members; store each record; tell early leavers at once.
+
+    ``metric`` is the value told and reported for pruning; ``precision`` is ``fp32`` or ``bf16``.
+    Returns the outcome of every member by trial number.
+    """
     cfgs = [m.cfg for m in group]
     assert all(cfg is not None for cfg in cfgs)
     outcomes: dict[int, Outcome] = {}
@@ -121,25 +110,25 @@ def _train_group(group: list[MemberTrial], spec: StudySpec, settings: WorkerSett
             outcomes[mt.trial.number] = TrialState.FAIL
         return outcomes
 
-    def on_leave(number: int, member: Member) -> None:  # diverged or pruned: stored and told now
+    def on_leave(number: int, member: RunRecord) -> None:  # diverged or pruned: stored and told now
         mt = group[number]
-        mt.store(member.result())
-        outcomes[mt.trial.number] = outcome_of(member.result(), spec.metric)
+        mt.store(asdict(member))
+        outcomes[mt.trial.number] = outcome_of(asdict(member), metric)
         log.info("trial %d left the population: %s", mt.trial.number, member.reason)
         tell(mt.trial, outcomes[mt.trial.number])
 
-    def should_prune(number: int, member: Member) -> bool:
+    def should_prune(number: int, member: RunRecord) -> bool:
         trial, last = group[number].trial, member.curves[-1]
-        trial.report(float(last[spec.metric]), step=int(last["epoch"]) - 1)  # the step the per-run callback reports
+        trial.report(float(last[metric]), step=int(last["epoch"]) - 1)  # the step the per-run callback reports
         return trial.should_prune()
 
     module.on_leave = on_leave
     callbacks = [PruneMembers(should_prune)] if pruning else []
     log.info("pid %d: training trials %s as one population (%d members, %s)", os.getpid(),
-             [m.trial.number for m in group], len(group), settings.population_precision)
+             [m.trial.number for m in group], len(group), precision)
     try:
         results = fit_population(cfgs[0], datamodule, module, callbacks,  # type: ignore[arg-type]
-                                 precision=settings.population_precision)
+                                 precision=precision)
     except (KeyboardInterrupt, SystemExit):
         for mt, result in zip(group, module.results(), strict=True):
             if not mt.stored:
@@ -151,7 +140,7 @@ def _train_group(group: list[MemberTrial], spec: StudySpec, settings: WorkerSett
     for mt, result in zip(group, results, strict=True):
         if not mt.stored:
             mt.store(result)
-            outcomes[mt.trial.number] = outcome_of(result, spec.metric)
+            outcomes[mt.trial.number] = outcome_of(result, metric)
     return outcomes
 
 
@@ -167,9 +156,9 @@ def train_trials(trials: Sequence[optuna.Trial], params: Sequence[dict], spec: S
     """
     members = []
     for trial, p in zip(trials, params, strict=True):
-        mark_worker(trial)
-        members.append(MemberTrial(trial, dict(p), trial_overrides(spec, settings, p),
-                                   trial_output_dir(spec, settings, trial)))
+        claims.mark_worker(trial)
+        members.append(MemberTrial(trial, dict(p), claims.trial_overrides(spec, settings, p),
+                                   claims.trial_output_dir(spec, settings, trial)))
     outcomes: dict[int, Outcome] = {}
     groups: dict[tuple, list[MemberTrial]] = {}
     for mt in members:
@@ -189,7 +178,7 @@ def train_trials(trials: Sequence[optuna.Trial], params: Sequence[dict], spec: S
             continue
         groups.setdefault(group_key(mt.params), []).append(mt)
     for group in groups.values():
-        outcomes.update(_train_group(group, spec, settings, tell, pruning))
+        outcomes.update(train_group(group, spec.metric, settings.population_precision, tell, pruning))
     return [outcomes[t.number] for t in trials]
 
 
@@ -215,7 +204,7 @@ class GridPacker:
     def _size(self, key: tuple, cell: dict[str, Any]) -> int:
         if key not in self.sizes:
             try:
-                cfg = compose_train_config(trial_overrides(self.spec, self.settings, cell))
+                cfg = compose_train_config(claims.trial_overrides(self.spec, self.settings, cell))
             except Exception:  # a bad override: the per-run engine records the error in each trial
                 self.sizes[key] = 1
                 return 1
@@ -246,7 +235,7 @@ class GridPacker:
             running = len(self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
             share = math.ceil((len(same) + running) / max(self.settings.workers, 1))  # this worker's fair share
             limit = min(size, max(1, share))
-            return claim_waiting(self.study, self.storage, same, limit=limit), size > 1
+            return claims.claim_waiting(self.study, self.storage, same, limit=limit), size > 1
 
 
 def _tell_grid(study: optuna.Study, trial: optuna.Trial, outcome: Outcome) -> None:
@@ -274,13 +263,13 @@ def run_grid_population(study: optuna.Study, storage: BaseStorage, trial_ids: Se
 
         try:
             for trial, trial_id in zip(trials, trial_ids, strict=True):
-                suggest_fixed(trial, storage.get_trial(trial_id).user_attrs[CELL_ATTR], choices)
+                claims.suggest_fixed(trial, storage.get_trial(trial_id).user_attrs[CELL_ATTR], choices)
             outcomes = train_trials(trials, [dict(t.params) for t in trials], spec, settings, tell=tell,
                                     per_run=per_run, pruning=False)
         except (KeyboardInterrupt, SystemExit):
             for trial in trials:
                 if trial.number not in told:
-                    requeue_interrupted(study, trial)
+                    claims.requeue_interrupted(study, trial)
             raise
         for trial, outcome in zip(trials, outcomes, strict=True):
             if trial.number not in told:

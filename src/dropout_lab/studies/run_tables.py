@@ -4,7 +4,8 @@
   time, config hash, host, engine (``per-run`` or ``population(K=8, fp32)``), the trial's params, the
   resolved config flattened to dotted columns (``model.dropout_1``, ``model.noise``,
   ``optim.weight_decay``, ``name``, ``trainer.max_epochs``),
-  the final metrics and the library versions (``versions.torch``).
+  the final metrics (last epoch: ``test_acc``...), the best-validation epoch's (``best_epoch``,
+  ``best_test_acc``...) and the library versions (``versions.torch``).
 * :func:`curves_table`: one row per (run, epoch).
 * :func:`instrument_table`: the instruments' tidy rows (``activations``, ``test_time``) per run.
 
@@ -98,7 +99,7 @@ def _run_row(trial: FrozenTrial) -> dict[str, Any]:
            "overrides": " ".join(attrs["overrides"]) if attrs.get("overrides") is not None else None,
            "output_dir": attrs.get("output_dir")}
     config.pop("seed", None)
-    return {**row, **params, **config, **(attrs.get("final") or {}),
+    return {**row, **params, **config, **(attrs.get("final") or {}), **flatten(attrs.get("best") or {}, "best_"),
             **flatten(attrs.get("versions") or {}, "versions.")}
 
 

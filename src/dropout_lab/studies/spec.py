@@ -45,6 +45,8 @@ class StudySpec:
     ``tuned_from`` lists tuning studies as references (``"ex7_tune technique=gamma"``): the grid
     is then each one's best parameters (plus its fixed ``key=value`` overrides, e.g.
     ``noise=gamma``), rerun with every seed. ``params`` holds the file's named parameters.
+    ``margin`` is the smallest effect of interest on test accuracy (a proportion: 0.005 is 0.5 pp):
+    a report may say "no difference" only when an equivalence test (TOST) within +-margin says so.
     """
 
     name: str = MISSING
@@ -63,6 +65,7 @@ class StudySpec:
     analysis: str = "compare"
     tuned_from: list[str] = field(default_factory=list)
     params: dict[str, Any] = field(default_factory=dict)
+    margin: float = 0.005
 
     @property
     def is_tuning(self) -> bool:
@@ -99,6 +102,8 @@ def _check(spec: StudySpec, source: str) -> StudySpec:
         raise bad(exc.field, exc.value, exc.allowed) from None
     if spec.metric not in METRICS:
         raise bad("metric", spec.metric, f"one of {', '.join(METRICS)}")
+    if not 0.0 < spec.margin < 1.0:
+        raise bad("margin", spec.margin, "a proportion of test accuracy in (0, 1), e.g. 0.005 for 0.5 pp")
     if spec.is_tuning:
         if spec.n_trials is None or spec.n_trials < 1:
             raise bad("n_trials", spec.n_trials, "an integer >= 1 for a study with a search_space")

@@ -3,21 +3,26 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import lightning as L
 import optuna
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from optuna.distributions import FloatDistribution, IntDistribution
 from optuna.study import StudyDirection
 from optuna.trial import TrialState
 from optuna_integration import PyTorchLightningPruningCallback
 
+from dropout_lab.config.population import is_member_key
+from dropout_lab.studies.claims import mark_worker
+from dropout_lab.studies.populations import MemberTrial, train_group
 from dropout_lab.studies.samplers import build_pruner
 from dropout_lab.studies.spec import METRICS
 from dropout_lab.studies.storage import Heartbeat, default_storage_url, open_storage
@@ -65,14 +70,18 @@ def run_params(cfg: DictConfig, overrides: list[str]) -> tuple[dict, dict]:
     return params, dists
 
 
-def _sweeper_trial(cfg: DictConfig, output_dir: str) -> Iterator[TrialLink]:
-    """A job of ``hydra/sweeper=optuna``: beat for its trial while it trains, prune with the sweep's pruner."""
+def _sweep_study(cfg: DictConfig) -> tuple[optuna.Study, Any, int]:
+    """The sweeper's study (with the pruner it recorded: the job decides on pruning), its storage and id."""
     storage = open_storage(cfg.optuna.storage, heartbeat_interval=None)
     study_id = storage.get_study_id_from_name(cfg.optuna.study)
-    trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, cfg.optuna.trial)
-    # The job decides on pruning, with the pruner the sweeper recorded in the study (the same one).
     pruner = build_pruner(storage.get_study_user_attrs(study_id).get(PRUNER_ATTR, "median"), cfg.trainer.max_epochs)
-    study = optuna.load_study(study_name=cfg.optuna.study, storage=storage, pruner=pruner)
+    return optuna.load_study(study_name=cfg.optuna.study, storage=storage, pruner=pruner), storage, study_id
+
+
+def _sweeper_trial(cfg: DictConfig, output_dir: str) -> Iterator[TrialLink]:
+    """A job of ``hydra/sweeper=optuna``: beat for its trial while it trains, prune with the sweep's pruner."""
+    study, storage, study_id = _sweep_study(cfg)
+    trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, cfg.optuna.trial)
     trial = optuna.Trial(study, trial_id)
     with Heartbeat(storage, cfg.optuna.heartbeat) as heartbeat:
         heartbeat.add(trial_id)
@@ -121,3 +130,33 @@ def linked_trial(cfg: DictConfig, output_dir: str, overrides: list[str]) -> Iter
         yield from _recorded_run(cfg, output_dir, overrides)
     else:
         yield TrialLink()
+
+
+def train_sweep_population(cfg: DictConfig, sweep_dir: str | Path, overrides: list[str]) -> None:
+    """A population job of ``hydra/sweeper=optuna``: train trials ``cfg.optuna.members`` together.
+
+    Each member's config is the job's ``cfg`` with its trial's params (seed, rates, learning rate,
+    momentum, weight decay: the keys members may differ in) set; the job beats for every member
+    until it ends, prunes each through its own trial, and stores each member's complete record in
+    its trial and in ``sweep_dir/trial_NNNNN/run.json``. The sweeper tells the trials.
+    """
+    study, storage, study_id = _sweep_study(cfg)
+    job_overrides = [o for o in overrides if not o.startswith(("optuna.members=", "hydra."))]
+    with Heartbeat(storage, cfg.optuna.heartbeat) as heartbeat:
+        members = []
+        for number in cfg.optuna.members:
+            trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, number)
+            heartbeat.add(trial_id)
+            trial = optuna.Trial(study, trial_id)
+            mark_worker(trial)
+            params = storage.get_trial(trial_id).params
+            member_cfg = copy.deepcopy(cfg)
+            member_cfg.optuna.members = None
+            for key, value in params.items():
+                if is_member_key(key):  # the other params are equal for all members and in the job's overrides
+                    OmegaConf.update(member_cfg, key, value, merge=False)
+            member_overrides = job_overrides + [f"{k}={v}" for k, v in params.items() if is_member_key(k)]
+            members.append(MemberTrial(trial, dict(params), member_overrides,
+                                       str(Path(sweep_dir) / f"trial_{number:05d}"), member_cfg))
+        train_group(members, cfg.metric, cfg.optuna.population_precision, tell=lambda trial, outcome: None,
+                    pruning=True)

@@ -26,6 +26,7 @@ import logging
 import math
 import time
 import warnings
+import zlib
 from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
 from typing import Any
@@ -43,6 +44,7 @@ from dropout_lab.studies.samplers import (
     pruner_config,
     sampler_config,
 )
+from dropout_lab.studies.spec import StudySpec
 from dropout_lab.studies.storage import Heartbeat, open_storage, queue_lock, quiet_experimental, retry_callback
 
 log = logging.getLogger(__name__)
@@ -56,6 +58,19 @@ SHARED_SEED_SAMPLERS = (GRID_SAMPLER, "optuna.samplers.QMCSampler")
 SAMPLER_ATTR, PRUNER_ATTR = "sampler", "pruner"
 #: What a trial ended as: its metric (NaN or inf: failed), or ``TrialState.PRUNED`` / ``TrialState.FAIL``.
 Outcome = float | TrialState | None
+
+
+def outcome_of(result: Mapping[str, Any], metric: str) -> Outcome:
+    """The outcome of a stored run (a run record's dict or trial attributes): its final ``metric``, PRUNED or FAIL."""
+    if result["status"] == "completed":
+        return float(result["final"][metric])
+    return TrialState.PRUNED if result["status"] == "pruned" else TrialState.FAIL
+
+
+def study_seed(spec: StudySpec) -> int:
+    """A tuning study's base seed: its first run seed offset by its name, so that studies with the same
+    run seed (the seven ``ex7_tune`` techniques) draw different candidates."""
+    return spec.seeds[0] + zlib.crc32(spec.name.encode()) % 100_000
 
 
 def sampler_seed(base: int, worker_index: int, stored: int) -> int:

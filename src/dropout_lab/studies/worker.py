@@ -45,7 +45,7 @@ from dropout_lab.studies.prepare import CELL_ATTR, CELL_CHOICES, load_study
 from dropout_lab.studies.spec import StudySpec
 from dropout_lab.studies.storage import Heartbeat, heartbeat_interval, open_storage, queue_lock, quiet_experimental
 from dropout_lab.studies.trial_records import save_failure, save_record
-from dropout_lab.studies.tuning import Outcome, Tuner
+from dropout_lab.studies.tuning import Outcome, Tuner, study_seed
 from dropout_lab.training.run_record import RunRecord
 from dropout_lab.training.train import train
 
@@ -174,7 +174,7 @@ def run_tuning(spec: StudySpec, settings: WorkerSettings) -> int:
     assert spec.n_trials is not None  # checked when the study was loaded
     tuner = Tuner.open(settings.storage_url, spec.name, direction=spec.direction, space=search_distributions(spec),
                        n_trials=spec.n_trials, sampler=spec.sampler, pruner=spec.pruner, max_epochs=spec.epochs,
-                       base_seed=spec.seeds[0], worker_index=settings.worker_index,
+                       base_seed=study_seed(spec), worker_index=settings.worker_index,
                        heartbeat_interval=settings.heartbeat_interval, poll_s=settings.poll_s)
     with tuner:
         if settings.population == 1:

@@ -18,9 +18,9 @@ after every group of ``data.batches_per_call`` steps) and removed; a member can 
 (``remove``, e.g. pruned) between epochs; removed members leave the stacked tensors, so they stop
 costing compute.
 
-Results: :meth:`PopulationClassifier.results` gives each member's run-record content (``config``,
-``seed``, ``config_hash``, ``status``, ``reason``, ``curves``, ``final``, ``wall_time_s``, ``engine``),
-the keys and shapes of ``RunRecord`` and ``EpochRecorder``. A member's ``seconds`` per epoch (and its
+Results: each member is a :class:`~dropout_lab.training.run_record.RunRecord` that fills as it
+trains (curves in ``EpochRecorder``'s shape); :meth:`PopulationClassifier.results` gives them as
+plain dicts. A member's ``seconds`` per epoch (and its
 ``wall_time_s``) is its equal share of the population's wall time for that epoch, so the members'
 times add up to the population's.
 """
@@ -31,7 +31,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from typing import Any, cast
 
 import lightning as L
@@ -53,8 +53,9 @@ from dropout_lab.config.validate import validate_config
 from dropout_lab.data.population_batches import PopulationBatches, PopulationBatchGroup, PopulationDataModule
 from dropout_lab.errors import InvalidValueError, RunDivergedError
 from dropout_lab.models.population_mlp import StackedMLP
+from dropout_lab.training.best_weights import best_metrics, improves
 from dropout_lab.training.profiler import NoProfiler
-from dropout_lab.training.run_record import config_hash
+from dropout_lab.training.run_record import RunRecord, config_hash
 from dropout_lab.training.train import quiet_lightning
 
 log = logging.getLogger(__name__)
@@ -116,35 +117,16 @@ class PopulationSGD(torch.optim.Optimizer):
 # Members and the Lightning module
 # ---------------------------------------------------------------------------------------------
 
-@dataclass
-class Member:
-    """One run of a population and what it produced: the content of its run record."""
-
-    config: dict[str, Any]
-    seed: int
-    config_hash: str
-    status: str = "running"
-    reason: str | None = None
-    curves: list[dict[str, float]] = field(default_factory=list)
-    final: dict[str, float] = field(default_factory=dict)
-    wall_time_s: float = 0.0
-    engine: str = "population"
-
-    def result(self) -> dict[str, Any]:
-        """A plain dict: ``RunRecord(**member.result())`` is the member's record."""
-        return asdict(self)
-
-
 class PopulationClassifier(L.LightningModule):
     """Cross-entropy training of a :class:`StackedMLP` with per-member SGD; per-member curves and test metrics.
 
-    ``members[k]`` is the run of row ``k`` at the start; ``active`` lists the members (by number)
+    ``members[k]`` is the record of the run in row ``k`` at the start; ``active`` lists the members (by number)
     still in the stack, in row order. Batches are ``PopulationBatchGroup``s: one optimizer step
     per mini-batch, as ``Classifier`` with ``data.batches_per_call``.
     """
 
-    def __init__(self, net: StackedMLP, members: Sequence[Member], lr: Sequence[float], momentum: Sequence[float],
-                 weight_decay: Sequence[float]) -> None:
+    def __init__(self, net: StackedMLP, members: Sequence[RunRecord], lr: Sequence[float], momentum: Sequence[float],
+                 weight_decay: Sequence[float], metric: str = "val_acc") -> None:
         super().__init__()
         self.net = net
         self.members = list(members)
@@ -157,8 +139,15 @@ class PopulationClassifier(L.LightningModule):
         self._epoch_members = len(self.members)
         self._test_start = 0.0
         self._eval: dict[str, torch.Tensor] = {}
+        #: Model selection (``best_weights.py``): each member's best ``metric`` and epoch, and the stacked
+        #: parameters whose row k holds active member k's weights at its best epoch.
+        self.metric = metric
+        self._best_value: dict[int, float] = {}
+        self._best_epoch: dict[int, int] = {}
+        self._best_params: dict[str, torch.Tensor] = {}
+        self._testing_best = False
         #: Called as ``on_leave(number, member)`` when a member leaves before the end (diverged or pruned).
-        self.on_leave: Callable[[int, Member], None] | None = None
+        self.on_leave: Callable[[int, RunRecord], None] | None = None
 
     # setup
 
@@ -251,6 +240,32 @@ class PopulationClassifier(L.LightningModule):
             self.members[number].curves.append({"epoch": self.current_epoch + 1, "train_loss": train_loss[row],
                                                 "val_loss": val_loss[row], "val_acc": val_acc[row],
                                                 "seconds": seconds})
+        self._keep_best(val_acc if self.metric == "val_acc" else val_loss)
+
+    def _keep_best(self, values: list[float]) -> None:
+        """Copy the weights of the members whose validation ``metric`` improved this epoch."""
+        rows = [row for row, number in enumerate(self.active)
+                if improves(values[row], self._best_value.get(number), self.metric)]
+        if not rows:
+            return
+        for row in rows:
+            self._best_value[self.active[row]] = values[row]
+            self._best_epoch[self.active[row]] = self.current_epoch + 1
+        index = torch.tensor(rows, dtype=torch.long, device=self.device)
+        for name, param in self.net.named_parameters():
+            if name not in self._best_params:
+                self._best_params[name] = param.detach().clone()
+            else:
+                self._best_params[name][index] = param.detach()[index]
+
+    def use_best_weights(self) -> bool:
+        """Load every active member's best-epoch weights for a second test; False if none differs from the last."""
+        if all(self._best_epoch.get(n) in (None, len(self.members[n].curves)) for n in self.active):
+            return False
+        for name, param in self.net.named_parameters():
+            param.data.copy_(self._best_params[name])
+        self._testing_best = True
+        return True
 
     def on_test_epoch_start(self) -> None:
         self._start_evaluation()
@@ -267,9 +282,17 @@ class PopulationClassifier(L.LightningModule):
         share = (time.perf_counter() - self._test_start) / len(self.active)
         for row, number in enumerate(self.active):
             member = self.members[number]
+            tested = {"test_loss": test_loss[row], "test_acc": test_acc[row]}
+            best_epoch = self._best_epoch.get(number)
+            if self._testing_best:  # the second pass, on the best-epoch weights
+                if best_epoch is not None and best_epoch != len(member.curves):
+                    member.best = best_metrics(member.curves[best_epoch - 1], tested)
+                member.wall_time_s += share
+                continue
             last = member.curves[-1]
-            member.final = {"val_loss": last["val_loss"], "val_acc": last["val_acc"],
-                            "test_loss": test_loss[row], "test_acc": test_acc[row]}
+            member.final = {"val_loss": last["val_loss"], "val_acc": last["val_acc"], **tested}
+            if best_epoch == len(member.curves):
+                member.best = best_metrics(last, tested)
             member.status = "completed"
             member.wall_time_s = sum(row["seconds"] for row in member.curves) + share
 
@@ -293,7 +316,7 @@ class PopulationClassifier(L.LightningModule):
             if self.members[number].status == "running":
                 self._finish(self.members[number], "failed", reason)
 
-    def _finish(self, member: Member, status: str, reason: str | None) -> None:
+    def _finish(self, member: RunRecord, status: str, reason: str | None) -> None:
         member.status = status
         member.reason = reason
         member.wall_time_s = sum(row["seconds"] for row in member.curves)
@@ -311,11 +334,12 @@ class PopulationClassifier(L.LightningModule):
             if not rows:
                 self.trainer.should_stop = True
         self._loss_sum = self._loss_sum.index_select(0, index)
+        self._best_params = {name: value.index_select(0, index) for name, value in self._best_params.items()}
         self.active = [self.active[row] for row in rows]
 
     def results(self) -> list[dict[str, Any]]:
         """Every member's run-record content, in the order of ``members``."""
-        return [member.result() for member in self.members]
+        return [asdict(member) for member in self.members]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -372,7 +396,7 @@ def build_population(cfgs: Sequence[DictConfig]) -> tuple[PopulationDataModule, 
     cfg = cfgs[0]
     model = _container(cfg.model)
     technique = model["noise"] if model["_target_"] == NOISY_TARGET else MODEL_TECHNIQUES[model["_target_"]]
-    members = [Member(config=_container(c), seed=int(c.seed), config_hash=config_hash(c))
+    members = [RunRecord(config=_container(c), seed=int(c.seed), config_hash=config_hash(c), engine="population")
                for c in cfgs]
     net = StackedMLP([torch.Generator().manual_seed(m.seed) for m in members],
                      [c.model.dropout_1 for c in cfgs], [c.model.dropout_2 for c in cfgs],
@@ -380,7 +404,8 @@ def build_population(cfgs: Sequence[DictConfig]) -> tuple[PopulationDataModule, 
                      num_outputs=model["num_outputs"], noise=technique, noise_kwargs=model.get("noise_kwargs"))
     module = PopulationClassifier(net, members, lr=[c.optim.lr for c in cfgs],
                                   momentum=[c.optim.momentum for c in cfgs],
-                                  weight_decay=[c.optim.weight_decay for c in cfgs])
+                                  weight_decay=[c.optim.weight_decay for c in cfgs],
+                                  metric=cfg.metric if cfg.metric in ("val_acc", "val_loss") else "val_acc")
     data = _container(cfg.data)
     data.pop("_target_")
     data.pop("shuffle_seed")
@@ -421,6 +446,8 @@ def fit_population(cfg: DictConfig, datamodule: PopulationDataModule, module: Po
             raise KeyboardInterrupt("training interrupted")
         if module.active:
             trainer.test(module, datamodule=datamodule, verbose=False)
+            if module.use_best_weights():  # selection on validation: test the best epochs' weights too
+                trainer.test(module, datamodule=datamodule, verbose=False)
     except BaseException as exc:  # record why, including Ctrl-C and SystemExit, then re-raise
         module.fail_running(f"{type(exc).__name__}: {exc}")
         raise
@@ -504,7 +531,7 @@ class PruneMembers(L.Callback):
     ``member.curves[-1][metric]`` to the member's trial and return ``trial.should_prune()``.
     """
 
-    def __init__(self, should_prune: Callable[[int, Member], bool]) -> None:
+    def __init__(self, should_prune: Callable[[int, RunRecord], bool]) -> None:
         self.should_prune = should_prune
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

@@ -55,7 +55,11 @@ def library_versions() -> dict[str, str]:
 
 @dataclass
 class RunRecord:
-    """Everything a run produced; ``status`` is ``completed`` or ``failed`` (with ``reason``).
+    """Everything a run produced; ``status`` is ``completed``, ``pruned`` or ``failed`` (with ``reason``).
+
+    ``final``: validation and test metrics of the last epoch's weights. ``best``: the best-validation
+    epoch (``epoch``, selected on the run's ``metric``), its validation metrics and the test metrics of
+    its weights (``training/best_weights.py``); both are empty unless the run completed.
 
     ``engine`` says how it was trained: ``per-run`` (``train()``), or ``population(K=8, fp32)``: as one
     of K members of a fused population (``training/population.py``), in float32 or bf16 autocast.
@@ -68,6 +72,7 @@ class RunRecord:
     reason: str | None = None
     curves: list[dict[str, float]] = field(default_factory=list)
     final: dict[str, float] = field(default_factory=dict)
+    best: dict[str, float] = field(default_factory=dict)
     wall_time_s: float = 0.0
     versions: dict[str, str] = field(default_factory=library_versions)
     host: str = field(default_factory=socket.gethostname)

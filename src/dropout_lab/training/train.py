@@ -21,6 +21,7 @@ from dropout_lab.errors import DropoutLabError
 from dropout_lab.evaluation.checkpoint import save_checkpoint, split_tensors
 from dropout_lab.evaluation.mc_evaluation import evaluate_test_time
 from dropout_lab.training.activation_monitor import ActivationMonitor
+from dropout_lab.training.best_weights import BestWeights, best_metrics
 from dropout_lab.training.classifier import Classifier
 from dropout_lab.training.curve_recorder import EpochRecorder
 from dropout_lab.training.profiler import NoProfiler
@@ -61,7 +62,10 @@ def prepare_output_dir(folder: str | Path) -> Path:
 
 def train(cfg: DictConfig, output_dir: str | Path, overrides: Sequence[str] = (),
           callbacks: Sequence[L.Callback] = ()) -> RunRecord:
-    """Train, validate each epoch, test once with noise off; return and write the run's record.
+    """Train, validate each epoch, test with noise off; return and write the run's record.
+
+    ``final`` holds the last epoch's metrics; ``best`` those of the best-validation epoch (``metric``),
+    whose weights are kept in memory and tested too when it is not the last epoch.
 
     Optional instruments: ``monitor.enabled`` records activation statistics into ``activations``;
     ``test_time.enabled`` adds the test-time evaluation (noise off, single noisy passes, MC over T)
@@ -80,6 +84,7 @@ def train(cfg: DictConfig, output_dir: str | Path, overrides: Sequence[str] = ()
     quiet_lightning()
     L.seed_everything(cfg.seed, verbose=False)
     recorder = EpochRecorder()
+    best = BestWeights(cfg.metric if cfg.metric in ("val_acc", "val_loss") else "val_acc")
     monitor = (ActivationMonitor(cfg.monitor.every_n_steps, cfg.monitor.probe_size)
                if cfg.monitor.enabled else None)
     with execution_whitelist(run_whitelist(cfg)):
@@ -89,7 +94,7 @@ def train(cfg: DictConfig, output_dir: str | Path, overrides: Sequence[str] = ()
         # keep a user's profiler
         profiler: dict[str, Any] = {} if cfg.trainer.get("profiler") else {"profiler": NoProfiler()}
         trainer = instantiate(cfg.trainer, logger=logger, **profiler,
-                              callbacks=[recorder, *([monitor] if monitor else []), *callbacks])
+                              callbacks=[recorder, best, *([monitor] if monitor else []), *callbacks])
     start = time.perf_counter()
     try:
         trainer.fit(module, datamodule=datamodule)
@@ -103,6 +108,11 @@ def train(cfg: DictConfig, output_dir: str | Path, overrides: Sequence[str] = ()
             record.test_time = evaluate_test_time(net, *split_tensors(datamodule.test_dataloader()),
                                                   T=cfg.test_time.T, seed=cfg.seed,
                                                   batch_size=cfg.data.eval_batch_size)
+        if best.epoch != len(recorder.curves):  # selection on validation: test the best epoch's weights too
+            best.restore(module)
+            (tested_best,) = trainer.test(module, datamodule=datamodule, verbose=False)
+        else:
+            tested_best = tested
     except BaseException as exc:  # record why, including Ctrl-C and SystemExit, then re-raise
         record.status = "pruned" if isinstance(exc, optuna.TrialPruned) else "failed"
         record.reason = f"{type(exc).__name__}: {exc}"
@@ -112,6 +122,7 @@ def train(cfg: DictConfig, output_dir: str | Path, overrides: Sequence[str] = ()
         last = recorder.curves[-1]
         record.final = {"val_loss": last["val_loss"], "val_acc": last["val_acc"],
                         "test_loss": float(tested["test_loss"]), "test_acc": float(tested["test_acc"])}
+        record.best = best_metrics(recorder.curves[best.epoch - 1], tested_best)
         log.info("test_acc=%.4f test_loss=%.4f", record.final["test_acc"], record.final["test_loss"])
     finally:
         record.curves = recorder.curves

@@ -18,6 +18,9 @@ class OptunaSweeperConf:
     ``median``) or ``_target_`` configs of any ``optuna.samplers`` / ``optuna.pruners`` class.
     ``study_name`` defaults to the run's ``name``, ``storage`` to SQLite under ``results_dir``;
     ``seed`` seeds a sampler whose config has none; jobs beat every ``heartbeat`` seconds.
+    ``population`` above 1 asks ``n_jobs * population`` trials at a time and trains up to
+    ``population`` compatible ones (equal but for seed, rates, lr, momentum, weight decay) in one
+    job as a fused population, in ``population_precision`` (``fp32`` or ``bf16``).
     """
 
     _target_: str = "hydra_plugins.dropout_lab_optuna_sweeper.sweeper.OptunaSweeper"
@@ -30,6 +33,8 @@ class OptunaSweeperConf:
     n_jobs: int = 1
     seed: int = 0
     heartbeat: int = 30
+    population: int = 1
+    population_precision: str = "fp32"
     params: dict[str, str] = field(default_factory=dict)
 
 

@@ -6,6 +6,12 @@ the sweeper recorded in the study), and a relaunch or a second sweep on the same
 toward the study's total ``n_trials``. Asking and telling is the ask/tell core that ``study run``
 workers use too (:class:`dropout_lab.studies.tuning.Tuner`): one seeding policy, heartbeats for
 every trial (jobs beat while they train), stale trials re-queued, live ones never failed.
+
+With ``population`` K > 1 it asks ``n_jobs * K`` trials at a time, packs compatible ones (equal
+but for seed, rates, learning rate, momentum and weight decay) K to a job, and each job trains its
+members as one fused population (``dropout_lab.studies.trial_link.train_sweep_population``); every
+member stays its own trial with its own record and pruning. Runs that need the per-run engine
+(instruments, loggers, networks of your own) are launched one per job, with a warning.
 """
 
 from __future__ import annotations
@@ -26,10 +32,11 @@ from omegaconf import DictConfig, OmegaConf
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
+from dropout_lab.config.population import check_precision, group_key, is_member_key, per_run_reason
 from dropout_lab.errors import InvalidValueError
 from dropout_lab.studies.samplers import is_grid, pruner_config, sampler_config
 from dropout_lab.studies.storage import default_storage_url
-from dropout_lab.studies.tuning import Outcome, Tuner
+from dropout_lab.studies.tuning import Outcome, Tuner, outcome_of
 
 log = logging.getLogger(__name__)
 
@@ -55,10 +62,12 @@ class OptunaSweeper(Sweeper):
     """Ask, launch in batches of ``n_jobs``, tell; stops when the study holds ``n_trials`` finished trials."""
 
     def __init__(self, study_name: str | None, storage: str | None, sampler: Any, pruner: Any, direction: str,
-                 n_trials: int, n_jobs: int, seed: int, params: dict[str, str], heartbeat: int = 30) -> None:
+                 n_trials: int, n_jobs: int, seed: int, params: dict[str, str], heartbeat: int = 30,
+                 population: int = 1, population_precision: str = "fp32") -> None:
         self.sampler = sampler_config(sampler, "hydra.sweeper.sampler")  # refuses unknown names at once
         self.pruner = pruner_config(pruner, "hydra.sweeper.pruner")
-        for field_, value in (("n_trials", n_trials), ("n_jobs", n_jobs), ("heartbeat", heartbeat)):
+        for field_, value in (("n_trials", n_trials), ("n_jobs", n_jobs), ("heartbeat", heartbeat),
+                              ("population", population)):
             if value < 1:
                 raise InvalidValueError(f"hydra.sweeper.{field_}", value, "an integer >= 1")
         if direction not in ("maximize", "minimize"):
@@ -66,6 +75,8 @@ class OptunaSweeper(Sweeper):
         self.study_name, self.storage_url, self.direction = study_name, storage, direction
         self.n_trials, self.n_jobs, self.seed, self.heartbeat = n_trials, n_jobs, seed, heartbeat
         self.params = dict(params or {})
+        self.population = population
+        self.population_precision = check_precision(population_precision, "hydra.sweeper.population_precision")
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         self.config: DictConfig = config
@@ -113,13 +124,45 @@ class OptunaSweeper(Sweeper):
             job_index += len(batch)
             return [self._outcome(tuner, t, r) for t, r in zip(trials, results, strict=True)]
 
+        population = self._population_size(fixed)
+        metric = str(self.config.get("optimized_metric") or self.config.metric)
+
+        def launch_populations(trials: list[optuna.Trial]) -> list[Outcome]:
+            nonlocal job_index
+            groups: dict[tuple, list[optuna.Trial]] = {}
+            for t in trials:
+                groups.setdefault(group_key(t.params), []).append(t)
+            chunks = [g[i:i + population] for g in groups.values() for i in range(0, len(g), population)]
+            batch = [fixed + [f"{k}={v}" for k, v in chunk[0].params.items() if not is_member_key(k)] + links +
+                     [f"optuna.members=[{','.join(str(t.number) for t in chunk)}]",
+                      f"optuna.population_precision={self.population_precision}",
+                      f"hydra.sweep.subdir=population_{chunk[0].number:05d}"] for chunk in chunks]
+            self.launcher.launch(batch, initial_job_idx=job_index)
+            job_index += len(batch)
+            return [outcome_of_member(tuner, t, metric) for t in trials]
+
         with tuner:
-            tuner.run(launch, batch=self.n_jobs)
+            if population > 1:
+                tuner.run(launch_populations, batch=self.n_jobs * population)
+            else:
+                tuner.run(launch, batch=self.n_jobs)
         study = tuner.study
         if study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
             best = study.best_trial
             log.info("best %s=%.4f with %s", self.direction, best.value, best.params)
         return study
+
+    def _population_size(self, fixed: list[str]) -> int:
+        """``population``, or 1 (with a warning) when the sweep's runs need the per-run engine."""
+        if self.population == 1:
+            return 1
+        cfg = self.hydra_context.config_loader.load_sweep_config(self.config, list(fixed))
+        reason = per_run_reason(cfg)
+        if reason is not None:
+            log.warning("hydra.sweeper.population=%d ignored: these runs train per-run: %s", self.population, reason)
+            return 1
+        log.info("trials train in populations of up to %d (%s)", self.population, self.population_precision)
+        return self.population
 
     @staticmethod
     def _outcome(tuner: Tuner, trial: optuna.Trial, result: JobReturn) -> Outcome:
@@ -130,3 +173,9 @@ class OptunaSweeper(Sweeper):
             return TrialState.FAIL
         value = result.return_value
         return float(value) if isinstance(value, (int, float)) else TrialState.FAIL
+
+
+def outcome_of_member(tuner: Tuner, trial: optuna.Trial, metric: str) -> Outcome:
+    """A population member's outcome, from the record its job stored in its trial (FAIL if there is none)."""
+    attrs = tuner.trial_user_attrs(trial)
+    return outcome_of(attrs, metric) if "status" in attrs and "final" in attrs else TrialState.FAIL

@@ -187,6 +187,7 @@ def test_tuning_asks_k_trials_and_prunes_members_through_their_own_trials(run_cl
         assert trial.intermediate_values == {row["epoch"] - 1: row["val_acc"] for row in record.curves}
         if trial.state == TrialState.PRUNED:
             assert record.status == "pruned" and "pruned" in record.reason
+            assert len(record.curves) < 3  # never pruned at its last epoch: that run had spent its budget
         else:
             assert record.status == "completed" and trial.value == record.final["val_acc"]
 

@@ -262,6 +262,9 @@ def test_tuning_prunes_and_resumes_toward_its_total(run_cli, write_spec, tmp_pat
     assert len(finished) == 7
     assert study.get_trials(states=(TrialState.PRUNED,)), "nothing was pruned"
     assert all(len(t.intermediate_values) >= 1 for t in finished)
+    # a run that reached its last epoch is complete, never pruned: it had spent its budget
+    assert all(len(t.intermediate_values) < 3 for t in study.get_trials(states=(TrialState.PRUNED,)))
+    assert all(len(t.intermediate_values) == 3 for t in study.get_trials(states=(TrialState.COMPLETE,)))
 
     resumed = run_cli("study", "run", write_spec("tune", n_trials=10, **common))
     assert resumed.returncode == 0, resumed.stderr

@@ -114,23 +114,28 @@ def test_hparams_search_file_in_the_templates_format_runs(run_cli, tmp_path: Pat
     assert completed and all(t.value == t.user_attrs["final"]["val_acc"] for t in completed)  # optimized_metric
 
 
+#: One Hyperband bracket (reduction factor 4 > max_resource 3): its first rung is epoch 1 of 3, where only the best
+#: of the trials so far is promoted, so a trial worse than the one before it is pruned there.
+HYPERBAND = "hydra.sweeper.pruner={_target_:optuna.pruners.HyperbandPruner,min_resource:1,reduction_factor:4}"
+
+
 @pytest.mark.slow
 def test_hyperband_pruner_of_the_sweep_prunes_in_its_jobs(run_cli, tmp_path: Path) -> None:
-    """With 2 epochs Hyperband has one bracket, whose first rung is epoch 2: a trial worse there than the
-    trials before it is pruned. The median pruner (3 start-up trials) would not prune here: the jobs use
-    the sweep's pruner, as recorded in the study."""
-    common = ("trainer.max_epochs=2", "hydra.sweeper.sampler=random", "hydra.sweeper.pruner=hyperband")
+    """The median pruner (3 start-up trials) would not prune here: the jobs use the sweep's pruner, as
+    recorded in the study."""
+    common = ("trainer.max_epochs=3", "hydra.sweeper.sampler=random", HYPERBAND)
     good = _sweep(run_cli, *common, "hydra.sweeper.n_trials=1", "optim.lr=interval(0.29, 0.3)")
     assert good.returncode == 0, good.stderr
     bad = _sweep(run_cli, *common, "hydra.sweeper.n_trials=2", "optim.lr=interval(0.0001, 0.0002)")
     assert bad.returncode == 0, bad.stderr
     study = _study(tmp_path)
     assert study.user_attrs["pruner"] == {"_target_": "optuna.pruners.HyperbandPruner", "min_resource": 1,
-                                          "max_resource": 2}  # Hyperband's budget: the epochs
+                                          "reduction_factor": 4, "max_resource": 3}  # Hyperband's budget: the epochs
     first, second = study.trials
-    assert first.state == TrialState.COMPLETE and len(first.intermediate_values) == 2
+    assert first.state == TrialState.COMPLETE and len(first.intermediate_values) == 3
     assert second.state == TrialState.PRUNED and second.user_attrs["status"] == "pruned"
-    assert second.intermediate_values[1] < first.intermediate_values[1]
+    assert len(second.intermediate_values) < 3  # pruned before its last epoch
+    assert second.intermediate_values[0] < first.intermediate_values[0]
 
 
 @pytest.mark.slow
@@ -172,7 +177,7 @@ def test_population_sweep_trains_members_together_each_its_own_trial(run_cli, tm
 @pytest.mark.slow
 def test_population_sweep_prunes_each_member_through_its_own_trial(run_cli, tmp_path: Path) -> None:
     """As the Hyperband test above, with the two bad trials trained as one population of 2."""
-    common = ("trainer.max_epochs=2", "hydra.sweeper.sampler=random", "hydra.sweeper.pruner=hyperband")
+    common = ("trainer.max_epochs=3", "hydra.sweeper.sampler=random", HYPERBAND)
     good = _sweep(run_cli, *common, "hydra.sweeper.n_trials=1", "optim.lr=interval(0.29, 0.3)")
     assert good.returncode == 0, good.stderr
     bad = _sweep(run_cli, *common, "hydra.sweeper.n_trials=3", "hydra.sweeper.population=2",
@@ -182,8 +187,8 @@ def test_population_sweep_prunes_each_member_through_its_own_trial(run_cli, tmp_
     assert first.state == TrialState.COMPLETE and first.user_attrs["engine"] == "per-run"
     for member in members:
         assert member.state == TrialState.PRUNED and member.user_attrs["status"] == "pruned"
-        assert member.user_attrs["engine"] == "population(K=2, fp32)"
-        assert member.intermediate_values[1] < first.intermediate_values[1]
+        assert member.user_attrs["engine"] == "population(K=2, fp32)" and len(member.user_attrs["curves"]) < 3
+        assert member.intermediate_values[0] < first.intermediate_values[0]
 
 
 @pytest.mark.slow

@@ -42,6 +42,7 @@ from dropout_lab.config.population import AUTO, group_key, per_run_reason
 from dropout_lab.studies import claims
 from dropout_lab.studies.claims import WorkerSettings
 from dropout_lab.studies.prepare import CELL_ATTR, CELL_CHOICES
+from dropout_lab.studies.pruning import may_prune
 from dropout_lab.studies.spec import StudySpec
 from dropout_lab.studies.storage import Heartbeat, quiet_experimental
 from dropout_lab.studies.trial_records import save_failure, save_record
@@ -120,7 +121,7 @@ def train_group(group: list[MemberTrial], metric: str, precision: str, tell: Tel
     def should_prune(number: int, member: RunRecord) -> bool:
         trial, last = group[number].trial, member.curves[-1]
         trial.report(float(last[metric]), step=int(last["epoch"]) - 1)  # the step the per-run callback reports
-        return trial.should_prune()
+        return may_prune(int(last["epoch"]), member.config["trainer"]["max_epochs"]) and trial.should_prune()
 
     module.on_leave = on_leave
     callbacks = [PruneMembers(should_prune)] if pruning else []

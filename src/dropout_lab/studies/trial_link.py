@@ -18,11 +18,11 @@ from omegaconf import DictConfig, OmegaConf
 from optuna.distributions import FloatDistribution, IntDistribution
 from optuna.study import StudyDirection
 from optuna.trial import TrialState
-from optuna_integration import PyTorchLightningPruningCallback
 
 from dropout_lab.config.population import is_member_key
 from dropout_lab.studies.claims import mark_worker
 from dropout_lab.studies.populations import MemberTrial, train_group
+from dropout_lab.studies.pruning import EpochPruning
 from dropout_lab.studies.samplers import build_pruner
 from dropout_lab.studies.spec import METRICS
 from dropout_lab.studies.storage import Heartbeat, default_storage_url, open_storage
@@ -86,7 +86,7 @@ def _sweeper_trial(cfg: DictConfig, output_dir: str) -> Iterator[TrialLink]:
     with Heartbeat(storage, cfg.optuna.heartbeat) as heartbeat:
         heartbeat.add(trial_id)
         try:
-            yield TrialLink(callbacks=[PyTorchLightningPruningCallback(trial, monitor=cfg.metric)])
+            yield TrialLink(callbacks=[EpochPruning(trial, monitor=cfg.metric)])
         finally:
             try:
                 save_record(trial, RunRecord.read(output_dir), output_dir)

@@ -24,7 +24,6 @@ import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.storages import BaseStorage, fail_stale_trials
 from optuna.trial import TrialState
-from optuna_integration import PyTorchLightningPruningCallback
 
 from dropout_lab.config.compose import compose_train_config
 from dropout_lab.config.population import check_precision, parse_population
@@ -42,6 +41,7 @@ from dropout_lab.studies.claims import (
 from dropout_lab.studies.grid import run_overrides
 from dropout_lab.studies.populations import GridPacker, population_size, run_grid_population, train_trials
 from dropout_lab.studies.prepare import CELL_ATTR, CELL_CHOICES, load_study
+from dropout_lab.studies.pruning import EpochPruning
 from dropout_lab.studies.spec import StudySpec
 from dropout_lab.studies.storage import Heartbeat, heartbeat_interval, open_storage, queue_lock, quiet_experimental
 from dropout_lab.studies.trial_records import save_failure, save_record
@@ -162,7 +162,7 @@ def search_distributions(spec: StudySpec) -> dict[str, BaseDistribution]:
 
 def _tuning_outcome(study: optuna.Study, trial: optuna.Trial, spec: StudySpec, settings: WorkerSettings) -> Outcome:
     params = {**trial.params, "seed": spec.seeds[0]}
-    return _per_run_outcome(study, trial, spec, settings, params, [PyTorchLightningPruningCallback(trial, spec.metric)])
+    return _per_run_outcome(study, trial, spec, settings, params, [EpochPruning(trial, spec.metric)])
 
 
 def run_tuning(spec: StudySpec, settings: WorkerSettings) -> int:

@@ -10,8 +10,8 @@ DEMO_DIR := results/reports
 # `dropout-lab study run ex7_tune technique=gamma`, stored as study ex7_tune_gamma).
 EX7_TUNE := ex7_tune,technique=none ex7_tune,technique=dropout ex7_tune,technique=gaussian ex7_tune,technique=additive_gaussian \
   ex7_tune,technique=uniform ex7_tune,technique=gamma ex7_tune,technique=block ex7_tune,technique=dropconnect
-STUDIES := baseline ex4_test_time ex3_variance ex5_weight_decay ex6_dropconnect \
-  $(EX7_TUNE) ex7_noise ex2_epochs ex1_rates baseline_book
+STUDIES := baseline baseline_book ex2_epochs ex1_rates ex5_weight_decay ex6_dropconnect ex3_variance \
+  ex4_test_time $(EX7_TUNE) ex7_noise
 
 .PHONY: setup data postgres demo lint test test-quick bench studies reports clean
 

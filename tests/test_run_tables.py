@@ -87,6 +87,7 @@ def test_runs_table_is_typed_and_built_from_the_trials_alone() -> None:
     assert runs["trial"].tolist() == [0, 1, 2, 4]  # the re-queued failure (3) is replaced by its retry (4)
     assert runs["state"].tolist() == ["COMPLETE", "COMPLETE", "PRUNED", "COMPLETE"]
     assert runs["epochs_run"].tolist() == [3, 3, 2, 3]  # the pruned run trained 2 epochs (1 curve row + 1 report)
+    assert runs["attempts"].tolist() == [1, 1, 1, 2]  # the retry counts the attempt its dead worker lost
     assert runs["model.dropout_1"].tolist() == [0.5, 0.0, 0.2, 0.2]
     assert runs["model"].tolist() == ["concise"] * 4  # a group choice: a param, not a config value
     assert runs.loc[0, "name"] == "chapter" and runs.loc[0, "test_time.T"] == "[1, 10]"

@@ -34,7 +34,10 @@ def design_lines(spec: StudySpec, runs: pd.DataFrame) -> list[str]:
         lines.append(f"- tuned: {', '.join(spec.search_space)} with {spec.sampler}, {spec.n_trials} trials, "
                      f"pruner {spec.pruner}")
     finished = runs[runs["state"] == "COMPLETE"] if "state" in runs else runs
-    lines.append(f"- runs finished: {len(finished)}; failed: {int((runs.get('state') == 'FAIL').sum())}; "
+    states = runs["state"].value_counts() if "state" in runs else pd.Series(dtype=int)
+    retried = int((runs["attempts"] - 1).sum()) if "attempts" in runs else 0
+    lines.append(f"- runs completed: {len(finished)}; pruned: {int(states.get('PRUNED', 0))}; failed: "
+                 f"{int(states.get('FAIL', 0))}; attempts lost to a dead worker and re-run: {retried}; "
                  f"training wall time: {runs['wall_time_s'].sum() / 60:.1f} min on this machine")
     if "engine" in runs and runs["engine"].notna().any():
         engines = runs["engine"].value_counts()
@@ -42,7 +45,9 @@ def design_lines(spec: StudySpec, runs: pd.DataFrame) -> list[str]:
                                          for name, count in engines.items())
                      + " (`per-run`: one run per process at a time; `population(K=..., precision)`: K runs fused"
                        " into one stacked network, see the README's Populations section)")
-    lines.append("- selection metric: validation split held out of the training images; final numbers: test set")
+    lines.append("- selection metric: validation split held out of the training images; final numbers: test set. "
+                 "Each run records its last epoch (`test_acc`) and its best-validation epoch (`best_epoch`, "
+                 "`best_test_acc`: early stopping's choice); the tables say which they use")
     return lines
 
 

@@ -1,7 +1,8 @@
 """A study's typed tables, built from its Optuna trials alone (no ``run.json``, no config composition).
 
 * :func:`runs_table`: one row per run: trial, state, status, reason, seed, value, epochs run, wall
-  time, config hash, host, engine (``per-run`` or ``population(K=8, fp32)``), the trial's params, the
+  time, config hash, host, engine (``per-run`` or ``population(K=8, fp32)``), attempts (1 + the earlier
+  attempts lost to a dead worker and re-queued), the trial's params, the
   resolved config flattened to dotted columns (``model.dropout_1``, ``model.noise``,
   ``optim.weight_decay``, ``name``, ``trainer.max_epochs``),
   the final metrics (last epoch: ``test_acc``...), the best-validation epoch's (``best_epoch``,
@@ -22,13 +23,14 @@ from typing import Any
 
 import optuna
 import pandas as pd
+from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial
 
 from dropout_lab.studies.trial_records import final_trials
 
 #: Columns every run table starts with, in this order.
 RUN_COLUMNS = ("trial", "state", "status", "reason", "seed", "value", "last_reported_value", "epochs_run",
-               "wall_time_s", "config_hash", "host", "engine", "overrides", "output_dir")
+               "wall_time_s", "config_hash", "host", "engine", "attempts", "overrides", "output_dir")
 #: Columns every curve table has (the trial's params follow ``seed``; metrics follow ``epoch``).
 CURVE_COLUMNS = ("trial", "seed", "epoch", "train_loss", "val_loss", "val_acc", "seconds")
 INSTRUMENTS = ("activations", "test_time")
@@ -96,6 +98,7 @@ def _run_row(trial: FrozenTrial) -> dict[str, Any]:
            "epochs_run": epochs_run(trial), "wall_time_s": attrs.get("wall_time_s"),
            "config_hash": attrs.get("config_hash"), "host": attrs.get("host"),
            "engine": attrs.get("engine") or ("per-run" if attrs.get("config") else None),  # older records: per-run
+           "attempts": 1 + len(RetryHeartbeatStaleTrialCallback.retry_history(trial)),
            "overrides": " ".join(attrs["overrides"]) if attrs.get("overrides") is not None else None,
            "output_dir": attrs.get("output_dir")}
     config.pop("seed", None)

@@ -83,7 +83,9 @@ def test_report_files_from_a_real_tiny_study(data_root: Path, tmp_path: Path) ->
     text = readme.read_text()
     assert f"{summary.loc[0, 'mean']:.4f}" in text and "## Conclusion" in text
     index = (tmp_path / "reports" / "README.md").read_text()
-    assert "[tiny](tiny/README.md)" in index
+    assert "[tiny](tiny/README.md)" in index and index.startswith("# Answers to the chapter's exercises")
+    minutes = pd.read_csv(folder / "runs.csv")["wall_time_s"].sum() / 60
+    assert f"| {minutes:.1f} |" in index and f"compute of these studies: {minutes / 60:.1f} h" in index
 
     # Store one more run with a different number: the regenerated conclusion changes with it.
     template = next(t for t in study.get_trials() if t.params["model"] == "concise")

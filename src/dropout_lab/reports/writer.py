@@ -74,18 +74,32 @@ def write_report(spec: StudySpec, runs: pd.DataFrame, report: Report, out_dir: P
     return path
 
 
-def write_index(reports_dir: Path, answers: dict[str, tuple[str, str]]) -> Path:
-    """``reports/README.md``: one line per study with its answer, keeping entries of other studies."""
+def write_index(reports_dir: Path, answers: dict[str, tuple[str, str, float]]) -> Path:
+    """``reports/README.md``: "Answers to the chapter's exercises", one row per study (question, answer,
+    training compute in minutes), keeping the rows of other studies, and the total compute."""
     path = reports_dir / "README.md"
-    rows = {}
+    rows: dict[str, list[str]] = {}
     if path.exists():
         for line in path.read_text().splitlines():
             if line.startswith("| [") and "](" in line:
-                name = line.split("[", 1)[1].split("]", 1)[0]
-                rows[name] = line
-    for name, (question, answer) in answers.items():
-        rows[name] = f"| [{name}]({name}/README.md) | {question} | {answer} |"
-    lines = ["# Reports", "", "Generated from the stored runs by `dropout-lab study report NAME`.", "",
-             "| study | question | answer |", "| --- | --- | --- |", *[rows[k] for k in sorted(rows)], ""]
+                cells = [c.strip() for c in line.strip().strip("|").split(" | ")]
+                rows[line.split("[", 1)[1].split("]", 1)[0]] = cells
+    for name, (question, answer, minutes) in answers.items():
+        rows[name] = [f"[{name}]({name}/README.md)", question, answer, f"{minutes:.1f}"]
+
+    def minutes_of(cells: list[str]) -> float:
+        try:
+            return float(cells[3])
+        except (IndexError, ValueError):  # a row written before compute was recorded
+            return 0.0
+
+    total = sum(minutes_of(cells) for cells in rows.values())
+    lines = ["# Answers to the chapter's exercises", "",
+             "Each row is a study's answer, computed from its stored runs by `dropout-lab study report NAME`; "
+             "its report holds the design, the tables, the figures and the per-seed data.", "",
+             "| study | question | answer | compute (min) |", "| --- | --- | --- | ---: |",
+             *["| " + " | ".join((cells + [""] * 4)[:4]) + " |" for _, cells in sorted(rows.items())], "",
+             f"Total training compute of these studies: {total / 60:.1f} h (the sum of the runs' wall times on the "
+             "machines that ran them).", ""]
     path.write_text("\n".join(lines))
     return path

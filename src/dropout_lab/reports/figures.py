@@ -1,12 +1,11 @@
-"""Shared seaborn figure helpers (report theme, labelled axes, 95% t-interval bands)."""
+"""Shared seaborn figure helpers (report theme, labelled axes); bars and bands are the tables' ``t_interval``."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 
 import matplotlib.pyplot as plt
-import numpy as np
 import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
@@ -21,24 +20,12 @@ def report_theme() -> Iterator[None]:
         yield
 
 
-def t_errorbar(values: Sequence[float]) -> tuple[float, float]:
-    """95% t-interval of a mean, as a seaborn ``errorbar`` callable (a point when it is undefined).
-
-    Figures use it instead of seaborn's bootstrap ``("ci", 95)`` so that their bars and bands are
-    the intervals printed in the tables.
-    """
-    x = np.asarray(values, dtype=float)
-    if len(x) < 2 or np.ptp(x) == 0:
-        return (float(x.mean()), float(x.mean())) if len(x) else (np.nan, np.nan)
-    return t_interval(x)
-
-
 def point_plot(runs: pd.DataFrame, x: str, y: str, hue: str | None = None, xlabel: str = "",
                ylabel: str = "") -> Figure:
     """Mean of ``y`` per ``x`` (and ``hue``) with 95% t-based CI bars, seeds as dots."""
     fig, ax = plt.subplots(figsize=(6, 4))
     sns.stripplot(data=runs, x=x, y=y, hue=hue, dodge=hue is not None, alpha=0.35, ax=ax, legend=False)
-    sns.pointplot(data=runs, x=x, y=y, hue=hue, dodge=0.3 if hue else False, errorbar=t_errorbar,
+    sns.pointplot(data=runs, x=x, y=y, hue=hue, dodge=0.3 if hue else False, errorbar=t_interval,
                   linestyle="none", capsize=0.1, ax=ax)
     ax.set_xlabel(xlabel or x)
     ax.set_ylabel(ylabel or y)
@@ -49,7 +36,7 @@ def point_plot(runs: pd.DataFrame, x: str, y: str, hue: str | None = None, xlabe
 def curve_plot(curves: pd.DataFrame, y: str, hue: str, ylabel: str, style: str | None = None) -> Figure:
     """Per-epoch ``y`` by ``hue``: mean over seeds with a 95% CI band."""
     fig, ax = plt.subplots(figsize=(7, 4))
-    sns.lineplot(data=curves, x="epoch", y=y, hue=hue, style=style, errorbar=t_errorbar, ax=ax)
+    sns.lineplot(data=curves, x="epoch", y=y, hue=hue, style=style, errorbar=t_interval, ax=ax)
     ax.set_xlabel("epoch")
     ax.set_ylabel(ylabel)
     fig.tight_layout()

@@ -1,26 +1,263 @@
-"""Statistics over seeds (t-intervals, paired differences), multiple-comparison correction and wording."""
+"""Every statistic the reports use, in one place: intervals, paired tests, Holm, TOST, ANOVA and their wording.
+
+Conventions, shared by every table, figure and sentence:
+
+* **Interval**: :func:`t_interval`, the 95% t-interval of a mean: NaN below two values, zero width when all
+  values are equal. Tables print it; figures pass it to seaborn as ``errorbar=t_interval``.
+* **Paired test**: :func:`paired_test` on the per-seed differences (a paired t-test is the one-sample t-test of
+  the differences against 0), with Cohen's d_z and one zero-variance convention (see there).
+* **Multiple comparisons**: :func:`holm` / :func:`with_holm` (statsmodels' Holm step-down; NaN p stays NaN).
+* **Equivalence**: :func:`tost_paired` (two one-sided paired t-tests against a margin).
+* **ANOVA**: :func:`two_way_anova` (statsmodels OLS, two factors with interaction, optional block).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any, TypeAlias
 
 import numpy as np
 import pandas as pd
-from scipy import stats
+from statsmodels.formula.api import ols
+from statsmodels.stats.anova import AnovaRM, anova_lm
+from statsmodels.stats.multitest import multipletests
+from statsmodels.stats.weightstats import DescrStatsW
+
+ALPHA = 0.05
+CONFIDENCE = 0.95
+
+#: A table row (a Series or a dict such as :func:`paired_test`'s result).
+Row: TypeAlias = pd.Series | Mapping[str, Any]
+#: Numbers: a list, an array or a Series.
+Values: TypeAlias = Sequence[float] | np.ndarray | pd.Series
 
 
-def holm(p_values: Sequence[float]) -> np.ndarray:
-    """Holm-Bonferroni adjusted p-values (step-down, monotone, capped at 1)."""
+# ---------------------------------------------------------------- intervals and summaries
+
+def _finite(values: Values) -> np.ndarray:
+    x = np.asarray(values, dtype=float)
+    return x[~np.isnan(x)]
+
+
+def t_interval(values: Values,
+               confidence: float = CONFIDENCE) -> tuple[float, float]:
+    """t-interval of the mean (95% by default), NaNs ignored: NaN below two values, zero width when all are equal.
+
+    The one interval of the reports: tables print it, figures use it as seaborn's ``errorbar=`` callable.
+    """
+    x = _finite(values)
+    if len(x) < 2:
+        return np.nan, np.nan
+    if np.ptp(x) == 0:
+        return float(x[0]), float(x[0])
+    low, high = DescrStatsW(x).tconfint_mean(alpha=1 - confidence)
+    return float(low), float(high)
+
+
+def geometric_mean(values: Values) -> float:
+    """exp(mean(log x)): the centre of a positive quantity compared as ratios."""
+    return float(np.exp(np.mean(np.log(np.asarray(values, dtype=float)))))
+
+
+def log_t_band(values: Values) -> tuple[float, float]:
+    """:func:`t_interval` of log values, exponentiated: the interval of the geometric mean (a seaborn ``errorbar``)."""
+    low, high = t_interval(np.log(np.asarray(values, dtype=float)))
+    return float(np.exp(low)), float(np.exp(high))
+
+
+def summarize_over_seeds(runs: pd.DataFrame, by: Sequence[str], metric: str) -> pd.DataFrame:
+    """Mean, std, n and :func:`t_interval` (``ci_low``, ``ci_high``) of ``metric`` for each configuration ``by``."""
+    grouped = runs.groupby(list(by), dropna=False)[metric]
+    table = grouped.agg(mean="mean", std="std", n="count").reset_index()
+    intervals = grouped.apply(t_interval)
+    table["ci_low"] = [low for low, _ in intervals]
+    table["ci_high"] = [high for _, high in intervals]
+    return table
+
+
+def summarize_metrics(frame: pd.DataFrame, by: Sequence[str], metrics: Sequence[str]) -> pd.DataFrame:
+    """Mean and :func:`t_interval` of each metric per group: columns ``<metric>_mean/_ci_low/_ci_high`` and n."""
+    grouped = frame.groupby(list(by), dropna=False)
+    table = grouped.size().rename("n").reset_index()[list(by)]
+    for metric in metrics:
+        bounds = grouped[metric].apply(t_interval)
+        table[f"{metric}_mean"] = grouped[metric].mean().to_numpy()
+        table[f"{metric}_ci_low"] = [low for low, _ in bounds]
+        table[f"{metric}_ci_high"] = [high for _, high in bounds]
+    table["n"] = grouped[metrics[0]].count().to_numpy()
+    return table
+
+
+# ---------------------------------------------------------------- paired tests
+
+def paired_test(diff: Values) -> dict[str, float]:
+    """Mean of per-seed differences, its 95% :func:`t_interval`, the paired t-test and Cohen's d_z.
+
+    The paired t-test of x against y is the one-sample t-test of d = x - y against 0 (statsmodels
+    ``DescrStatsW.ttest_mean``); d_z = mean(d) / sd(d). NaN differences (unpaired seeds) are dropped.
+
+    Zero variance (two or more differences, all equal), the one convention of the reports: the interval has
+    zero width at the mean; t takes its limit as sd -> 0, so a constant non-zero shift gives t = +-inf, p = 0
+    and no difference at all (every d = 0) gives t = 0, p = 1; d_z is NaN (no spread to scale by).
+    Below two differences everything but n and the mean is NaN.
+    """
+    d = _finite(diff)
+    n = len(d)
+    mean = float(d.mean()) if n else np.nan
+    low, high = t_interval(d)
+    t = p = dz = np.nan
+    if n > 1 and np.ptp(d) == 0:
+        t, p = (0.0, 1.0) if mean == 0 else (float(np.copysign(np.inf, mean)), 0.0)
+    elif n > 1:
+        t, p, _ = DescrStatsW(d).ttest_mean(0.0)
+        t, p = float(t), float(p)
+        dz = mean / float(d.std(ddof=1))
+    return {"n_pairs": n, "mean_diff": mean, "ci_low": low, "ci_high": high, "t": t, "p_value": p,
+            "cohens_dz": dz}
+
+
+def paired_differences(runs: pd.DataFrame, by: Sequence[str], metric: str, baseline: Mapping[str, Any],
+                       seed: str = "seed") -> pd.DataFrame:
+    """Each configuration minus ``baseline`` on the seeds both share: one :func:`paired_test` per configuration.
+
+    Columns: the ``by`` keys, n_pairs, mean_diff, ci_low, ci_high, t, p_value, cohens_dz.
+    """
+    by = list(by)
+    wide = runs.pivot_table(index=seed, columns=by, values=metric, aggfunc="mean")
+    key = tuple(baseline[k] for k in by) if len(by) > 1 else baseline[by[0]]
+    rows = []
+    for column in wide.columns:
+        if column == key:
+            continue
+        values = column if isinstance(column, tuple) else (column,)
+        rows.append({**dict(zip(by, values, strict=True)), **paired_test(wide[column] - wide[key])})
+    return pd.DataFrame(rows)
+
+
+def paired_log_ratios(frame: pd.DataFrame, by: Sequence[str], metric: str, baseline: Mapping[str, Any],
+                      pair: str = "seed") -> pd.DataFrame:
+    """Ratios of a positive ``metric`` to ``baseline``, paired on ``pair``: :func:`paired_test` on its logarithm.
+
+    Columns: the ``by`` keys, n_pairs, ratio (geometric mean), ratio_ci_low, ratio_ci_high, t, p_value,
+    cohens_dz (of the log differences).
+    """
+    logged = frame.assign(**{f"log_{metric}": np.log(frame[metric].astype(float))})
+    diffs = paired_differences(logged, by, f"log_{metric}", baseline, seed=pair)
+    if diffs.empty:
+        return diffs
+    out = diffs.assign(ratio=np.exp(diffs["mean_diff"]), ratio_ci_low=np.exp(diffs["ci_low"]),
+                       ratio_ci_high=np.exp(diffs["ci_high"]))
+    return out[[*by, "n_pairs", "ratio", "ratio_ci_low", "ratio_ci_high", "t", "p_value", "cohens_dz"]]
+
+
+def tost_paired(diff: Values, margin: float,
+                alpha: float = ALPHA) -> dict[str, Any]:
+    """Equivalence of paired samples by TOST: two one-sided t-tests of H0: |mean(d)| >= ``margin``.
+
+    ``diff`` are the per-pair differences (NaNs dropped); statsmodels ``DescrStatsW.ttost_mean(-margin, margin)``.
+    Returns n, mean_diff, the (1 - 2 alpha) = 90% t-interval ``ci_low``/``ci_high`` (it lies inside +-margin
+    exactly when both one-sided tests reject at alpha), ``p_value`` (the larger one-sided p) and ``equivalent``
+    (p < alpha). Zero variance follows :func:`paired_test`: both t statistics are infinite, so p = 0 when
+    |mean| < margin, else 1, and the interval has zero width. Below two differences p and the interval are NaN.
+    """
+    d = _finite(diff)
+    n = len(d)
+    mean = float(d.mean()) if n else np.nan
+    low, high = t_interval(d, confidence=1 - 2 * alpha)
+    if n < 2:
+        p = np.nan
+    elif np.ptp(d) == 0:
+        p = 0.0 if abs(mean) < margin else 1.0
+    else:
+        p = float(DescrStatsW(d).ttost_mean(-margin, margin)[0])
+    return {"n": n, "mean_diff": mean, "ci_low": low, "ci_high": high, "p_value": p,
+            "equivalent": bool(p < alpha)}
+
+
+# ---------------------------------------------------------------- multiple comparisons
+
+def holm(p_values: Values) -> np.ndarray:
+    """Holm-Bonferroni adjusted p-values (statsmodels ``multipletests(method="holm")``) over the non-NaN ones.
+
+    A NaN p-value (no test) stays NaN and does not count towards the number of tests.
+    """
     p = np.asarray(p_values, dtype=float)
-    order = np.argsort(p)
-    m = len(p)
-    adjusted = np.empty(m)
-    running = 0.0
-    for rank, index in enumerate(order):
-        running = max(running, (m - rank) * p[index])
-        adjusted[index] = min(1.0, running)
+    adjusted = np.full(p.shape, np.nan)
+    tested = ~np.isnan(p)
+    if tested.any():
+        adjusted[tested] = multipletests(p[tested], method="holm")[1]
     return adjusted
 
+
+def with_holm(table: pd.DataFrame, column: str = "p_value") -> pd.DataFrame:
+    """``table`` with a ``p_holm`` column: :func:`holm` over its rows' ``column`` (NaN where there is no test)."""
+    p = table[column] if column in table else pd.Series(np.nan, index=table.index)
+    return table.assign(p_holm=holm(p))
+
+
+# ---------------------------------------------------------------- two-way ANOVA
+
+def two_way_anova(frame: pd.DataFrame, metric: str, a: str, b: str,
+                  block: str | None = None) -> tuple[pd.DataFrame, dict[str, float]]:
+    """Two-way ANOVA of ``metric`` with interaction, ``a``/``b`` boolean columns (True: that factor is on).
+
+    statsmodels ``ols`` + ``anova_lm(typ=3)``, the factors coded -1/2 (off) and +1/2 (on), so the interaction
+    coefficient is the cell-mean contrast both - b only - a only + neither; ``block`` (e.g. the seed) enters as a
+    randomized-block factor when it has two or more levels. Type III: each term's SS is the rise in residual SS
+    when that term alone is dropped; with these centred codes and a balanced design (every cell once per block)
+    Types I, II and III coincide. ``F``/``p_value`` use the pooled residual. With a block, ``F_rm``/``p_rm``
+    test each factor term against its term x block interaction (statsmodels ``AnovaRM`` over the blocks that
+    have all four cells, on their cell means; F_rm = t^2 of the paired t-test of the per-block contrast).
+
+    Returns the table (term, SS, df, MS, F, p_value[, F_rm, df_rm_error, p_rm]; terms ``a``, ``b``,
+    ``"a x b"``, ``block``, ``"residual"``) and the interaction coefficient's t-test (estimate, se, t, df, p_value).
+    """
+    data = pd.DataFrame({"y": frame[metric].to_numpy(dtype=float),
+                         "xa": np.where(frame[a].astype(bool), 0.5, -0.5),
+                         "xb": np.where(frame[b].astype(bool), 0.5, -0.5)})
+    if block is not None:
+        data["block"] = frame[block].to_numpy()
+    data = data.dropna(subset=["y"])
+    if block is not None and data["block"].nunique() < 2:
+        block = None  # a single block has nothing to separate
+    terms = {"xa": a, "xb": b, "xa:xb": f"{a} x {b}"} | ({"C(block)": block} if block else {})
+    fit = ols("y ~ xa * xb" + (" + C(block)" if block else ""), data).fit()
+    df_resid = int(fit.df_resid)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        # without residual df there is no test; Type I gives the (balanced: equal) sums of squares
+        lm = anova_lm(fit, typ=3 if df_resid > 0 else 1)
+    tested = df_resid > 0
+    rows = [{"term": name, "SS": lm.loc[key, "sum_sq"], "df": int(lm.loc[key, "df"]),
+             "MS": lm.loc[key, "sum_sq"] / lm.loc[key, "df"], "F": lm.loc[key, "F"] if tested else np.nan,
+             "p_value": lm.loc[key, "PR(>F)"] if tested else np.nan} for key, name in terms.items()]
+    rows.append({"term": "residual", "SS": fit.ssr, "df": df_resid, "MS": fit.ssr / df_resid if tested else np.nan})
+    table = pd.DataFrame(rows)
+    if block:
+        table = _with_repeated_measures(table, data, list(terms.values())[:3])
+    coefficient = {"estimate": float(fit.params["xa:xb"]), "se": np.nan, "t": np.nan, "df": df_resid,
+                   "p_value": np.nan}
+    if tested:
+        coefficient |= {"se": float(fit.bse["xa:xb"]), "t": float(fit.tvalues["xa:xb"]),
+                        "p_value": float(fit.pvalues["xa:xb"])}
+    return table, coefficient
+
+
+def _with_repeated_measures(table: pd.DataFrame, data: pd.DataFrame, names: list[str]) -> pd.DataFrame:
+    """``table`` with F_rm, df_rm_error and p_rm for the three factor terms (``names``): AnovaRM, seed as subject."""
+    cells = data.groupby("block")[["xa", "xb"]].apply(lambda g: len(g.drop_duplicates()))
+    complete = data[data["block"].isin(cells[cells == 4].index)]
+    if complete["block"].nunique() < 2:
+        return table
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rm = AnovaRM(complete, "y", "block", within=["xa", "xb"], aggregate_func="mean").fit().anova_table
+    by_name = dict(zip(names, ["xa", "xb", "xa:xb"], strict=True))
+    out = table.copy()
+    for column, source in (("F_rm", "F Value"), ("df_rm_error", "Den DF"), ("p_rm", "Pr > F")):
+        out[column] = [rm.loc[by_name[t], source] if t in by_name else np.nan for t in table["term"]]
+    return out
+
+
+# ---------------------------------------------------------------- wording
 
 def pct(value: float) -> str:
     """An accuracy or difference in percentage points, e.g. 0.0123 -> '1.23 pp'."""
@@ -37,55 +274,59 @@ def level_ci(low: float, high: float) -> str:
     return f"95% CI [{low:.4f}, {high:.4f}]"
 
 
-def significance(p_value: float, alpha: float = 0.05) -> str:
+def ratio_ci(low: float, high: float) -> str:
+    """A 95% interval of a ratio."""
+    return f"95% CI [{low:.3g}, {high:.3g}]"
+
+
+def significance(p_value: float, alpha: float = ALPHA) -> str:
     """'significant' or 'not significant' at ``alpha``, with the p-value."""
     word = "significant" if p_value < alpha else "not significant"
     return f"{word} (p = {p_value:.3g})"
 
 
-def t_interval(values: Sequence[float] | np.ndarray, confidence: float = 0.95) -> tuple[float, float]:
-    """Two-sided t confidence interval for the mean (NaNs for fewer than two values)."""
-    x = np.asarray(values, dtype=float)
-    if len(x) < 2:
-        return (np.nan, np.nan)
-    low, high = stats.t.interval(confidence, len(x) - 1, loc=x.mean(), scale=stats.sem(x))
-    return float(low), float(high)
+def holm_text(p_holm: float) -> str:
+    """'Holm-adjusted significant (p = ...)', or why there is no test."""
+    if pd.isna(p_holm):
+        return "no test (fewer than two pairs)"
+    return f"Holm-adjusted {significance(p_holm)}"
 
 
-def summarize_over_seeds(runs: pd.DataFrame, by: Sequence[str], metric: str,
-                         confidence: float = 0.95) -> pd.DataFrame:
-    """Mean, std, n and a t-interval of ``metric`` for each configuration ``by``."""
-    grouped = runs.groupby(list(by), dropna=False)[metric]
-    table = grouped.agg(mean="mean", std="std", n="count").reset_index()
-    intervals = grouped.apply(lambda s: t_interval(s.dropna(), confidence)).reset_index(drop=True)
-    table["ci_low"] = [low for low, _ in intervals]
-    table["ci_high"] = [high for _, high in intervals]
-    return table
+def excludes_zero(row: Row) -> int:
+    """+1 if the 95% CI lies above 0, -1 if below, 0 if it contains 0 (or is undefined)."""
+    low, high = row["ci_low"], row["ci_high"]
+    if pd.notna(low) and low > 0:
+        return 1
+    if pd.notna(high) and high < 0:
+        return -1
+    return 0
 
 
-def paired_differences(runs: pd.DataFrame, by: Sequence[str], metric: str, baseline: dict,
-                       seed: str = "seed", confidence: float = 0.95) -> pd.DataFrame:
-    """Each configuration minus ``baseline`` on the seeds both share, with a paired t-test.
+def direction(row: Row, up: str, down: str, same: str, center: float = 0.0, estimate: str = "mean_diff",
+              alpha: float = ALPHA) -> str:
+    """``up``/``down`` when the Holm-adjusted test is significant in that direction, else ``same``."""
+    if not row["p_holm"] < alpha:
+        return same
+    return up if row[estimate] > center else down
 
-    Columns: the ``by`` keys, n_pairs, mean_diff, ci_low, ci_high, t, p_value, cohens_dz
-    (mean difference over the standard deviation of the differences).
-    """
-    by = list(by)
-    wide = runs.pivot_table(index=seed, columns=by, values=metric, aggfunc="mean")
-    key = tuple(baseline[k] for k in by) if len(by) > 1 else baseline[by[0]]
-    base = wide[key]
-    rows = []
-    for column in wide.columns:
-        if column == key:
-            continue
-        pair = pd.concat([wide[column], base], axis=1).dropna()
-        diff = pair.iloc[:, 0] - pair.iloc[:, 1]
-        test = stats.ttest_rel(pair.iloc[:, 0], pair.iloc[:, 1]) if len(diff) > 1 else None
-        low, high = t_interval(diff, confidence)
-        sd = diff.std(ddof=1) if len(diff) > 1 else np.nan
-        values = column if isinstance(column, tuple) else (column,)
-        rows.append({**dict(zip(by, values)), "n_pairs": len(diff), "mean_diff": diff.mean(),
-                     "ci_low": low, "ci_high": high,
-                     "t": test.statistic if test else np.nan, "p_value": test.pvalue if test else np.nan,
-                     "cohens_dz": diff.mean() / sd if sd and sd > 0 else np.nan})
-    return pd.DataFrame(rows)
+
+def describe_test(row: Row, p_column: str = "p_value") -> str:
+    """'+1.23 pp (95% CI [..] pp, paired t-test over n seeds, significant (p = ..), Cohen's d_z = ..)'."""
+    dz = row["cohens_dz"]
+    label = "Holm-adjusted " if p_column == "p_holm" else ""
+    return (f"{100 * row['mean_diff']:+.2f} pp ({ci_text(row['ci_low'], row['ci_high'])}, paired t-test over "
+            f"{int(row['n_pairs'])} seeds, {label}{significance(row[p_column])}, "
+            f"Cohen's d_z = {'n/a' if pd.isna(dz) else f'{dz:.2f}'})")
+
+
+def equivalence_text(result: Mapping[str, Any], margin: float) -> str:
+    """A :func:`tost_paired` result in words, the margin and interval in percentage points."""
+    within = f"±{100 * margin:g} pp"
+    if pd.isna(result["p_value"]):
+        return "no equivalence test (fewer than two pairs)"
+    if result["equivalent"]:
+        return f"equivalent within {within} (TOST p = {result['p_value']:.3g})"
+    ci = f"90% CI [{100 * result['ci_low']:.2f}, {100 * result['ci_high']:.2f}] pp"
+    if result["ci_low"] >= margin or result["ci_high"] <= -margin:
+        return f"not equivalent: {ci} lies beyond {within} (TOST p = {result['p_value']:.3g})"
+    return f"inconclusive at this budget: {ci} reaches beyond {within} (TOST p = {result['p_value']:.3g})"

@@ -9,12 +9,12 @@ from dropout_lab.reports.inputs import StudyData
 from dropout_lab.reports.model import Figure, Report, Table
 from dropout_lab.reports.stats import (
     ci_text,
-    holm,
     level_ci,
     paired_differences,
     pct,
     significance,
     summarize_over_seeds,
+    with_holm,
 )
 
 METRIC = "test_acc"
@@ -24,9 +24,7 @@ def summary_and_tests(data: StudyData, baseline: dict) -> tuple[pd.DataFrame, pd
     """Per-configuration summary and paired differences against ``baseline`` (Holm-adjusted p)."""
     summary = summarize_over_seeds(data.runs, data.keys, METRIC)
     diffs = paired_differences(data.runs, data.keys, METRIC, baseline)
-    if not diffs.empty:
-        diffs["p_holm"] = holm(diffs["p_value"].fillna(1.0))
-    return summary, diffs
+    return summary, (with_holm(diffs) if not diffs.empty else diffs)
 
 
 def describe_difference(row: pd.Series, name: str, base: str) -> str:

@@ -9,18 +9,21 @@ from __future__ import annotations
 
 import pandas as pd
 
-from dropout_lab.reports.analyses.instruments import (
-    direction,
-    holm_text,
-    paired_differences,
-    paired_log_ratios,
-    ratio_ci,
-    with_holm,
-)
 from dropout_lab.reports.figures import point_plot
 from dropout_lab.reports.inputs import StudyData
 from dropout_lab.reports.model import Figure, Report, Table
-from dropout_lab.reports.stats import ci_text, level_ci, pct, summarize_over_seeds
+from dropout_lab.reports.stats import (
+    ci_text,
+    direction,
+    holm_text,
+    level_ci,
+    paired_differences,
+    paired_log_ratios,
+    pct,
+    ratio_ci,
+    summarize_over_seeds,
+    with_holm,
+)
 
 METRIC = "test_acc"
 TECHNIQUE = "noise"

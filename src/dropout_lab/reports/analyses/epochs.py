@@ -7,12 +7,10 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure as MplFigure
 
-from dropout_lab.reports.analyses.grid_stats import ALPHA, describe_test, paired_test, summarize
-from dropout_lab.reports.figures import t_errorbar
 from dropout_lab.reports.inputs import StudyData
 from dropout_lab.reports.labels import levels_by_rates, total_rate
 from dropout_lab.reports.model import Figure, Report, Table
-from dropout_lab.reports.stats import holm
+from dropout_lab.reports.stats import ALPHA, describe_test, paired_test, summarize_over_seeds, t_interval, with_holm
 
 CONFIG = "configuration"
 CURVES = (("train_loss", "training loss (dropout on)"), ("val_loss", "validation loss"),
@@ -50,7 +48,7 @@ def curves_figure(curves: pd.DataFrame, order: list[str]) -> MplFigure:
     """Training loss, validation loss and validation accuracy per epoch: mean over seeds, 95% CI band."""
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
     for ax, (column, label) in zip(axes, CURVES):
-        sns.lineplot(data=curves, x="epoch", y=column, hue=CONFIG, hue_order=order, errorbar=t_errorbar, ax=ax,
+        sns.lineplot(data=curves, x="epoch", y=column, hue=CONFIG, hue_order=order, errorbar=t_interval, ax=ax,
                      legend=ax is axes[0])
         ax.set_xlabel("epoch")
         ax.set_ylabel(label)
@@ -64,7 +62,7 @@ def gap_figure(curves: pd.DataFrame, order: list[str]) -> MplFigure:
     """Validation loss minus training loss per epoch, mean over seeds with 95% CI band."""
     fig, ax = plt.subplots(figsize=(7, 4))
     ax.axhline(0, color="grey", lw=1, ls="--")
-    sns.lineplot(data=curves, x="epoch", y="gap", hue=CONFIG, hue_order=order, errorbar=t_errorbar, ax=ax)
+    sns.lineplot(data=curves, x="epoch", y="gap", hue=CONFIG, hue_order=order, errorbar=t_interval, ax=ax)
     ax.set_xlabel("epoch")
     ax.set_ylabel("validation loss - training loss")
     ax.legend(title=None)
@@ -82,7 +80,7 @@ def best_epochs(curves: pd.DataFrame) -> pd.DataFrame:
         include_groups=False).reset_index()
     long = per_run.melt(id_vars=[CONFIG, "seed"], value_vars=["by val_acc", "by val_loss"],
                         var_name="criterion", value_name="best_epoch")
-    table = summarize(long, [CONFIG, "criterion"], "best_epoch")
+    table = summarize_over_seeds(long, [CONFIG, "criterion"], "best_epoch")
     values = per_run.melt(id_vars=[CONFIG], value_vars=["best val_acc", "best val_loss"], var_name="criterion",
                           value_name="best_value")
     values["criterion"] = values["criterion"].str.replace("best ", "by ")
@@ -97,9 +95,7 @@ def per_epoch_tests(curves: pd.DataFrame, treatment: str, reference: str, metric
         return pd.DataFrame()
     diff = (wide[treatment] - wide[reference]).rename("diff").reset_index()
     rows = [{"epoch": epoch, **paired_test(group["diff"])} for epoch, group in diff.groupby("epoch")]
-    table = pd.DataFrame(rows)
-    table["p_holm"] = holm(table["p_value"].fillna(1.0))
-    return table
+    return with_holm(pd.DataFrame(rows))
 
 
 def first_epoch_from_which(epochs: pd.Series, condition: pd.Series) -> int | None:
@@ -163,7 +159,7 @@ def final_test_comparison(runs: pd.DataFrame, treatment: str, reference: str) ->
 def gap_sentence(curves: pd.DataFrame, order: list[str]) -> str:
     """The generalization gap at the last epoch per configuration, mean and 95% CI over seeds."""
     last = int(curves["epoch"].max())
-    at_last = summarize(curves[curves["epoch"] == last], [CONFIG], "gap").set_index(CONFIG)
+    at_last = summarize_over_seeds(curves[curves["epoch"] == last], [CONFIG], "gap").set_index(CONFIG)
     parts = [f"{name} {at_last.loc[name, 'mean']:.3f} (95% CI [{at_last.loc[name, 'ci_low']:.3f}, "
              f"{at_last.loc[name, 'ci_high']:.3f}])" for name in order if name in at_last.index]
     return f"Generalization gap (validation loss - training loss) at epoch {last}: " + "; ".join(parts) + "."
@@ -217,7 +213,7 @@ def analyze(data: StudyData) -> Report:
     report.conclusions.append(f"Final test accuracy, {treatment} minus {reference}: {describe_test(final)}.")
     report.conclusions.append(best_epoch_sentence(best, order))
     report.conclusions.append(gap_sentence(curves, order))
-    summary = summarize(runs, [CONFIG], "test_acc")
+    summary = summarize_over_seeds(runs, [CONFIG], "test_acc")
     report.tables.append(Table("test_accuracy", summary, "Final test accuracy per configuration over seeds"))
     report.tables.append(Table("best_epochs", best, "Best epoch per run by validation accuracy / loss: mean, std, "
                                                     "n and 95% t-interval over seeds, and the mean best value"))

@@ -13,14 +13,20 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure as MplFigure
-from scipy import stats
 
-from dropout_lab.reports.analyses.grid_stats import describe_test, excludes_zero, paired_test, summarize
-from dropout_lab.reports.figures import t_errorbar
 from dropout_lab.reports.inputs import StudyData
 from dropout_lab.reports.labels import key_name, levels_by_rates, value_text
 from dropout_lab.reports.model import Figure, Report, Table
-from dropout_lab.reports.stats import ci_text, holm
+from dropout_lab.reports.stats import (
+    ci_text,
+    describe_test,
+    excludes_zero,
+    paired_test,
+    summarize_over_seeds,
+    t_interval,
+    two_way_anova,
+    with_holm,
+)
 
 METRIC = "test_acc"
 
@@ -89,70 +95,17 @@ def effects_table(cells: pd.DataFrame, a: Factor, b: Factor) -> pd.DataFrame:
             cells["both"] - cells["b_only"] - cells["a_only"] + cells["neither"],
         ("both vs best single", f"both - {best_name}"): cells["both"] - cells[best_single],
     }
-    table = pd.DataFrame([{"effect": name, "definition": definition, **paired_test(diff)}
-                          for (name, definition), diff in effects.items()])
-    table["p_holm"] = holm(table["p_value"].fillna(1.0))
-    return table
-
-
-def _rss(columns: list[np.ndarray], y: np.ndarray) -> tuple[float, int, np.ndarray, np.ndarray]:
-    """Least squares of y on the columns: residual sum of squares, rank, coefficients, design."""
-    X = np.column_stack(columns)
-    beta, _, rank, _ = np.linalg.lstsq(X, y, rcond=None)
-    resid = y - X @ beta
-    return float(resid @ resid), int(rank), beta, X
+    return with_holm(pd.DataFrame([{"effect": name, "definition": definition, **paired_test(diff)}
+                                   for (name, definition), diff in effects.items()]))
 
 
 def anova_2x2(frame: pd.DataFrame, a: Factor, b: Factor, y: str = METRIC,
               block: str | None = "seed") -> tuple[pd.DataFrame, dict[str, float]]:
-    """Two-way ANOVA with interaction (and ``block`` as a randomized-block factor) by OLS with numpy.
-
-    Factors are coded -1/2 (off) and +1/2 (on), so the interaction coefficient is the cell-mean contrast
-    both - b_only - a_only + neither. Each term's SS is the rise in residual SS when it is dropped (equal to
-    the sequential SS in a balanced design). ``F``/``p_value`` use the pooled residual; with a block,
-    ``F_rm``/``p_rm`` use the term x block residual instead (the repeated-measures error term, F_rm = t^2 of
-    the paired t-test of the per-block contrast). Also returns the interaction coefficient's t-test.
-    """
-    frame = frame.dropna(subset=[y])
-    values = frame[y].to_numpy(dtype=float)
-    xa = np.where(frame[a.key] == a.on, 0.5, -0.5)
-    xb = np.where(frame[b.key] == b.on, 0.5, -0.5)
-    terms = {a.name: [xa], b.name: [xb], f"{a.name} x {b.name}": [xa * xb]}
-    blocks = ([(frame[block] == level).to_numpy(float) for level in sorted(frame[block].unique())[1:]]
-              if block else [])
-    block = block if blocks else None  # a single block has nothing to separate
-    if block:
-        terms[block] = blocks
-    base = [np.ones(len(values))]
-    full_cols = base + [c for cols in terms.values() for c in cols]
-    rss_full, rank_full, beta, X = _rss(full_cols, values)
-    df_resid = len(values) - rank_full
-    ms_resid = rss_full / df_resid if df_resid > 0 else np.nan
-    crossed = {name: [c * s for c in terms[name] for s in blocks] for name in list(terms)[:3]} if block else {}
-    saturated = full_cols + [c for cols in crossed.values() for c in cols]
-    rss_sat, rank_sat, _, _ = _rss(saturated, values) if block else (np.nan, 0, None, None)
-    rows = []
-    for name in terms:
-        reduced = base + [c for other, oc in terms.items() if other != name for c in oc]
-        rss_reduced, rank_reduced, _, _ = _rss(reduced, values)
-        ss, df = rss_reduced - rss_full, rank_full - rank_reduced
-        row = {"term": name, "SS": ss, "df": df, "MS": ss / df, "F": (ss / df) / ms_resid}
-        row["p_value"] = float(stats.f.sf(row["F"], df, df_resid))
-        if name in crossed:
-            others = saturated[:len(full_cols)] + [c for o, oc in crossed.items() if o != name for c in oc]
-            rss_wo, rank_wo, _, _ = _rss(others, values)
-            ss_err, df_err = rss_wo - rss_sat, rank_sat - rank_wo
-            row.update({"F_rm": (ss / df) / (ss_err / df_err), "df_rm_error": df_err})
-            row["p_rm"] = float(stats.f.sf(row["F_rm"], df, df_err))
-        rows.append(row)
-    rows.append({"term": "residual", "SS": rss_full, "df": df_resid, "MS": ms_resid})
-    j = 3  # intercept, a, b, a x b
-    cov = ms_resid * np.linalg.pinv(X.T @ X)
-    se = float(np.sqrt(cov[j, j]))
-    t = float(beta[j] / se)
-    coefficient = {"estimate": float(beta[j]), "se": se, "t": t, "df": df_resid,
-                   "p_value": float(2 * stats.t.sf(abs(t), df_resid))}
-    return pd.DataFrame(rows), coefficient
+    """:func:`~dropout_lab.reports.stats.two_way_anova` of ``y`` over the two factors (terms named by them)."""
+    on = frame.assign(_a=frame[a.key] == a.on, _b=frame[b.key] == b.on)
+    table, coefficient = two_way_anova(on, y, "_a", "_b", block=block)
+    names = {"_a": a.name, "_b": b.name, "_a x _b": f"{a.name} x {b.name}"}
+    return table.assign(term=table["term"].replace(names)), coefficient
 
 
 def interaction_tests(effects: pd.DataFrame, anova: pd.DataFrame, coefficient: dict[str, float]) -> pd.DataFrame:
@@ -216,7 +169,7 @@ def interaction_plot(runs: pd.DataFrame, a: Factor, b: Factor) -> MplFigure:
     sns.stripplot(data=frame, x="x", y=METRIC, hue="hue", order=order, hue_order=hue_order, dodge=True,
                   alpha=0.35, legend=False, ax=ax)
     sns.pointplot(data=frame, x="x", y=METRIC, hue="hue", order=order, hue_order=hue_order, dodge=0.4,
-                  errorbar=t_errorbar, capsize=0.08, markers=["o", "s"], linestyles=["-", "--"], ax=ax)
+                  errorbar=t_interval, capsize=0.08, markers=["o", "s"], linestyles=["-", "--"], ax=ax)
     ax.set_xlabel(b.name)
     ax.set_ylabel("test accuracy")
     ax.legend(title=a.name)
@@ -253,12 +206,12 @@ def analyze(data: StudyData) -> Report:
         f"{100 * coefficient['estimate']:+.2f} pp (t = {coefficient['t']:.2f}), "
         + ("equal to" if np.isclose(coefficient["estimate"], per_seed) else "unlike")
         + f" the per-seed mean interaction ({100 * per_seed:+.2f} pp).")
-    summary = summarize(runs, [a.key, b.key], METRIC)
+    summary = summarize_over_seeds(runs, [a.key, b.key], METRIC)
     report.tables.append(Table("cells", summary, "Test accuracy per cell over seeds (mean, std, n, 95% t-interval)"))
     report.tables.append(Table("effects", effects, "Effects on test accuracy, paired on seeds (paired t-test, "
                                                    "95% CI, Cohen's d_z, Holm across the rows)"))
-    report.tables.append(Table("anova", anova, "Two-way ANOVA with interaction and seed as block (OLS, numpy); "
-                                               "F_rm/p_rm: each term against its term x seed error"))
+    report.tables.append(Table("anova", anova, "Two-way ANOVA with interaction and seed as block (statsmodels "
+                                               "OLS, Type III SS); F_rm/p_rm: each term against its term x seed error"))
     report.tables.append(Table("interaction_tests", interaction_tests(effects, anova, coefficient),
                                "The interaction tested three ways"))
     report.figures.append(Figure("interaction_plot", interaction_plot(runs, a, b),

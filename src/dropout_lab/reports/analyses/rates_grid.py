@@ -10,11 +10,18 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure as MplFigure
 
-from dropout_lab.reports.analyses.grid_stats import describe_test, excludes_zero, paired_test, summarize
-from dropout_lab.reports.figures import t_errorbar
 from dropout_lab.reports.inputs import StudyData
 from dropout_lab.reports.model import Figure, Report, Table
-from dropout_lab.reports.stats import holm, level_ci
+from dropout_lab.reports.stats import (
+    ALPHA,
+    describe_test,
+    excludes_zero,
+    level_ci,
+    paired_test,
+    summarize_over_seeds,
+    t_interval,
+    with_holm,
+)
 
 P1, P2 = "model.dropout_1", "model.dropout_2"
 METRIC = "test_acc"
@@ -23,7 +30,7 @@ P1_LABEL, P2_LABEL = "p1 (first hidden layer)", "p2 (second hidden layer)"
 
 def cell_summary(runs: pd.DataFrame) -> pd.DataFrame:
     """Mean, std, n and 95% t-interval of test accuracy per (p1, p2) cell."""
-    return summarize(runs, [P1, P2], METRIC).sort_values([P1, P2]).reset_index(drop=True)
+    return summarize_over_seeds(runs, [P1, P2], METRIC).sort_values([P1, P2]).reset_index(drop=True)
 
 
 def heatmap(summary: pd.DataFrame) -> MplFigure:
@@ -70,8 +77,8 @@ def swap_table(diffs: pd.DataFrame) -> pd.DataFrame:
     table = pd.DataFrame(rows)
     if table.empty:
         return table
-    table["p_holm"] = holm(table["p_value"].fillna(1.0))
-    table["better"] = np.where(table["p_holm"] >= 0.05, "no significant difference",
+    table = with_holm(table)
+    table["better"] = np.where(~(table["p_holm"] < ALPHA), "no significant difference",
                                np.where(table["mean_diff"] > 0, "lower rate first", "higher rate first"))
     return table
 
@@ -116,7 +123,7 @@ def swap_figure(diffs: pd.DataFrame) -> MplFigure:
     fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(order) + 2), 4))
     ax.axhline(0, color="grey", lw=1, ls="--")
     sns.stripplot(data=frame, x="pair", y="asym_pp", order=order, alpha=0.4, color="C0", ax=ax)
-    sns.pointplot(data=frame, x="pair", y="asym_pp", order=order, errorbar=t_errorbar, linestyle="none",
+    sns.pointplot(data=frame, x="pair", y="asym_pp", order=order, errorbar=t_interval, linestyle="none",
                   capsize=0.15, color="C3", ax=ax)
     ax.set_xlabel("swap pair: lower rate / higher rate")
     ax.set_ylabel("acc(lower, higher) - acc(higher, lower) [pp]")

@@ -15,19 +15,20 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure as MplFigure
 from matplotlib.ticker import NullFormatter, ScalarFormatter
 
-from dropout_lab.reports.analyses.instruments import (
-    direction,
-    holm_text,
-    instrument_rows,
-    paired_differences,
-    ratio_ci,
-    summarize_metrics,
-    with_holm,
-)
-from dropout_lab.reports.figures import t_errorbar
+from dropout_lab.reports.analyses.instruments import instrument_rows
 from dropout_lab.reports.inputs import StudyData
 from dropout_lab.reports.model import Figure, Report, Table
-from dropout_lab.reports.stats import ci_text, pct
+from dropout_lab.reports.stats import (
+    ci_text,
+    direction,
+    holm_text,
+    paired_differences,
+    pct,
+    ratio_ci,
+    summarize_metrics,
+    t_interval,
+    with_holm,
+)
 
 METRICS = ("accuracy", "nll", "ece", "entropy", "seconds")
 COMPARED = ("accuracy", "nll", "ece")
@@ -184,7 +185,7 @@ def metrics_plot(rows: pd.DataFrame, summary: pd.DataFrame) -> MplFigure:
         for config in configs:
             tag = f" ({config})" if len(configs) > 1 else ""
             sns.lineplot(data=mc[mc["configuration"] == config], x="T", y=metric, marker="o", color=colors[config],
-                         errorbar=t_errorbar, label=f"MC average of T passes{tag}", ax=ax)
+                         errorbar=t_interval, label=f"MC average of T passes{tag}", ax=ax)
             det, single = _row(summary, config, "deterministic"), _row(summary, config, "single")
             ax.axhline(det[f"{metric}_mean"], color=colors[config], linestyle="--", label=f"deterministic{tag}")
             if pd.notna(det[f"{metric}_ci_low"]):
@@ -210,7 +211,7 @@ def cost_plot(rows: pd.DataFrame, summary: pd.DataFrame) -> MplFigure:
     for config in configs:
         tag = f" ({config})" if len(configs) > 1 else ""
         sns.lineplot(data=mc[mc["configuration"] == config], x="T", y="seconds", marker="o", color=colors[config],
-                     errorbar=t_errorbar, label=f"MC, T passes{tag}", ax=ax)
+                     errorbar=t_interval, label=f"MC, T passes{tag}", ax=ax)
         det = _row(summary, config, "deterministic")["seconds_mean"]
         ts = np.sort(mc["T"].unique())
         ax.axhline(det, color=colors[config], linestyle="--", label=f"deterministic pass{tag}")

@@ -14,19 +14,19 @@ import seaborn as sns
 from matplotlib.figure import Figure as MplFigure
 from matplotlib.ticker import MaxNLocator, NullFormatter
 
-from dropout_lab.reports.analyses.instruments import (
+from dropout_lab.reports.analyses.instruments import instrument_rows
+from dropout_lab.reports.inputs import StudyData
+from dropout_lab.reports.model import Figure, Report, Table
+from dropout_lab.reports.stats import (
     direction,
     geometric_mean,
     holm_text,
-    instrument_rows,
     log_t_band,
     paired_log_ratios,
     ratio_ci,
     summarize_metrics,
     with_holm,
 )
-from dropout_lab.reports.inputs import StudyData
-from dropout_lab.reports.model import Figure, Report, Table
 
 MODES = {"train": "train", "probe_train": "train", "probe_eval": "eval"}
 BERNOULLI = ("dropout", "dropout_concise")

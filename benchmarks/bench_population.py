@@ -173,23 +173,6 @@ def independence(args: argparse.Namespace, root: str, precision: str) -> float:
                for t, c in zip(together, cfgs, strict=True))
 
 
-def paired_tost(population: list[float], per_run: list[float], margin: float = MARGIN) -> dict:
-    """Two one-sided paired t-tests of H0: |mean(population - per_run)| >= margin; p = the larger one-sided p."""
-    from scipy import stats
-
-    d = [a - b for a, b in zip(population, per_run, strict=True)]
-    n, mean = len(d), statistics.fmean(d)
-    se = statistics.stdev(d) / math.sqrt(n) if n > 1 else float("inf")
-    if se == 0:
-        p = 0.0 if abs(mean) < margin else 1.0
-        low = high = mean
-    else:
-        p = max(1 - stats.t.cdf((mean + margin) / se, n - 1), stats.t.cdf((mean - margin) / se, n - 1))
-        half = stats.t.ppf(0.95, n - 1) * se  # the 90% CI: inside +-margin iff both one-sided tests reject at 5%
-        low, high = mean - half, mean + half
-    return {"n": n, "diff": mean, "ci90": (low, high), "p": float(p)}
-
-
 def tost(args: argparse.Namespace, root: str, modes: list[str], model: str) -> dict:
     """Per-run vs. population test accuracy of the chapter setting with ``model``, paired by seed, per mode.
 
@@ -197,6 +180,7 @@ def tost(args: argparse.Namespace, root: str, modes: list[str], model: str) -> d
     engine and its numeric mode. ``concise``: the per-run net draws ``nn.Dropout``'s masks and the
     population ``dropout_layer``'s, so a pair also differs by its mask stream (seed-to-seed noise).
     """
+    from dropout_lab.reports.stats import tost_paired
     from dropout_lab.training.population import train_population
     from dropout_lab.training.train import train
 
@@ -211,7 +195,9 @@ def tost(args: argparse.Namespace, root: str, modes: list[str], model: str) -> d
         start = time.perf_counter()
         results = train_population(cfgs, precision=mode)
         acc = [r["final"]["test_acc"] for r in results]
-        out[mode] = {"acc": acc, "seconds": time.perf_counter() - start, **paired_tost(acc, per_run)}
+        result = tost_paired([a - b for a, b in zip(acc, per_run, strict=True)], MARGIN)
+        out[mode] = {"acc": acc, "seconds": time.perf_counter() - start, "n": result["n"], "diff": result["mean_diff"],
+                     "ci90": (result["ci_low"], result["ci_high"]), "p": result["p_value"]}
     return out
 
 

@@ -23,10 +23,9 @@ from typing import Any
 
 import optuna
 import pandas as pd
-from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial
 
-from dropout_lab.studies.trial_records import final_trials
+from dropout_lab.studies.trial_records import final_trials, retry_history
 
 #: Columns every run table starts with, in this order.
 RUN_COLUMNS = ("trial", "state", "status", "reason", "seed", "value", "last_reported_value", "epochs_run",
@@ -98,7 +97,7 @@ def _run_row(trial: FrozenTrial) -> dict[str, Any]:
            "epochs_run": epochs_run(trial), "wall_time_s": attrs.get("wall_time_s"),
            "config_hash": attrs.get("config_hash"), "host": attrs.get("host"),
            "engine": attrs.get("engine") or ("per-run" if attrs.get("config") else None),  # older records: per-run
-           "attempts": 1 + len(RetryHeartbeatStaleTrialCallback.retry_history(trial)),
+           "attempts": 1 + len(retry_history(trial)),
            "overrides": " ".join(attrs["overrides"]) if attrs.get("overrides") is not None else None,
            "output_dir": attrs.get("output_dir")}
     config.pop("seed", None)

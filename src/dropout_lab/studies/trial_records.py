@@ -11,6 +11,8 @@ import optuna
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
+from dropout_lab.studies.storage import quiet_experimental
+
 if TYPE_CHECKING:  # the record is only passed through: no training package at import time
     from dropout_lab.training.run_record import RunRecord
 
@@ -27,9 +29,15 @@ def save_failure(trial: optuna.Trial, reason: str) -> None:
     trial.set_user_attr("reason", reason)
 
 
+def retry_history(trial: FrozenTrial) -> list[int]:
+    """The numbers of the earlier attempts of ``trial`` (failed when their worker died, then re-queued)."""
+    with quiet_experimental():
+        return RetryHeartbeatStaleTrialCallback.retry_history(trial)
+
+
 def is_retry_pending(trial: FrozenTrial, trials: list[FrozenTrial]) -> bool:
     """True if a failed trial was re-queued: a later trial lists it in its retry history."""
-    return any(trial.number in RetryHeartbeatStaleTrialCallback.retry_history(t) for t in trials)
+    return any(trial.number in retry_history(t) for t in trials)
 
 
 def final_trials(trials: list[FrozenTrial]) -> list[FrozenTrial]:

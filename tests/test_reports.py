@@ -36,14 +36,70 @@ def _data(spec: StudySpec, runs: pd.DataFrame) -> StudyData:
 
 def test_baseline_verdict_follows_the_numbers() -> None:
     spec = _spec(grid={"model": ["scratch", "concise"]}, seeds=list(range(5)))
-    same = _data(spec, _runs("model", {"scratch": [0.84, 0.85, 0.83, 0.86, 0.84],
-                                       "concise": [0.85, 0.84, 0.84, 0.85, 0.85]}))
-    differ = _data(spec, _runs("model", {"scratch": [0.84, 0.85, 0.83, 0.86, 0.84],
-                                         "concise": [0.88, 0.895, 0.87, 0.905, 0.885]}))
-    first_same, first_differ = baseline.analyze(same).answer, baseline.analyze(differ).answer
-    assert first_same.startswith("The two implementations show no statistically significant difference")
+    scratch = [0.84, 0.85, 0.83, 0.86, 0.84]
+    noisy = _data(spec, _runs("model", {"scratch": scratch, "concise": [0.85, 0.84, 0.84, 0.85, 0.85]}))
+    equal = _data(spec, _runs("model", {"scratch": scratch,
+                                        "concise": [a + d for a, d in zip(scratch, [0.001, -0.001, 0.0, 0.0005, 0])]}))
+    differ = _data(spec, _runs("model", {"scratch": scratch, "concise": [0.88, 0.895, 0.87, 0.905, 0.885]}))
+    # Not significant is not "no difference": without TOST equivalence the answer is inconclusive, with its CI.
+    first_noisy = baseline.analyze(noisy).answer
+    assert first_noisy.startswith("Whether the two implementations differ is inconclusive at this budget")
+    assert "inconclusive at this budget: 90% CI [" in first_noisy and "beyond ±0.5 pp" in first_noisy
+    first_equal = baseline.analyze(equal).answer
+    assert first_equal.startswith("The two implementations are equivalent")
+    assert "equivalent within ±0.5 pp" in first_equal
+    first_differ = baseline.analyze(differ).answer
     assert first_differ.startswith("The two implementations differ")
     assert "4.30 pp" in first_differ  # mean of the paired differences, computed
+    # A stricter margin turns the same numbers inconclusive: the margin is the study's, not a constant.
+    strict = _data(_spec(grid={"model": ["scratch", "concise"]}, seeds=list(range(5)), margin=0.0005), equal.runs)
+    assert baseline.analyze(strict).answer.startswith("Whether the two implementations differ is inconclusive")
+
+
+def test_baseline_gives_each_implementation_a_prediction_interval_not_a_book_number() -> None:
+    from dropout_lab.reports.stats import prediction_interval
+
+    spec = _spec(grid={"model": ["scratch", "concise"]}, seeds=list(range(5)))
+    scratch = [0.84, 0.85, 0.83, 0.86, 0.84]
+    report = baseline.analyze(_data(spec, _runs("model", {"scratch": scratch, "concise": [0.85, 0.84, 0.84, 0.85,
+                                                                                         0.85]})))
+    assert not hasattr(baseline, "BOOK_TEST_ACC")
+    summary = {t.name: t.frame for t in report.tables}["summary"].set_index("model")
+    low, high = prediction_interval(scratch)
+    assert (summary.loc["scratch", "pi_low"], summary.loc["scratch", "pi_high"]) == pytest.approx((low, high))
+    (line,) = [c for c in report.conclusions if c.startswith("scratch: ")]
+    assert f"[{low:.4f}, {high:.4f}] (95% prediction interval" in line and "not with the CI of the mean" in line
+    assert not any("the book's code gave" in c for c in report.conclusions)
+    assert any("60k" in n and "baseline_book" in n for n in report.notes)
+    assert any(n.startswith("Selection: ") for n in report.notes)
+
+
+def test_baseline_names_a_seed_that_alone_changes_the_verdict() -> None:
+    spec = _spec(grid={"model": ["scratch", "concise"]}, seeds=list(range(5)))
+    scratch = [0.84, 0.85, 0.83, 0.86, 0.84]
+    concise = [a + d for a, d in zip(scratch, [0.010, 0.011, 0.009, 0.012, -0.05])]  # seed 4 hides a clear gain
+    report = baseline.analyze(_data(spec, _runs("model", {"scratch": scratch, "concise": concise})))
+    assert report.answer.startswith("Whether the two implementations differ is inconclusive")
+    assert any(c.startswith("One seed can change the verdict “inconclusive”: leaving out seed 4 alone changes it to "
+                            "“higher”") for c in report.conclusions)
+    steady = baseline.analyze(_data(spec, _runs("model", {"scratch": scratch,
+                                                          "concise": [a + 0.04 for a in scratch]})))
+    assert not any(c.startswith("One seed") for c in steady.conclusions)
+
+
+def test_compare_reports_the_best_epoch_mean_and_equivalence() -> None:
+    from dropout_lab.reports.analyses import compare
+
+    spec = _spec(grid={"model": ["scratch", "concise"]}, seeds=list(range(5)))
+    runs = _runs("model", {"scratch": [0.84, 0.85, 0.83, 0.86, 0.84], "concise": [0.841, 0.849, 0.83, 0.8605, 0.84]})
+    runs = runs.assign(best_test_acc=runs["test_acc"] + 0.01)
+    report = compare.analyze(_data(spec, runs))
+    summary = {t.name: t.frame for t in report.tables}["summary"].set_index("model")
+    assert summary.loc["scratch", "mean_best_test_acc"] == pytest.approx(0.854)
+    assert any(c.startswith("model=concise vs model=scratch: ") and "equivalent within ±0.5 pp (TOST p = " in c
+               for c in report.conclusions)
+    older = compare.analyze(_data(spec, runs.drop(columns=["best_test_acc"])))  # stores without best_* columns
+    assert "mean_best_test_acc" not in {t.name: t.frame for t in older.tables}["summary"]
 
 
 def test_noise_final_states_plainly_whether_anything_beats_dropout() -> None:
@@ -54,6 +110,12 @@ def test_noise_final_states_plainly_whether_anything_beats_dropout() -> None:
                                        "gaussian": [a + 0.02 + 0.001 * i for i, a in enumerate(base)]}))
     assert noise_final.analyze(loses).answer.startswith("No technique beats tuned chapter dropout")
     assert noise_final.analyze(wins).answer.startswith("gaussian beats tuned chapter dropout")
+    # Not significantly better is not "does not beat": without equivalence (or a significant loss) it is inconclusive.
+    unsure = _data(spec, _runs("noise", {"dropout": base, "gaussian": [a + d for a, d in
+                                                                         zip(base, [0.01, -0.012, 0.004, -0.003, 0])]}))
+    answer = noise_final.analyze(unsure).answer
+    assert answer.startswith("No technique significantly beats tuned chapter dropout, but for 1 of 1 (gaussian) the "
+                             "comparison is inconclusive at this budget") and "90% CI [" in answer
 
 
 @pytest.mark.slow

@@ -349,5 +349,6 @@ def test_seed_flips_names_the_seeds_that_change_a_verdict() -> None:
     assert stats.seed_flip_text(flips, "inconclusive").startswith(
         "One seed can change the verdict “inconclusive”: leaving out seed 14 alone changes it to “higher”")
     assert stats.seed_flip_text([], "higher") is None
-    frame = pd.DataFrame({"seed": [0, 0, 1, 1], "x": [1, 2, 3, 4]})
+    frame = pd.DataFrame({"seed": [0, 0, 1, 1, 2], "x": [1, 2, 3, 4, 0]})
     assert stats.seed_flips(frame, lambda f: "big" if f["x"].sum() > 5 else "small", seed="seed") == [(1, "small")]
+    assert stats.seed_flips(diff.iloc[:2], lambda d: str(len(d))) == []  # one seed left: nothing to learn

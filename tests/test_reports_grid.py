@@ -199,6 +199,29 @@ def test_factorial_verdict_follows_the_numbers(cells: tuple[float, ...], word: s
     assert f"{100 * effects.loc['both together', 'mean_diff']:+.2f} pp" in report.answer
 
 
+def test_factorial_calls_additive_only_when_the_interaction_is_equivalent_to_zero() -> None:
+    # Same cell means as the additive case, 8x the noise: the interaction's CI contains 0, yet TOST cannot
+    # say it is within ±0.5 pp, so "additive" would say more than the data show.
+    report = factorial.analyze(factorial_data(0.850, 0.860, 0.855, 0.865, noise=0.004, rng_seed=0))
+    assert report.answer.startswith("The effects of dropout and weight decay on test accuracy not shown to be "
+                                    "additive or interacting (inconclusive at this budget):")
+    assert "inconclusive at this budget: 90% CI [" in report.answer
+    effects = {t.name: t.frame for t in report.tables}["effects"].set_index("effect")
+    assert not effects.loc["interaction", "equivalent"] and {"tost_p", "ci90_low", "ci90_high"} <= set(effects)
+    additive = factorial.analyze(factorial_data(0.850, 0.860, 0.855, 0.865))
+    assert "equivalent within ±0.5 pp (TOST p = " in additive.answer
+    assert any("±0.5 pp" in n for n in additive.notes) and any(n.startswith("Selection: ") for n in additive.notes)
+
+
+def test_factorial_names_a_seed_that_alone_changes_the_verdict() -> None:
+    report = factorial.analyze(factorial_data(0.850, 0.860, 0.855, 0.865, rng_seed=5))
+    assert report.answer.startswith("The effects of dropout and weight decay on test accuracy are additive")
+    assert report.conclusions[1] == ("One seed can change the verdict “additive”: leaving out seed 3 alone changes it "
+                                     "to “synergistic”, so it rests on few seeds.")
+    steady = factorial.analyze(factorial_data(0.850, 0.860, 0.855, 0.865, rng_seed=2))
+    assert not any(c.startswith("One seed") for c in steady.conclusions)
+
+
 def test_factorial_tables_plot_and_general_factors() -> None:
     report = factorial.analyze(factorial_data(0.85, 0.86, 0.855, 0.865))
     tables = {t.name: t.frame for t in report.tables}

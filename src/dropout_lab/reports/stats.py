@@ -239,9 +239,12 @@ def seed_flips(frame: pd.DataFrame | pd.Series, verdict: Callable[[Any], str],
     """The seeds whose omission alone changes ``verdict(frame)``, each with the verdict without it.
 
     Seeds are ``frame``'s index, or its column ``seed``. Leave-one-seed-out: with n seeds, n re-computations.
+    Below three seeds there is nothing to learn (one seed left cannot be tested): no flips are reported.
     """
     full = verdict(frame)
     seeds = list(dict.fromkeys(frame.index if seed is None else frame[seed]))
+    if len(seeds) < 3:
+        return []
     flips = []
     for s in seeds:
         rest = frame.drop(index=s) if seed is None else frame[frame[seed] != s]

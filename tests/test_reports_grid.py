@@ -69,13 +69,22 @@ def test_rates_grid_tables_figures_and_lower_first_verdict() -> None:
     heat = {f.name: f.figure for f in report.figures}["test_accuracy_heatmap"].axes[0]
     assert heat.get_ylabel() == "p1 (first hidden layer)" and heat.get_xlabel().startswith("p2 (second")
     answer = report.answer
-    assert "holds" in answer and "in 6 of 6 swap pairs (100%)" in answer
+    assert "holds" in answer and "in 6 of 6 swap pairs (100%)" in answer and "(it holds pair by pair)" in answer
     assert report.conclusions[1].startswith("Best cell: p1 = 0.1, p2 = 0.7")  # 0.888 without noise
 
     reversed_ = rates_grid.analyze(rates_data(asymmetry=-0.02)).answer
     assert "is reversed" in reversed_ and "in 0 of 6 swap pairs (0%)" in reversed_
     symmetric = rates_grid.analyze(rates_data(asymmetry=0.0, p2_best=0.3)).answer  # acc(p1, p2) = acc(p2, p1)
-    assert "is not supported" in symmetric
+    assert "is not supported: the mean asymmetry is equivalent within ±0.5 pp" in symmetric
+    assert "6 are equivalent and 0 inconclusive" in symmetric
+    # A small asymmetry, noisy runs: it holds on average, but no single pair backs it, and the answer says so.
+    weak = rates_grid.analyze(rates_data(asymmetry=0.002, noise=0.004))
+    assert "holds on average over the swap pairs" in weak.answer
+    assert "0 of 6 support it significantly" in weak.answer and "(not a rule: only 0 of 6 pairs back it)" in weak.answer
+    swaps = {t.name: t.frame for t in weak.tables}["swap_asymmetry"]
+    assert set(swaps["better"]) == {"inconclusive"} and {"tost_p", "equivalent"} <= set(swaps)
+    noisy = rates_grid.analyze(rates_data(asymmetry=0.0, noise=0.01, p2_best=0.3)).answer
+    assert "is neither supported nor refuted: the mean asymmetry is inconclusive at this budget" in noisy
 
 
 def test_swap_table_matches_scipy_paired_t_test() -> None:

@@ -236,6 +236,22 @@ def test_dropconnect_conclusions_follow_the_numbers() -> None:
     assert any("significantly less time" in c for c in report.conclusions)
 
 
+def test_dropconnect_says_equivalent_or_inconclusive_by_tost_not_by_a_missing_p_value() -> None:
+    equal = dc.analyze(dropconnect_data(gain=0.0))  # differences 0 or 0.1 pp: not significant, within ±0.5 pp
+    assert equal.answer.startswith("At matched rates dropconnect is equivalent (within ±0.5 pp) to dropout")
+    assert all("is equivalent to dropout's" in c and "equivalent within ±0.5 pp (TOST p = " in c
+               for c in equal.conclusions if c.startswith("At model.dropout_1 ="))
+    noisy = dropconnect_data(gain=0.0)
+    jitter = noisy.runs["seed"].map({0: 0.02, 1: -0.02, 2: 0.015, 3: -0.015})
+    noisy.runs["test_acc"] += jitter.where(noisy.runs["noise"] == "dropconnect", 0.0)
+    unsure = dc.analyze(noisy)
+    assert unsure.answer.startswith("At matched rates dropconnect is inconclusive at this budget")
+    assert all("not shown to differ from, nor to equal, dropout's" in c and "inconclusive at this budget: 90% CI" in c
+               for c in unsure.conclusions if c.startswith("At model.dropout_1 ="))
+    diffs = {t.name: t.frame for t in unsure.tables}["paired_differences"]
+    assert {"tost_p", "equivalent", "ci90_low", "ci90_high"} <= set(diffs)
+
+
 # --------------------------------------------------------------------------- end to end on tiny real studies
 
 INSTRUMENTS = {"name": "instruments", "question": "Tiny: activation variance and test-time evaluation?",

@@ -131,7 +131,7 @@ def test_report_files_from_a_real_tiny_study(data_root: Path, tmp_path: Path) ->
     study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{tmp_path / 'results' / 'studies.db'}")
     readme = build_report(load_spec(str(spec_path)), study, tmp_path / "reports")
     folder = readme.parent
-    for name in ("README.md", "runs.csv", "summary.csv", "paired_differences.csv", "test_accuracy.png",
+    for name in ("README.md", "runs.csv", "curves.csv", "summary.csv", "paired_differences.csv", "test_accuracy.png",
                  "validation_curves.png"):
         assert (folder / name).is_file(), name
     summary = pd.read_csv(folder / "summary.csv")
@@ -217,3 +217,28 @@ def test_tuning_report_reads_the_run_table(tmp_path: Path) -> None:
     trials = {t.name: t.frame for t in report.tables}["trials"].set_index("trial")
     assert trials.loc[2, "value"] == 0.65 and trials.loc[2, "epochs_run"] == 2 and trials.loc[1, "epochs_run"] == 3
     assert list(trials.index) == [1, 3, 0, 2]  # best first
+
+
+def test_writer_ships_tidy_tables_and_shows_long_tables_as_excerpts(tmp_path: Path) -> None:
+    from dropout_lab.reports.model import Report, Table
+    from dropout_lab.reports.writer import write_report
+
+    spec = _spec(grid={"model": ["scratch", "concise"]}, seeds=[0, 1])
+    runs = _runs("model", {"scratch": [0.84, 0.85], "concise": [0.85, 0.84]})
+    per_epoch = pd.DataFrame({"epoch": range(1, 101), "mean_diff": [i / 7 for i in range(100)]})
+    report = Report(tables=[Table("per_epoch", per_epoch, "Per epoch"), Table("short", per_epoch.head(15), "Short")],
+                    conclusions=["c"])
+    curves = pd.DataFrame({"trial": [0, 0], "seed": [0, 0], "epoch": [1, 2], "val_acc": [0.123456789, 0.5]})
+    readme = write_report(spec, runs, report, tmp_path / "s",
+                          {"curves": curves, "test_time": pd.DataFrame(), "activations": curves.head(1)})
+    text = readme.read_text()
+    assert pd.read_csv(tmp_path / "s" / "curves.csv")["val_acc"].tolist() == [0.123457, 0.5]  # 6 significant digits
+    assert (tmp_path / "s" / "activations.csv").is_file() and not (tmp_path / "s" / "test_time.csv").exists()
+    assert "[curves.csv](curves.csv), [activations.csv](activations.csv)" in text
+    assert len(pd.read_csv(tmp_path / "s" / "per_epoch.csv")) == 100  # the CSV holds every row
+    section = text.split("**Per epoch**")[1].split("**Short**")[0]
+    shown = [line for line in section.splitlines() if line.startswith("|")][2:]
+    assert section.startswith(" (excerpt: one row in 10 of its 100; all rows in [per_epoch.csv](per_epoch.csv))")
+    assert [int(line.split("|")[1]) for line in shown] == list(range(10, 101, 10))  # every 10th epoch
+    short = [line for line in text.split("**Short**")[1].splitlines() if line.startswith("|")]
+    assert len(short) == 2 + 15  # up to 15 rows are shown whole

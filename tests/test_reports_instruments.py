@@ -292,10 +292,13 @@ def real_studies(data_root: Path, tmp_path_factory: pytest.TempPathFactory) -> P
 
 
 @pytest.mark.parametrize("analysis, csvs, pngs", [
-    ("variance", ["final_epoch_variance", "noise_inflation", "pre_noise_vs_no_noise", "variance_evolution"],
+    # Each also ships its per-seed tidy data (curves, instrument rows), so it can be re-derived from the folder.
+    ("variance", ["final_epoch_variance", "noise_inflation", "pre_noise_vs_no_noise", "variance_evolution",
+                  "curves", "activations"],
      ["variance_per_epoch", "variance_per_step", "predicted_vs_measured"]),
-    ("test_time", ["test_time_summary", "vs_deterministic", "cost"], ["metrics_vs_T", "cost_vs_T"]),
-    ("dropconnect", ["accuracy", "paired_differences", "seconds_per_epoch", "cost_ratio"],
+    ("test_time", ["test_time_summary", "vs_deterministic", "cost", "curves", "test_time"],
+     ["metrics_vs_T", "cost_vs_T"]),
+    ("dropconnect", ["accuracy", "paired_differences", "seconds_per_epoch", "cost_ratio", "curves"],
      ["test_accuracy", "seconds_per_epoch"]),
 ])
 @pytest.mark.slow

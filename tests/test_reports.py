@@ -172,6 +172,16 @@ def test_point_plot_error_bars_are_the_tables_t_intervals() -> None:
         assert bar == pytest.approx((low, high), abs=1e-9)
 
 
+def test_point_plot_shows_every_seed_as_a_point() -> None:
+    from dropout_lab.reports.figures import plt, point_plot
+
+    runs = pd.DataFrame({"model": ["a"] * 5 + ["b"] * 3, "test_acc": [0.8, 0.81, 0.82, 0.83, 0.84, 0.7, 0.71, 0.72]})
+    fig = point_plot(runs, x="model", y="test_acc")
+    seeds = sorted(float(y) for c in fig.axes[0].collections[:2] for _, y in c.get_offsets())
+    plt.close(fig)
+    assert seeds == pytest.approx(sorted(runs["test_acc"]))  # one dot per seed, under the mean and its t-interval
+
+
 def test_tuning_caveats_follow_the_trials_and_settings() -> None:
     import pandas as pd
 

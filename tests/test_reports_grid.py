@@ -250,7 +250,7 @@ def test_factorial_calls_additive_only_when_the_interaction_is_equivalent_to_zer
     # Same cell means as the additive case, 8x the noise: the interaction's CI contains 0, yet TOST cannot
     # say it is within ±0.5 pp, so "additive" would say more than the data show.
     report = factorial.analyze(factorial_data(0.850, 0.860, 0.855, 0.865, noise=0.004, rng_seed=0))
-    assert report.answer.startswith("The effects of dropout and weight decay on test accuracy not shown to be "
+    assert report.answer.startswith("The effects of dropout and weight decay on test accuracy are not shown to be "
                                     "additive or interacting (inconclusive at this budget):")
     assert "inconclusive at this budget: 90% CI [" in report.answer
     effects = {t.name: t.frame for t in report.tables}["effects"].set_index("effect")

@@ -170,7 +170,7 @@ def verdict_sentence(effects: pd.DataFrame, a: Factor, b: Factor, margin: float)
     alone_a, alone_b = rows.loc[f"{a.name} alone"], rows.loc[f"{b.name} alone"]
     versus = rows.loc["both vs best single"]
     head = (f"are {word}" if word != "inconclusive"
-            else "not shown to be additive or interacting (inconclusive at this budget)")
+            else "are not shown to be additive or interacting (inconclusive at this budget)")
     return (f"The effects of {a.name} and {b.name} on test accuracy {head}: together they change it by "
             f"{100 * both['mean_diff']:+.2f} pp ({ci_text(both['ci_low'], both['ci_high'])}) against "
             f"{100 * total['mean_diff']:+.2f} pp for the sum of the single effects ({a.name} alone "

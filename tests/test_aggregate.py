@@ -300,3 +300,55 @@ def test_stats_is_the_only_statistics_module() -> None:
     assert not hasattr(figures, "t_errorbar") and not hasattr(instruments, "interval")
     with pytest.raises(ImportError):
         __import__("dropout_lab.reports.analyses.grid_stats")
+
+
+# ---------------------------------------------------------------- prediction, verdicts, robustness
+
+def test_prediction_interval_is_wider_than_the_mean_interval_by_sqrt_n_plus_1() -> None:
+    x = np.array(B)
+    n, mean, s = len(x), x.mean(), x.std(ddof=1)
+    half = sp.t.ppf(0.975, n - 1) * s * math.sqrt(1 + 1 / n)
+    assert stats.prediction_interval(B) == pytest.approx((mean - half, mean + half))
+    low, high = stats.prediction_interval(B)
+    ci_low, ci_high = t_interval(B)
+    assert (high - low) / (ci_high - ci_low) == pytest.approx(math.sqrt(n + 1))
+    assert stats.prediction_interval([0.8, 0.8]) == (0.8, 0.8)
+    assert all(np.isnan(stats.prediction_interval([0.8])))
+
+
+def test_paired_differences_with_a_margin_add_tost() -> None:
+    runs = _runs()
+    table = paired_differences(runs, ["model"], "test_acc", {"model": "a"}, margin=0.005).iloc[0]
+    tost = tost_paired(np.array(B) - np.array(A), 0.005)
+    assert table["tost_p"] == pytest.approx(tost["p_value"]) and table["equivalent"] == tost["equivalent"]
+    assert (table["ci90_low"], table["ci90_high"]) == pytest.approx((tost["ci_low"], tost["ci_high"]))
+    assert stats.row_equivalence_text(table, 0.005) == equivalence_text(tost, 0.005)
+    assert "tost_p" not in paired_differences(runs, ["model"], "test_acc", {"model": "a"})
+
+
+def test_difference_verdict_says_no_difference_only_when_equivalent() -> None:
+    equal = stats.paired_with_tost([0.001, -0.001, 0.0005, 0.0, -0.0005], 0.005)
+    noisy = stats.paired_with_tost([0.01, -0.012, 0.004, -0.003], 0.005)
+    up = stats.paired_with_tost([0.02, 0.021, 0.019, 0.022], 0.005)
+    assert stats.difference_verdict(equal, "p_value") == "equivalent"
+    assert stats.difference_verdict(noisy, "p_value") == "inconclusive"
+    assert stats.difference_verdict(up, "p_value") == "higher"
+    assert stats.difference_verdict({**up, "mean_diff": -0.02}, "p_value") == "lower"
+    assert stats.difference_verdict({**up, "p_holm": 0.2}) == "inconclusive"  # Holm decides when asked
+
+
+def test_seed_flips_names_the_seeds_that_change_a_verdict() -> None:
+    diff = pd.Series([0.01, 0.011, 0.009, 0.012, -0.05], index=[10, 11, 12, 13, 14])
+
+    def word(d: pd.Series) -> str:
+        return stats.difference_verdict(stats.paired_with_tost(d, 0.005), "p_value")
+
+    assert word(diff) == "inconclusive"
+    flips = stats.seed_flips(diff, word)
+    assert flips == [(14, "higher")]
+    assert stats.seed_flip_text(flips, "inconclusive").startswith(
+        "One seed can change the verdict “inconclusive”: leaving out seed 14 alone changes it to “higher”")
+    assert stats.seed_flip_text([], "higher") is None
+    frame = pd.DataFrame({"seed": [0, 0, 1, 1, 2], "x": [1, 2, 3, 4, 0]})
+    assert stats.seed_flips(frame, lambda f: "big" if f["x"].sum() > 5 else "small", seed="seed") == [(1, "small")]
+    assert stats.seed_flips(diff.iloc[:2], lambda d: str(len(d))) == []  # one seed left: nothing to learn

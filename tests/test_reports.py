@@ -36,14 +36,70 @@ def _data(spec: StudySpec, runs: pd.DataFrame) -> StudyData:
 
 def test_baseline_verdict_follows_the_numbers() -> None:
     spec = _spec(grid={"model": ["scratch", "concise"]}, seeds=list(range(5)))
-    same = _data(spec, _runs("model", {"scratch": [0.84, 0.85, 0.83, 0.86, 0.84],
-                                       "concise": [0.85, 0.84, 0.84, 0.85, 0.85]}))
-    differ = _data(spec, _runs("model", {"scratch": [0.84, 0.85, 0.83, 0.86, 0.84],
-                                         "concise": [0.88, 0.895, 0.87, 0.905, 0.885]}))
-    first_same, first_differ = baseline.analyze(same).answer, baseline.analyze(differ).answer
-    assert first_same.startswith("The two implementations show no statistically significant difference")
+    scratch = [0.84, 0.85, 0.83, 0.86, 0.84]
+    noisy = _data(spec, _runs("model", {"scratch": scratch, "concise": [0.85, 0.84, 0.84, 0.85, 0.85]}))
+    equal = _data(spec, _runs("model", {"scratch": scratch,
+                                        "concise": [a + d for a, d in zip(scratch, [0.001, -0.001, 0.0, 0.0005, 0])]}))
+    differ = _data(spec, _runs("model", {"scratch": scratch, "concise": [0.88, 0.895, 0.87, 0.905, 0.885]}))
+    # Not significant is not "no difference": without TOST equivalence the answer is inconclusive, with its CI.
+    first_noisy = baseline.analyze(noisy).answer
+    assert first_noisy.startswith("Whether the two implementations differ is inconclusive at this budget")
+    assert "inconclusive at this budget: 90% CI [" in first_noisy and "beyond ±0.5 pp" in first_noisy
+    first_equal = baseline.analyze(equal).answer
+    assert first_equal.startswith("The two implementations are equivalent")
+    assert "equivalent within ±0.5 pp" in first_equal
+    first_differ = baseline.analyze(differ).answer
     assert first_differ.startswith("The two implementations differ")
     assert "4.30 pp" in first_differ  # mean of the paired differences, computed
+    # A stricter margin turns the same numbers inconclusive: the margin is the study's, not a constant.
+    strict = _data(_spec(grid={"model": ["scratch", "concise"]}, seeds=list(range(5)), margin=0.0005), equal.runs)
+    assert baseline.analyze(strict).answer.startswith("Whether the two implementations differ is inconclusive")
+
+
+def test_baseline_gives_each_implementation_a_prediction_interval_not_a_book_number() -> None:
+    from dropout_lab.reports.stats import prediction_interval
+
+    spec = _spec(grid={"model": ["scratch", "concise"]}, seeds=list(range(5)))
+    scratch = [0.84, 0.85, 0.83, 0.86, 0.84]
+    report = baseline.analyze(_data(spec, _runs("model", {"scratch": scratch, "concise": [0.85, 0.84, 0.84, 0.85,
+                                                                                         0.85]})))
+    assert not hasattr(baseline, "BOOK_TEST_ACC")
+    summary = {t.name: t.frame for t in report.tables}["summary"].set_index("model")
+    low, high = prediction_interval(scratch)
+    assert (summary.loc["scratch", "pi_low"], summary.loc["scratch", "pi_high"]) == pytest.approx((low, high))
+    (line,) = [c for c in report.conclusions if c.startswith("scratch: ")]
+    assert f"[{low:.4f}, {high:.4f}] (95% prediction interval" in line and "not with the CI of the mean" in line
+    assert not any("the book's code gave" in c for c in report.conclusions)
+    assert any("60k" in n and "baseline_book" in n for n in report.notes)
+    assert any(n.startswith("Selection: ") for n in report.notes)
+
+
+def test_baseline_names_a_seed_that_alone_changes_the_verdict() -> None:
+    spec = _spec(grid={"model": ["scratch", "concise"]}, seeds=list(range(5)))
+    scratch = [0.84, 0.85, 0.83, 0.86, 0.84]
+    concise = [a + d for a, d in zip(scratch, [0.010, 0.011, 0.009, 0.012, -0.05])]  # seed 4 hides a clear gain
+    report = baseline.analyze(_data(spec, _runs("model", {"scratch": scratch, "concise": concise})))
+    assert report.answer.startswith("Whether the two implementations differ is inconclusive")
+    assert any(c.startswith("One seed can change the verdict “inconclusive”: leaving out seed 4 alone changes it to "
+                            "“higher”") for c in report.conclusions)
+    steady = baseline.analyze(_data(spec, _runs("model", {"scratch": scratch,
+                                                          "concise": [a + 0.04 for a in scratch]})))
+    assert not any(c.startswith("One seed") for c in steady.conclusions)
+
+
+def test_compare_reports_the_best_epoch_mean_and_equivalence() -> None:
+    from dropout_lab.reports.analyses import compare
+
+    spec = _spec(grid={"model": ["scratch", "concise"]}, seeds=list(range(5)))
+    runs = _runs("model", {"scratch": [0.84, 0.85, 0.83, 0.86, 0.84], "concise": [0.841, 0.849, 0.83, 0.8605, 0.84]})
+    runs = runs.assign(best_test_acc=runs["test_acc"] + 0.01)
+    report = compare.analyze(_data(spec, runs))
+    summary = {t.name: t.frame for t in report.tables}["summary"].set_index("model")
+    assert summary.loc["scratch", "mean_best_test_acc"] == pytest.approx(0.854)
+    assert any(c.startswith("model=concise vs model=scratch: ") and "equivalent within ±0.5 pp (TOST p = " in c
+               for c in report.conclusions)
+    older = compare.analyze(_data(spec, runs.drop(columns=["best_test_acc"])))  # stores without best_* columns
+    assert "mean_best_test_acc" not in {t.name: t.frame for t in older.tables}["summary"]
 
 
 def test_noise_final_states_plainly_whether_anything_beats_dropout() -> None:
@@ -54,6 +110,12 @@ def test_noise_final_states_plainly_whether_anything_beats_dropout() -> None:
                                        "gaussian": [a + 0.02 + 0.001 * i for i, a in enumerate(base)]}))
     assert noise_final.analyze(loses).answer.startswith("No technique beats tuned chapter dropout")
     assert noise_final.analyze(wins).answer.startswith("gaussian beats tuned chapter dropout")
+    # Not significantly better is not "does not beat": without equivalence (or a significant loss) it is inconclusive.
+    unsure = _data(spec, _runs("noise", {"dropout": base, "gaussian": [a + d for a, d in
+                                                                         zip(base, [0.01, -0.012, 0.004, -0.003, 0])]}))
+    answer = noise_final.analyze(unsure).answer
+    assert answer.startswith("No technique significantly beats tuned chapter dropout, but for 1 of 1 (gaussian) the "
+                             "comparison is inconclusive at this budget") and "90% CI [" in answer
 
 
 @pytest.mark.slow
@@ -69,7 +131,7 @@ def test_report_files_from_a_real_tiny_study(data_root: Path, tmp_path: Path) ->
     study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{tmp_path / 'results' / 'studies.db'}")
     readme = build_report(load_spec(str(spec_path)), study, tmp_path / "reports")
     folder = readme.parent
-    for name in ("README.md", "runs.csv", "summary.csv", "paired_differences.csv", "test_accuracy.png",
+    for name in ("README.md", "runs.csv", "curves.csv", "summary.csv", "paired_differences.csv", "test_accuracy.png",
                  "validation_curves.png"):
         assert (folder / name).is_file(), name
     summary = pd.read_csv(folder / "summary.csv")
@@ -108,6 +170,16 @@ def test_point_plot_error_bars_are_the_tables_t_intervals() -> None:
     assert len(bars) == 3 and expected[2] == (0.9, 0.9)  # all seeds equal: a zero-width bar, as in the tables
     for (low, high), bar in zip(expected, bars):
         assert bar == pytest.approx((low, high), abs=1e-9)
+
+
+def test_point_plot_shows_every_seed_as_a_point() -> None:
+    from dropout_lab.reports.figures import plt, point_plot
+
+    runs = pd.DataFrame({"model": ["a"] * 5 + ["b"] * 3, "test_acc": [0.8, 0.81, 0.82, 0.83, 0.84, 0.7, 0.71, 0.72]})
+    fig = point_plot(runs, x="model", y="test_acc")
+    seeds = sorted(float(y) for c in fig.axes[0].collections[:2] for _, y in c.get_offsets())
+    plt.close(fig)
+    assert seeds == pytest.approx(sorted(runs["test_acc"]))  # one dot per seed, under the mean and its t-interval
 
 
 def test_tuning_caveats_follow_the_trials_and_settings() -> None:
@@ -155,3 +227,28 @@ def test_tuning_report_reads_the_run_table(tmp_path: Path) -> None:
     trials = {t.name: t.frame for t in report.tables}["trials"].set_index("trial")
     assert trials.loc[2, "value"] == 0.65 and trials.loc[2, "epochs_run"] == 2 and trials.loc[1, "epochs_run"] == 3
     assert list(trials.index) == [1, 3, 0, 2]  # best first
+
+
+def test_writer_ships_tidy_tables_and_shows_long_tables_as_excerpts(tmp_path: Path) -> None:
+    from dropout_lab.reports.model import Report, Table
+    from dropout_lab.reports.writer import write_report
+
+    spec = _spec(grid={"model": ["scratch", "concise"]}, seeds=[0, 1])
+    runs = _runs("model", {"scratch": [0.84, 0.85], "concise": [0.85, 0.84]})
+    per_epoch = pd.DataFrame({"epoch": range(1, 101), "mean_diff": [i / 7 for i in range(100)]})
+    report = Report(tables=[Table("per_epoch", per_epoch, "Per epoch"), Table("short", per_epoch.head(15), "Short")],
+                    conclusions=["c"])
+    curves = pd.DataFrame({"trial": [0, 0], "seed": [0, 0], "epoch": [1, 2], "val_acc": [0.123456789, 0.5]})
+    readme = write_report(spec, runs, report, tmp_path / "s",
+                          {"curves": curves, "test_time": pd.DataFrame(), "activations": curves.head(1)})
+    text = readme.read_text()
+    assert pd.read_csv(tmp_path / "s" / "curves.csv")["val_acc"].tolist() == [0.123457, 0.5]  # 6 significant digits
+    assert (tmp_path / "s" / "activations.csv").is_file() and not (tmp_path / "s" / "test_time.csv").exists()
+    assert "[curves.csv](curves.csv), [activations.csv](activations.csv)" in text
+    assert len(pd.read_csv(tmp_path / "s" / "per_epoch.csv")) == 100  # the CSV holds every row
+    section = text.split("**Per epoch**")[1].split("**Short**")[0]
+    shown = [line for line in section.splitlines() if line.startswith("|")][2:]
+    assert section.startswith(" (excerpt: one row in 10 of its 100; all rows in [per_epoch.csv](per_epoch.csv))")
+    assert [int(line.split("|")[1]) for line in shown] == list(range(10, 101, 10))  # every 10th epoch
+    short = [line for line in text.split("**Short**")[1].splitlines() if line.startswith("|")]
+    assert len(short) == 2 + 15  # up to 15 rows are shown whole

@@ -69,13 +69,22 @@ def test_rates_grid_tables_figures_and_lower_first_verdict() -> None:
     heat = {f.name: f.figure for f in report.figures}["test_accuracy_heatmap"].axes[0]
     assert heat.get_ylabel() == "p1 (first hidden layer)" and heat.get_xlabel().startswith("p2 (second")
     answer = report.answer
-    assert "holds" in answer and "in 6 of 6 swap pairs (100%)" in answer
+    assert "holds" in answer and "in 6 of 6 swap pairs (100%)" in answer and "(it holds pair by pair)" in answer
     assert report.conclusions[1].startswith("Best cell: p1 = 0.1, p2 = 0.7")  # 0.888 without noise
 
     reversed_ = rates_grid.analyze(rates_data(asymmetry=-0.02)).answer
     assert "is reversed" in reversed_ and "in 0 of 6 swap pairs (0%)" in reversed_
     symmetric = rates_grid.analyze(rates_data(asymmetry=0.0, p2_best=0.3)).answer  # acc(p1, p2) = acc(p2, p1)
-    assert "is not supported" in symmetric
+    assert "is not supported: the mean asymmetry is equivalent within ±0.5 pp" in symmetric
+    assert "6 are equivalent and 0 inconclusive" in symmetric
+    # A small asymmetry, noisy runs: it holds on average, but no single pair backs it, and the answer says so.
+    weak = rates_grid.analyze(rates_data(asymmetry=0.002, noise=0.004))
+    assert "holds on average over the swap pairs" in weak.answer
+    assert "0 of 6 support it significantly" in weak.answer and "(not a rule: only 0 of 6 pairs back it)" in weak.answer
+    swaps = {t.name: t.frame for t in weak.tables}["swap_asymmetry"]
+    assert set(swaps["better"]) == {"inconclusive"} and {"tost_p", "equivalent"} <= set(swaps)
+    noisy = rates_grid.analyze(rates_data(asymmetry=0.0, noise=0.01, p2_best=0.3)).answer
+    assert "is neither supported nor refuted: the mean asymmetry is inconclusive at this budget" in noisy
 
 
 def test_swap_table_matches_scipy_paired_t_test() -> None:
@@ -133,11 +142,19 @@ def test_epochs_report_curves_best_epochs_and_where_dropout_pays() -> None:
         "training loss (dropout on)", "validation loss", "validation accuracy"]
     assert any("dropout ON" in note for note in report.notes)
 
-    first = per_epoch.loc[per_epoch["mean_diff"] > 0, "epoch"].min()
-    assert f"stays above from epoch {first} on" in report.answer and "significantly (paired" in report.answer
-    assert report.answer.startswith("dropout 0.5/0.5 vs no dropout over 30 epochs")
+    # The headline epoch comes from the smoothed curve and needs the last-10-epoch window's paired test too.
+    smooth = tables["per_epoch_val_acc_smoothed"]
+    first = epochs.first_epoch_from_which(smooth["epoch"], smooth["mean_diff"] > 0)
+    assert report.answer.startswith(f"dropout 0.5/0.5 vs no dropout over 30 epochs: dropout pays from epoch {first} "
+                                    f"on: its smoothed mean validation accuracy stays above from epoch {first} on, "
+                                    "and over the last 10 epochs its per-seed mean validation accuracy differs by +")
+    assert "epoch by epoch (unsmoothed) it is significantly ahead (paired" in report.answer
+    assert any(c.startswith("Fixed budget (every run's last epoch, 30): test accuracy, dropout 0.5/0.5 minus no "
+                            "dropout, +") and c.endswith("significantly higher.") for c in report.conclusions)
+    assert any(c.startswith("Early stopping (each run at its best-validation epoch): not answerable from this store")
+               for c in report.conclusions)  # these synthetic runs, like older stores, have no best_* columns
 
-    smooth = tables["per_epoch_val_acc_smoothed"]  # 3-epoch windows for 30 epochs: defined from epoch 3
+    # 3-epoch windows for 30 epochs: defined from epoch 3
     assert smooth["epoch"].min() == 3 and len(smooth) == 28
     from_epoch = epochs.first_epoch_from_which(smooth["epoch"], smooth["mean_diff"] > 0)
     assert any("trailing 3 epochs" in c and f"above no dropout's from epoch {from_epoch} on" in c
@@ -146,8 +163,38 @@ def test_epochs_report_curves_best_epochs_and_where_dropout_pays() -> None:
 
     flipped_report = epochs.analyze(epochs_data(False))
     flipped = flipped_report.answer
-    assert "not above at the last epoch (30)" in flipped and "never significantly" in flipped
+    assert "no epoch from which dropout pays is supported: its smoothed mean validation accuracy is not above at " \
+           "the last epoch (30)" in flipped and "it is never significantly ahead" in flipped
     assert any("not above no dropout's at the last epoch" in c for c in flipped_report.conclusions)
+
+
+def test_epochs_answers_early_stopping_and_clips_best_epochs() -> None:
+    data = epochs_data(True)
+    data.runs["best_test_acc"] = data.runs["test_acc"] - 0.0005 * data.runs["seed"]
+    data.runs["best_epoch"] = np.where(data.runs["experiment"] == "chapter", 29 + data.runs["seed"] % 2, 8)
+    report = epochs.analyze(data)
+    (early,) = [c for c in report.conclusions if c.startswith("Early stopping (each run at its best-validation")]
+    assert "test accuracy, dropout 0.5/0.5 minus no dropout, +" in early
+    assert "the best-validation epoch is 29.4 vs 8.0 on average (paired difference +21.4 epochs" in early
+    tables = {t.name: t.frame for t in report.tables}
+    assert "mean_best_test_acc" in tables["test_accuracy"]
+    best = tables["best_epochs"]
+    assert (best["ci_low"] >= 1).all() and (best["ci_high"] <= 30).all()  # clipped to the epochs that ran
+    assert best["ci_high"].max() == 30
+
+
+def test_dropout_pays_needs_the_window_not_a_last_point() -> None:
+    # Dropout ahead by 1 pp for 25 epochs, then behind by a whisker at the last 5: the smoothed curve's last
+    # point is below, so no epoch is named, although a last-point-only reading of earlier epochs would name one.
+    data = epochs_data(True, n_epochs=30)
+    curves = data.curves
+    late = (curves["epoch"] > 25) & (curves["experiment"] == "chapter")
+    curves.loc[late, "val_acc"] = curves.loc[late, "val_acc"] - 0.05
+    answer = epochs.analyze(data).answer
+    assert "no epoch from which dropout pays is supported" in answer
+    window = epochs.window_test(epochs.finished_curves(data, data.runs.assign(
+        configuration=epochs.config_labels(data, data.runs).to_numpy())), "dropout 0.5/0.5", "no dropout", 0.005)
+    assert window["window"] == 10 and {"tost_p", "equivalent", "p_value"} <= set(window)
 
 
 def test_smoothed_curves_average_each_run_over_its_trailing_window() -> None:
@@ -197,6 +244,29 @@ def test_factorial_verdict_follows_the_numbers(cells: tuple[float, ...], word: s
     expected = cells[3] - cells[2] - cells[1] + cells[0]
     assert effects.loc["interaction", "mean_diff"] == pytest.approx(expected, abs=0.0015)
     assert f"{100 * effects.loc['both together', 'mean_diff']:+.2f} pp" in report.answer
+
+
+def test_factorial_calls_additive_only_when_the_interaction_is_equivalent_to_zero() -> None:
+    # Same cell means as the additive case, 8x the noise: the interaction's CI contains 0, yet TOST cannot
+    # say it is within ±0.5 pp, so "additive" would say more than the data show.
+    report = factorial.analyze(factorial_data(0.850, 0.860, 0.855, 0.865, noise=0.004, rng_seed=0))
+    assert report.answer.startswith("The effects of dropout and weight decay on test accuracy are not shown to be "
+                                    "additive or interacting (inconclusive at this budget):")
+    assert "inconclusive at this budget: 90% CI [" in report.answer
+    effects = {t.name: t.frame for t in report.tables}["effects"].set_index("effect")
+    assert not effects.loc["interaction", "equivalent"] and {"tost_p", "ci90_low", "ci90_high"} <= set(effects)
+    additive = factorial.analyze(factorial_data(0.850, 0.860, 0.855, 0.865))
+    assert "equivalent within ±0.5 pp (TOST p = " in additive.answer
+    assert any("±0.5 pp" in n for n in additive.notes) and any(n.startswith("Selection: ") for n in additive.notes)
+
+
+def test_factorial_names_a_seed_that_alone_changes_the_verdict() -> None:
+    report = factorial.analyze(factorial_data(0.850, 0.860, 0.855, 0.865, rng_seed=5))
+    assert report.answer.startswith("The effects of dropout and weight decay on test accuracy are additive")
+    assert report.conclusions[1] == ("One seed can change the verdict “additive”: leaving out seed 3 alone changes it "
+                                     "to “synergistic”, so it rests on few seeds.")
+    steady = factorial.analyze(factorial_data(0.850, 0.860, 0.855, 0.865, rng_seed=2))
+    assert not any(c.startswith("One seed") for c in steady.conclusions)
 
 
 def test_factorial_tables_plot_and_general_factors() -> None:
@@ -303,13 +373,15 @@ def conclusion_bullets(readme: str) -> list[str]:
 
 
 # Conclusions of the 2x2 rate grid at 2 epochs: rates_grid (verdict, best cell); epochs (where dropout pays, final
-# test accuracy, best epoch, gap; no smoothing under 10 epochs); factorial (verdict, two main effects, ANOVA).
+# test accuracy at the fixed budget and with early stopping, best epoch, gap; no smoothing under 10 epochs);
+# factorial (verdict, two main effects, ANOVA).
 @pytest.mark.parametrize(("analysis", "csvs", "pngs", "conclusions"), [
     ("rates_grid", ["cells", "swap_asymmetry"], ["test_accuracy_heatmap", "swap_asymmetry"],
      ["\u201cLower rate near the input\u201d ", "Best cell: "]),
     ("epochs", ["test_accuracy", "best_epochs", "per_epoch_val_acc"], ["curves", "generalization_gap"],
      ["model.dropout_1=0.5, model.dropout_2=0.5 vs model.dropout_1=0.0, model.dropout_2=0.0 over 2 epochs: ",
-      "Final test accuracy, ", "Best epoch by validation accuracy", "Generalization gap "]),
+      "Fixed budget (every run's last epoch, 2): ", "Early stopping (each run at its best-validation epoch): ",
+      "Best epoch by validation accuracy", "Generalization gap "]),
     ("factorial", ["cells", "effects", "anova", "interaction_tests"], ["interaction_plot"],
      ["The effects of model.dropout_1 and model.dropout_2 on test accuracy are ",
       "Main effect of model.dropout_1 on test accuracy: ", "Main effect of model.dropout_2 on test accuracy: ",

@@ -26,7 +26,8 @@ def build_report(spec: StudySpec, study: optuna.Study, reports_dir: Path = REPOR
     data = load_study_data(spec, study)
     with report_theme():
         report = ANALYSES[spec.analysis](data)
-    path = write_report(spec, data.all_runs, report, Path(reports_dir) / spec.name)
+    tidy = {"curves": data.curves, **data.instruments}
+    path = write_report(spec, data.all_runs, report, Path(reports_dir) / spec.name, tidy)
     minutes = float(data.all_runs["wall_time_s"].sum()) / 60 if "wall_time_s" in data.all_runs else 0.0
     write_index(Path(reports_dir), {spec.name: (short_question(spec), report.answer, minutes)})
     return path

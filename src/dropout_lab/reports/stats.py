@@ -7,17 +7,22 @@ Conventions, shared by every table, figure and sentence:
 * **Paired test**: :func:`paired_test` on the per-seed differences (a paired t-test is the one-sample t-test of
   the differences against 0), with Cohen's d_z and one zero-variance convention (see there).
 * **Multiple comparisons**: :func:`holm` / :func:`with_holm` (statsmodels' Holm step-down; NaN p stays NaN).
-* **Equivalence**: :func:`tost_paired` (two one-sided paired t-tests against a margin).
+* **Equivalence**: :func:`tost_paired` (two one-sided paired t-tests against a margin); a report may say "no
+  difference" only when it says equivalent. :func:`paired_with_tost` gives both tests of one set of differences,
+  :func:`difference_verdict` the one word a sentence follows (higher, lower, equivalent, inconclusive).
+* **Prediction**: :func:`prediction_interval`, where one new run is expected to fall (not the mean's CI).
+* **Robustness**: :func:`seed_flips`, the seeds whose omission alone changes a verdict.
 * **ANOVA**: :func:`two_way_anova` (statsmodels OLS, two factors with interaction, optional block).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from typing import Any, TypeAlias
 
 import numpy as np
 import pandas as pd
+from scipy.stats import t as student_t
 from statsmodels.formula.api import ols
 from statsmodels.stats.anova import AnovaRM, anova_lm
 from statsmodels.stats.multitest import multipletests
@@ -52,6 +57,23 @@ def t_interval(values: Values,
         return float(x[0]), float(x[0])
     low, high = DescrStatsW(x).tconfint_mean(alpha=1 - confidence)
     return float(low), float(high)
+
+
+def prediction_interval(values: Values, confidence: float = CONFIDENCE) -> tuple[float, float]:
+    """Prediction interval for ONE new value: mean +- t_{(1+c)/2, n-1} s sqrt(1 + 1/n), NaNs ignored.
+
+    Wider than :func:`t_interval` (the mean's): a single new run should be compared with this one.
+    NaN below two values; zero width when all are equal.
+    """
+    x = _finite(values)
+    n = len(x)
+    if n < 2:
+        return np.nan, np.nan
+    mean = float(x.mean())
+    if np.ptp(x) == 0:
+        return mean, mean
+    half = float(student_t.ppf((1 + confidence) / 2, n - 1)) * float(x.std(ddof=1)) * float(np.sqrt(1 + 1 / n))
+    return mean - half, mean + half
 
 
 def geometric_mean(values: Values) -> float:
@@ -117,10 +139,11 @@ def paired_test(diff: Values) -> dict[str, float]:
 
 
 def paired_differences(runs: pd.DataFrame, by: Sequence[str], metric: str, baseline: Mapping[str, Any],
-                       seed: str = "seed") -> pd.DataFrame:
+                       seed: str = "seed", margin: float | None = None) -> pd.DataFrame:
     """Each configuration minus ``baseline`` on the seeds both share: one :func:`paired_test` per configuration.
 
-    Columns: the ``by`` keys, n_pairs, mean_diff, ci_low, ci_high, t, p_value, cohens_dz.
+    Columns: the ``by`` keys, n_pairs, mean_diff, ci_low, ci_high, t, p_value, cohens_dz; with a ``margin``
+    also :func:`paired_with_tost`'s tost_p, equivalent, ci90_low, ci90_high.
     """
     by = list(by)
     wide = runs.pivot_table(index=seed, columns=by, values=metric, aggfunc="mean")
@@ -130,7 +153,9 @@ def paired_differences(runs: pd.DataFrame, by: Sequence[str], metric: str, basel
         if column == key:
             continue
         values = column if isinstance(column, tuple) else (column,)
-        rows.append({**dict(zip(by, values, strict=True)), **paired_test(wide[column] - wide[key])})
+        diff = wide[column] - wide[key]
+        tests = paired_test(diff) if margin is None else paired_with_tost(diff, margin)
+        rows.append({**dict(zip(by, values, strict=True)), **tests})
     return pd.DataFrame(rows)
 
 
@@ -172,6 +197,61 @@ def tost_paired(diff: Values, margin: float,
         p = float(DescrStatsW(d).ttost_mean(-margin, margin)[0])
     return {"n": n, "mean_diff": mean, "ci_low": low, "ci_high": high, "p_value": p,
             "equivalent": bool(p < alpha)}
+
+
+def paired_with_tost(diff: Values, margin: float) -> dict[str, Any]:
+    """:func:`paired_test` of the differences plus their :func:`tost_paired` within +-``margin``.
+
+    The TOST result is in ``tost_p``, ``equivalent`` and its 90% interval ``ci90_low``/``ci90_high``.
+    """
+    tost = tost_paired(diff, margin)
+    return {**paired_test(diff), "tost_p": tost["p_value"], "equivalent": tost["equivalent"],
+            "ci90_low": tost["ci_low"], "ci90_high": tost["ci_high"]}
+
+
+def tost_of(row: Row) -> dict[str, Any]:
+    """The :func:`tost_paired` result stored in a :func:`paired_with_tost` row (for :func:`equivalence_text`)."""
+    return {"n": row["n_pairs"], "mean_diff": row["mean_diff"], "ci_low": row["ci90_low"],
+            "ci_high": row["ci90_high"], "p_value": row["tost_p"], "equivalent": bool(row["equivalent"])}
+
+
+#: The words of :func:`difference_verdict`.
+HIGHER, LOWER, EQUIVALENT, INCONCLUSIVE = "higher", "lower", "equivalent", "inconclusive"
+
+
+def difference_verdict(row: Row, p_column: str = "p_holm", estimate: str = "mean_diff", center: float = 0.0,
+                       alpha: float = ALPHA) -> str:
+    """What a sentence may say of a paired difference (a :func:`paired_with_tost` row).
+
+    ``higher``/``lower``: the (Holm-adjusted) paired test is significant in that direction; ``equivalent``:
+    it is not, and TOST says equivalent within the margin; ``inconclusive``: neither (or no test).
+    """
+    p = row[p_column] if p_column in row else np.nan
+    if pd.notna(p) and p < alpha:
+        return HIGHER if row[estimate] > center else LOWER
+    if "equivalent" in row and bool(row["equivalent"]):
+        return EQUIVALENT
+    return INCONCLUSIVE
+
+
+def seed_flips(frame: pd.DataFrame | pd.Series, verdict: Callable[[Any], str],
+               seed: str | None = None) -> list[tuple[Hashable, str]]:
+    """The seeds whose omission alone changes ``verdict(frame)``, each with the verdict without it.
+
+    Seeds are ``frame``'s index, or its column ``seed``. Leave-one-seed-out: with n seeds, n re-computations.
+    Below three seeds there is nothing to learn (one seed left cannot be tested): no flips are reported.
+    """
+    full = verdict(frame)
+    seeds = list(dict.fromkeys(frame.index if seed is None else frame[seed]))
+    if len(seeds) < 3:
+        return []
+    flips = []
+    for s in seeds:
+        rest = frame.drop(index=s) if seed is None else frame[frame[seed] != s]
+        without = verdict(rest)
+        if without != full:
+            flips.append((s, without))
+    return flips
 
 
 # ---------------------------------------------------------------- multiple comparisons
@@ -330,3 +410,17 @@ def equivalence_text(result: Mapping[str, Any], margin: float) -> str:
     if result["ci_low"] >= margin or result["ci_high"] <= -margin:
         return f"not equivalent: {ci} lies beyond {within} (TOST p = {result['p_value']:.3g})"
     return f"inconclusive at this budget: {ci} reaches beyond {within} (TOST p = {result['p_value']:.3g})"
+
+
+def row_equivalence_text(row: Row, margin: float) -> str:
+    """:func:`equivalence_text` of a :func:`paired_with_tost` row."""
+    return equivalence_text(tost_of(row), margin)
+
+
+def seed_flip_text(flips: Sequence[tuple[Hashable, str]], verdict: str) -> str | None:
+    """'Leaving out seed 3 alone changes the verdict from X to Y; ...', or None when no single seed does."""
+    if not flips:
+        return None
+    parts = [f"leaving out seed {s} alone changes it to “{word}”" for s, word in flips]
+    return (f"One seed can change the verdict “{verdict}”: " + "; ".join(parts)
+            + ", so it rests on few seeds.")

@@ -13,7 +13,12 @@ from dropout_lab.reports.figures import point_plot
 from dropout_lab.reports.inputs import StudyData
 from dropout_lab.reports.model import Figure, Report, Table
 from dropout_lab.reports.stats import (
+    EQUIVALENT,
+    HIGHER,
+    INCONCLUSIVE,
+    LOWER,
     ci_text,
+    difference_verdict,
     direction,
     holm_text,
     level_ci,
@@ -21,6 +26,7 @@ from dropout_lab.reports.stats import (
     paired_log_ratios,
     pct,
     ratio_ci,
+    row_equivalence_text,
     summarize_over_seeds,
     with_holm,
 )
@@ -44,9 +50,11 @@ def reference_technique(data: StudyData) -> str:
     return REFERENCE if REFERENCE in values else str(values[0])
 
 
-def accuracy_differences(runs: pd.DataFrame, rate: str, reference: str) -> pd.DataFrame:
-    """Each technique minus the reference at each rate, paired on seeds (paired t-test, d_z); Holm over all rows."""
-    parts = [paired_differences(group, [TECHNIQUE], METRIC, {TECHNIQUE: reference}).assign(**{rate: value})
+def accuracy_differences(runs: pd.DataFrame, rate: str, reference: str, margin: float = 0.005) -> pd.DataFrame:
+    """Each technique minus the reference at each rate, paired on seeds (paired t-test, d_z, TOST within
+    +-``margin``); Holm over all rows."""
+    parts = [paired_differences(group, [TECHNIQUE], METRIC, {TECHNIQUE: reference}, margin=margin)
+             .assign(**{rate: value})
              for value, group in runs.groupby(rate)]
     table = pd.concat([p for p in parts if not p.empty], ignore_index=True)
     front = [TECHNIQUE, rate]
@@ -76,11 +84,17 @@ def cost_ratios(seconds: pd.DataFrame, rate: str, reference: str) -> pd.DataFram
     return table[[*front, *[c for c in table.columns if c not in front]]]
 
 
-def _difference_sentence(row: pd.Series, rate: str, reference: str) -> str:
-    verdict = direction(row, "higher than", "lower than", "not significantly different from")
-    return (f"At {rate} = {row[rate]}, {row[TECHNIQUE]}'s test accuracy is {verdict} {reference}'s: "
+#: How a sentence states each :func:`difference_verdict` of an accuracy difference.
+ACCURACY_WORDS = {HIGHER: "higher than", LOWER: "lower than", EQUIVALENT: "equivalent to",
+                  INCONCLUSIVE: "not shown to differ from, nor to equal,"}
+
+
+def _difference_sentence(row: pd.Series, rate: str, reference: str, margin: float) -> str:
+    word = difference_verdict(row)
+    tail = f"; {row_equivalence_text(row, margin)}" if word in (EQUIVALENT, INCONCLUSIVE) else ""
+    return (f"At {rate} = {row[rate]}, {row[TECHNIQUE]}'s test accuracy is {ACCURACY_WORDS[word]} {reference}'s: "
             f"{pct(row['mean_diff'])} ({ci_text(row['ci_low'], row['ci_high'])}, paired t-test over "
-            f"{int(row['n_pairs'])} seeds, {holm_text(row['p_holm'])}, Cohen's d_z = {row['cohens_dz']:.2f}).")
+            f"{int(row['n_pairs'])} seeds, {holm_text(row['p_holm'])}, Cohen's d_z = {row['cohens_dz']:.2f}{tail}).")
 
 
 def _cost_sentence(row: pd.Series, rate: str, reference: str, seconds: pd.DataFrame) -> str:
@@ -94,17 +108,19 @@ def _cost_sentence(row: pd.Series, rate: str, reference: str, seconds: pd.DataFr
             f"t-test on log seconds over {int(row['n_pairs'])} pairs, {holm_text(row['p_holm'])}): {verdict}.")
 
 
-def _answer(diffs: pd.DataFrame, costs: pd.DataFrame, rate: str, reference: str) -> str:
+def _answer(diffs: pd.DataFrame, costs: pd.DataFrame, rate: str, reference: str, margin: float) -> str:
     parts = []
     for technique, rows in diffs.groupby(TECHNIQUE, sort=False):
-        verdicts = {direction(r, "better", "worse", "no different") for _, r in rows.iterrows()}
+        verdicts = {difference_verdict(r) for _, r in rows.iterrows()}
         overall = verdicts.pop() if len(verdicts) == 1 else "mixed"
-        word = {"better": "beats", "worse": "is worse than", "no different": "is not significantly different from",
-                "mixed": "differs by rate from"}[overall]
-        gaps = ", ".join(f"{pct(r['mean_diff'])} at {r[rate]}" for _, r in rows.iterrows())
+        word = {HIGHER: "beats", LOWER: "is worse than", EQUIVALENT: f"is equivalent (within ±{100 * margin:g} pp) to",
+                INCONCLUSIVE: "is inconclusive at this budget (neither significantly different nor equivalent) "
+                              "against",
+                "mixed": "differs by rate (or is undecided at some rates) from"}[overall]
+        gaps = ", ".join(f"{pct(r['mean_diff'])} at {r[rate]}: {difference_verdict(r)}" for _, r in rows.iterrows())
         pooled = costs[(costs[TECHNIQUE] == technique) & (costs[rate] == ALL_RATES)]
         cost = f" and costs {pooled['ratio'].iloc[0]:.2f}x the time per epoch" if not pooled.empty else ""
-        parts.append(f"At matched rates {technique} {word} {reference} in test accuracy ({gaps}; Holm){cost}")
+        parts.append(f"At matched rates {technique} {word} {reference} in test accuracy ({gaps}; Holm, TOST){cost}")
     return "; ".join(parts) + "."
 
 
@@ -117,7 +133,8 @@ def analyze(data: StudyData) -> Report:
         return report
     reference = reference_technique(data)
     summary = summarize_over_seeds(data.runs, [TECHNIQUE, rate], METRIC)
-    diffs = accuracy_differences(data.runs, rate, reference)
+    margin = data.spec.margin
+    diffs = accuracy_differences(data.runs, rate, reference, margin)
     seconds = epoch_seconds(data, rate)
     seconds_summary = summarize_over_seeds(seconds, [TECHNIQUE, rate], "seconds_per_epoch")
     costs = cost_ratios(seconds, rate, reference)
@@ -125,7 +142,7 @@ def analyze(data: StudyData) -> Report:
                                                     "(mean, std, n, 95% t-interval)"))
     report.tables.append(Table("paired_differences", diffs,
                                f"Test accuracy minus {reference}'s at the same rate, paired on seeds "
-                               "(paired t-test, Cohen's d_z), Holm over rates"))
+                               f"(paired t-test, Cohen's d_z), Holm over rates, TOST within ±{100 * margin:g} pp"))
     report.tables.append(Table("seconds_per_epoch", seconds_summary,
                                "Training seconds per epoch (mean over a run's epochs) per technique and rate, "
                                "over seeds (mean, std, n, 95% t-interval)"))
@@ -141,8 +158,8 @@ def analyze(data: StudyData) -> Report:
                                                                  ylabel="training seconds per epoch"),
                                  "Training time per epoch: runs (dots, mean over epochs), mean and 95% CI"))
 
-    report.conclusions.append(_answer(diffs, costs, rate, reference))
-    report.conclusions += [_difference_sentence(r, rate, reference) for _, r in diffs.iterrows()]
+    report.conclusions.append(_answer(diffs, costs, rate, reference, margin))
+    report.conclusions += [_difference_sentence(r, rate, reference, margin) for _, r in diffs.iterrows()]
     best = summary.sort_values("mean", ascending=False).iloc[0]
     report.conclusions.append(f"Best cell: {TECHNIQUE}={best[TECHNIQUE]}, {rate}={best[rate]} with test accuracy "
                               f"{best['mean']:.4f} ({level_ci(best['ci_low'], best['ci_high'])}, n={int(best['n'])}).")
@@ -150,4 +167,5 @@ def analyze(data: StudyData) -> Report:
     report.notes.append("Times are wall seconds of training epochs measured while other jobs may share the machine; "
                         "pairing on seeds (runs of both techniques under similar load) reduces but does not remove "
                         "that noise.")
+    report.notes.append("Selection: last epoch's test accuracy (`test_acc`) of every run.")
     return report

@@ -2,15 +2,28 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure as MplFigure
 
+from dropout_lab.reports.analyses.compare import BEST_METRIC, SELECTION_NOTE
 from dropout_lab.reports.inputs import StudyData
 from dropout_lab.reports.labels import levels_by_rates, total_rate
 from dropout_lab.reports.model import Figure, Report, Table
-from dropout_lab.reports.stats import ALPHA, describe_test, paired_test, summarize_over_seeds, t_interval, with_holm
+from dropout_lab.reports.stats import (
+    ALPHA,
+    describe_test,
+    equivalence_text,
+    paired_test,
+    paired_with_tost,
+    summarize_over_seeds,
+    t_interval,
+    tost_of,
+    with_holm,
+)
 
 CONFIG = "configuration"
 CURVES = (("train_loss", "training loss (dropout on)"), ("val_loss", "validation loss"),
@@ -81,6 +94,8 @@ def best_epochs(curves: pd.DataFrame) -> pd.DataFrame:
     long = per_run.melt(id_vars=[CONFIG, "seed"], value_vars=["by val_acc", "by val_loss"],
                         var_name="criterion", value_name="best_epoch")
     table = summarize_over_seeds(long, [CONFIG, "criterion"], "best_epoch")
+    last = int(curves["epoch"].max())
+    table[["ci_low", "ci_high"]] = table[["ci_low", "ci_high"]].clip(lower=1, upper=last)  # epochs run 1..last
     values = per_run.melt(id_vars=[CONFIG], value_vars=["best val_acc", "best val_loss"], var_name="criterion",
                           value_name="best_value")
     values["criterion"] = values["criterion"].str.replace("best ", "by ")
@@ -108,21 +123,53 @@ def first_epoch_from_which(epochs: pd.Series, condition: pd.Series) -> int | Non
     return int(later.min())
 
 
-def pays_sentence(tests: pd.DataFrame, treatment: str, reference: str) -> str:
-    """When the treatment's mean val_acc stays above the reference's, and when significantly so."""
+#: Epochs at the end of training whose per-seed mean validation accuracy is compared (fewer when runs are shorter).
+LAST_WINDOW = 10
+
+
+def window_test(curves: pd.DataFrame, treatment: str, reference: str, margin: float,
+                window: int = LAST_WINDOW) -> dict[str, Any]:
+    """Per seed, the mean validation accuracy over the last ``window`` epochs; treatment minus reference, paired
+    on seeds (paired t-test and TOST within +-``margin``). ``window`` in the result is the number of epochs used."""
+    last = int(curves["epoch"].max())
+    window = min(window, last)
+    tail = curves[curves["epoch"] > last - window]
+    wide = tail.pivot_table(index="seed", columns=CONFIG, values="val_acc", aggfunc="mean")
+    return {**paired_with_tost(wide[treatment] - wide[reference], margin), "window": window}
+
+
+def pays_sentence(tests: pd.DataFrame, smooth: pd.DataFrame, window: dict[str, Any], treatment: str,
+                  reference: str, margin: float) -> str:
+    """From which epoch dropout pays, judged on a window, never on the last point alone.
+
+    A headline epoch needs both the smoothed mean difference (``smooth``; the raw one for short runs) above 0 at
+    that epoch and every later one, and a significant gain in the per-seed mean over the last epochs (``window``).
+    """
     last = int(tests["epoch"].max())
-    above = first_epoch_from_which(tests["epoch"], tests["mean_diff"] > 0)
+    curve = smooth if not smooth.empty else tests
+    smoothing = "smoothed " if not smooth.empty else ""
+    above = first_epoch_from_which(curve["epoch"], curve["mean_diff"] > 0)
+    gain = window["p_value"] < ALPHA and window["mean_diff"] > 0
+    span = f"the last {window['window']} epochs"
+    over_window = (f"over {span} its per-seed mean validation accuracy differs by {describe_test(window)}"
+                   + ("" if gain else f"; {equivalence_text(tost_of(window), margin)}"))
+    if above is not None and gain:
+        head = (f"dropout pays from epoch {above} on: its {smoothing}mean validation accuracy stays above from epoch "
+                f"{above} on, and {over_window}")
+    else:
+        where = (f"its {smoothing}mean validation accuracy stays above from epoch {above} on" if above is not None
+                 else f"its {smoothing}mean validation accuracy is not above at the last epoch ({last})")
+        head = f"no epoch from which dropout pays is supported: {where}, but {over_window}"
+        if above is None and not gain:
+            head = f"no epoch from which dropout pays is supported: {where}, and {over_window}"
     significant = first_epoch_from_which(tests["epoch"], (tests["mean_diff"] > 0) & (tests["p_value"] < ALPHA))
     holm_significant = first_epoch_from_which(tests["epoch"], (tests["mean_diff"] > 0) & (tests["p_holm"] < ALPHA))
-    head = (f"{treatment} vs {reference} over {last} epochs: " + (
-        f"its mean validation accuracy stays above from epoch {above} on" if above is not None
-        else f"its mean validation accuracy is not above at the last epoch ({last}), so dropout never pays for good"))
-    sig = (f"significantly (paired t-test per epoch, p < {ALPHA}) from epoch {significant} on"
-           if significant is not None else "never significantly up to the last epoch (paired t-test per epoch)")
-    holm_text = (f"(with Holm across the {len(tests)} epochs: from epoch {holm_significant} on)"
-                 if holm_significant is not None else f"(with Holm across the {len(tests)} epochs: never)")
-    at_last = tests.loc[tests["epoch"] == last].iloc[0]
-    return f"{head}; {sig} {holm_text}; at epoch {last} the difference is {describe_test(at_last)}."
+    sig = (f"epoch by epoch (unsmoothed) it is significantly ahead (paired t-test, p < {ALPHA}) from epoch "
+           f"{significant} on" if significant is not None
+           else "epoch by epoch (unsmoothed) it is never significantly ahead up to the last epoch")
+    holm = f"from epoch {holm_significant} on" if holm_significant is not None else "never"
+    return f"{treatment} vs {reference} over {last} epochs: {head}; {sig} (with Holm across the {len(tests)} " \
+           f"epochs: {holm})."
 
 
 def smoothing_window(n_epochs: int) -> int:
@@ -150,10 +197,43 @@ def smoothed_pays_sentence(tests: pd.DataFrame, treatment: str, reference: str, 
     return f"{head}; {sig}."
 
 
-def final_test_comparison(runs: pd.DataFrame, treatment: str, reference: str) -> dict[str, float]:
-    """Final test accuracy, treatment minus reference, paired on seeds."""
-    wide = runs.pivot_table(index="seed", columns=CONFIG, values="test_acc", aggfunc="mean")
-    return paired_test(wide[treatment] - wide[reference])
+def final_test_comparison(runs: pd.DataFrame, treatment: str, reference: str, margin: float,
+                          metric: str = "test_acc") -> dict[str, Any]:
+    """Test accuracy (``metric``: last epoch or best-validation epoch), treatment minus reference, paired on seeds,
+    with TOST within +-``margin``."""
+    wide = runs.pivot_table(index="seed", columns=CONFIG, values=metric, aggfunc="mean")
+    return paired_with_tost(wide[treatment] - wide[reference], margin)
+
+
+def verdict_text(result: dict[str, Any], margin: float) -> str:
+    """'significantly higher/lower' or, when the paired test is not significant, its TOST in words."""
+    if result["p_value"] < ALPHA:
+        return f"significantly {'higher' if result['mean_diff'] > 0 else 'lower'}"
+    return equivalence_text(tost_of(result), margin)
+
+
+def fixed_budget_sentence(result: dict[str, Any], treatment: str, reference: str, last: int, margin: float) -> str:
+    """(a) At the fixed budget: every run's last epoch."""
+    return (f"Fixed budget (every run's last epoch, {last}): test accuracy, {treatment} minus {reference}, "
+            f"{describe_test(result)}: {verdict_text(result, margin)}.")
+
+
+def early_stopping_sentence(runs: pd.DataFrame, treatment: str, reference: str, margin: float) -> str:
+    """(b) With early stopping: every run at its best-validation epoch (``best_test_acc``, ``best_epoch``)."""
+    if BEST_METRIC not in runs or runs[BEST_METRIC].isna().all():
+        return ("Early stopping (each run at its best-validation epoch): not answerable from this store, whose run "
+                "records have no best-validation-epoch test accuracy (older runs); the best epochs by validation "
+                "accuracy are in the table below.")
+    result = final_test_comparison(runs, treatment, reference, margin, BEST_METRIC)
+    text = (f"Early stopping (each run at its best-validation epoch): test accuracy, {treatment} minus {reference}, "
+            f"{describe_test(result)}: {verdict_text(result, margin)}")
+    if "best_epoch" in runs and runs["best_epoch"].notna().any():
+        epochs = final_test_comparison(runs, treatment, reference, margin, "best_epoch")
+        means = runs.groupby(CONFIG)["best_epoch"].mean()
+        text += (f"; the best-validation epoch is {means[treatment]:.1f} vs {means[reference]:.1f} on average "
+                 f"(paired difference {epochs['mean_diff']:+.1f} epochs, 95% CI [{epochs['ci_low']:+.1f}, "
+                 f"{epochs['ci_high']:+.1f}], p = {epochs['p_value']:.3g})")
+    return text + "."
 
 
 def gap_sentence(curves: pd.DataFrame, order: list[str]) -> str:
@@ -201,20 +281,28 @@ def analyze(data: StudyData) -> Report:
     order = [treatment, reference] + sorted(set(runs[CONFIG]) - {treatment, reference})
     curves = finished_curves(data, runs)
     tests = per_epoch_tests(curves, treatment, reference)
-    final = final_test_comparison(runs, treatment, reference)
+    margin = data.spec.margin
+    last = int(curves["epoch"].max())
+    final = final_test_comparison(runs, treatment, reference, margin)
     best = best_epochs(curves)
-    window = smoothing_window(int(curves["epoch"].max()))
+    window = smoothing_window(last)
     smooth_tests = (per_epoch_tests(smoothed_curves(curves, window), treatment, reference) if window
                     else pd.DataFrame())
     if not tests.empty:
-        report.conclusions.append(pays_sentence(tests, treatment, reference))
+        windowed = window_test(curves, treatment, reference, margin)
+        report.conclusions.append(pays_sentence(tests, smooth_tests, windowed, treatment, reference, margin))
     if not smooth_tests.empty:
         report.conclusions.append(smoothed_pays_sentence(smooth_tests, treatment, reference, window))
-    report.conclusions.append(f"Final test accuracy, {treatment} minus {reference}: {describe_test(final)}.")
+    report.conclusions.append(fixed_budget_sentence(final, treatment, reference, last, margin))
+    report.conclusions.append(early_stopping_sentence(runs, treatment, reference, margin))
     report.conclusions.append(best_epoch_sentence(best, order))
     report.conclusions.append(gap_sentence(curves, order))
     summary = summarize_over_seeds(runs, [CONFIG], "test_acc")
-    report.tables.append(Table("test_accuracy", summary, "Final test accuracy per configuration over seeds"))
+    if BEST_METRIC in runs and runs[BEST_METRIC].notna().any():
+        summary = summary.merge(runs.groupby(CONFIG, as_index=False)[BEST_METRIC].mean()
+                                .rename(columns={BEST_METRIC: "mean_best_test_acc"}), on=CONFIG)
+    report.tables.append(Table("test_accuracy", summary, "Test accuracy per configuration over seeds: last epoch "
+                                                         "(mean, std, n, 95% CI) and best-validation epoch mean"))
     report.tables.append(Table("best_epochs", best, "Best epoch per run by validation accuracy / loss: mean, std, "
                                                     "n and 95% t-interval over seeds, and the mean best value"))
     if not tests.empty:
@@ -242,6 +330,11 @@ def analyze(data: StudyData) -> Report:
                         "still changing during the epoch), while val_loss is measured after the epoch with dropout "
                         "off: for the dropout runs the gap val_loss - train_loss is pulled down by the noise in the "
                         "training loss and can be negative, so it is not a pure measure of overfitting.")
+    report.notes.append("'Dropout pays from epoch E on' requires the smoothed mean difference to stay above 0 from E "
+                        "to the last epoch AND a significant paired gain in each seed's mean validation accuracy over "
+                        f"the last {min(LAST_WINDOW, last)} epochs; a single last point decides nothing. Tables longer "
+                        "than 15 rows show an excerpt; their CSVs hold every row.")
+    report.notes.append(SELECTION_NOTE)
     report.notes.append("'Significantly from epoch E on' requires the paired t-test (p < 0.05, dropout ahead) at every "
                         "epoch from E to the last: an intersection-union test, valid without correction; the Holm "
                         "version (across all epochs) is stricter and is reported alongside.")

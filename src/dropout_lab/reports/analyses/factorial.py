@@ -14,16 +14,21 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure as MplFigure
 
+from dropout_lab.reports.analyses.compare import BEST_METRIC, SELECTION_NOTE
 from dropout_lab.reports.inputs import StudyData
 from dropout_lab.reports.labels import key_name, levels_by_rates, value_text
 from dropout_lab.reports.model import Figure, Report, Table
 from dropout_lab.reports.stats import (
     ci_text,
     describe_test,
+    equivalence_text,
     excludes_zero,
-    paired_test,
+    paired_with_tost,
+    seed_flip_text,
+    seed_flips,
     summarize_over_seeds,
     t_interval,
+    tost_of,
     two_way_anova,
     with_holm,
 )
@@ -77,8 +82,9 @@ def cell_table(runs: pd.DataFrame, a: Factor, b: Factor) -> pd.DataFrame:
     return pd.DataFrame(present).dropna()
 
 
-def effects_table(cells: pd.DataFrame, a: Factor, b: Factor) -> pd.DataFrame:
-    """Main effects, single effects, combined effect, interaction and combined-vs-best-single, paired on seeds."""
+def effects_table(cells: pd.DataFrame, a: Factor, b: Factor, margin: float) -> pd.DataFrame:
+    """Main effects, single effects, combined effect, interaction and combined-vs-best-single, paired on seeds
+    (paired t-test, Holm across the rows, TOST within +-``margin``)."""
     a_alone, b_alone = cells["a_only"] - cells["neither"], cells["b_only"] - cells["neither"]
     best_single = "a_only" if cells["a_only"].mean() >= cells["b_only"].mean() else "b_only"
     best_name = f"{a.name} only" if best_single == "a_only" else f"{b.name} only"
@@ -95,7 +101,7 @@ def effects_table(cells: pd.DataFrame, a: Factor, b: Factor) -> pd.DataFrame:
             cells["both"] - cells["b_only"] - cells["a_only"] + cells["neither"],
         ("both vs best single", f"both - {best_name}"): cells["both"] - cells[best_single],
     }
-    return with_holm(pd.DataFrame([{"effect": name, "definition": definition, **paired_test(diff)}
+    return with_holm(pd.DataFrame([{"effect": name, "definition": definition, **paired_with_tost(diff, margin)}
                                    for (name, definition), diff in effects.items()]))
 
 
@@ -123,21 +129,21 @@ def interaction_tests(effects: pd.DataFrame, anova: pd.DataFrame, coefficient: d
 
 
 def verdict(effects: pd.DataFrame) -> str:
-    """'additive', 'diminishing', 'cancelling' or 'synergistic', from the interaction and both-vs-best-single CIs."""
+    """'additive' (TOST: interaction equivalent to 0 within the margin), 'diminishing', 'cancelling' or
+    'synergistic' (its 95% CI excludes 0), else 'inconclusive' (neither): from the interaction and both-vs-best."""
     rows = effects.set_index("effect")
     interaction, versus_best = rows.loc["interaction"], rows.loc["both vs best single"]
     if pd.isna(interaction["ci_low"]):
         return "undecided"
     direction = excludes_zero(interaction)
-    if direction == 0:
-        return "additive"
     if direction > 0:
         return "synergistic"
-    return "diminishing" if excludes_zero(versus_best) > 0 else "cancelling"
+    if direction < 0:
+        return "diminishing" if excludes_zero(versus_best) > 0 else "cancelling"
+    return "additive" if bool(interaction["equivalent"]) else "inconclusive"
 
 
 REASONS = {
-    "additive": "its 95% CI contains 0, so the data show no departure from adding the single effects",
     "synergistic": "its 95% CI lies above 0: together they do better than the sum of the single effects",
     "diminishing": "its 95% CI lies below 0, yet the combination still beats the best single one",
     "cancelling": "its 95% CI lies below 0 and the combination is no better than the best single one",
@@ -145,20 +151,41 @@ REASONS = {
 }
 
 
-def verdict_sentence(effects: pd.DataFrame, a: Factor, b: Factor) -> str:
+def reason(word: str, interaction: pd.Series, margin: float) -> str:
+    """Why the verdict is ``word``: additivity and inconclusiveness are the interaction's TOST."""
+    if word == "additive":
+        return (f"it is {equivalence_text(tost_of(interaction), margin)}, so the effects add up within the "
+                "smallest effect of interest")
+    if word == "inconclusive":
+        return (f"its 95% CI contains 0 but it is {equivalence_text(tost_of(interaction), margin)}, so neither "
+                "additivity nor an interaction is shown")
+    return REASONS[word]
+
+
+def verdict_sentence(effects: pd.DataFrame, a: Factor, b: Factor, margin: float) -> str:
     """The study's answer, every number taken from the effects table."""
     rows = effects.set_index("effect")
     word = verdict(effects)
     both, total = rows.loc["both together"], rows.loc["sum of single effects"]
     alone_a, alone_b = rows.loc[f"{a.name} alone"], rows.loc[f"{b.name} alone"]
     versus = rows.loc["both vs best single"]
-    return (f"The effects of {a.name} and {b.name} on test accuracy are {word}: together they change it by "
+    head = (f"are {word}" if word != "inconclusive"
+            else "are not shown to be additive or interacting (inconclusive at this budget)")
+    return (f"The effects of {a.name} and {b.name} on test accuracy {head}: together they change it by "
             f"{100 * both['mean_diff']:+.2f} pp ({ci_text(both['ci_low'], both['ci_high'])}) against "
             f"{100 * total['mean_diff']:+.2f} pp for the sum of the single effects ({a.name} alone "
             f"{100 * alone_a['mean_diff']:+.2f} pp, {b.name} alone {100 * alone_b['mean_diff']:+.2f} pp); the "
-            f"interaction is {describe_test(rows.loc['interaction'])}: {REASONS[word]} "
+            f"interaction is {describe_test(rows.loc['interaction'])}: {reason(word, rows.loc['interaction'], margin)} "
             f"({versus['definition']}: {100 * versus['mean_diff']:+.2f} pp, "
             f"{ci_text(versus['ci_low'], versus['ci_high'])}).")
+
+
+def seed_sentence(cells: pd.DataFrame, a: Factor, b: Factor, margin: float) -> str | None:
+    """Names any seed whose omission alone changes the verdict (None when none does)."""
+    def word(c: pd.DataFrame) -> str:
+        return verdict(effects_table(c, a, b, margin))
+
+    return seed_flip_text(seed_flips(cells, word), word(cells))
 
 
 def interaction_plot(runs: pd.DataFrame, a: Factor, b: Factor) -> MplFigure:
@@ -191,10 +218,13 @@ def analyze(data: StudyData) -> Report:
     if cells.empty:
         report.notes.append("No seed has finished runs in all four cells yet.")
         return report
-    effects = effects_table(cells, a, b)
+    margin = data.spec.margin
+    effects = effects_table(cells, a, b, margin)
     paired_runs = runs[runs["seed"].isin(cells.index)]
     anova, coefficient = anova_2x2(paired_runs, a, b)
-    report.conclusions.append(verdict_sentence(effects, a, b))
+    report.conclusions.append(verdict_sentence(effects, a, b, margin))
+    if flip := seed_sentence(cells, a, b, margin):
+        report.conclusions.append(flip)
     for name in (f"main effect of {a.name}", f"main effect of {b.name}"):
         row = effects.set_index("effect").loc[name]
         report.conclusions.append(f"{name[0].upper() + name[1:]} on test accuracy: {describe_test(row, 'p_holm')}.")
@@ -207,7 +237,11 @@ def analyze(data: StudyData) -> Report:
         + ("equal to" if np.isclose(coefficient["estimate"], per_seed) else "unlike")
         + f" the per-seed mean interaction ({100 * per_seed:+.2f} pp).")
     summary = summarize_over_seeds(runs, [a.key, b.key], METRIC)
-    report.tables.append(Table("cells", summary, "Test accuracy per cell over seeds (mean, std, n, 95% t-interval)"))
+    if BEST_METRIC in runs and runs[BEST_METRIC].notna().any():
+        best = runs.groupby([a.key, b.key])[BEST_METRIC].mean().rename("mean_best_test_acc").reset_index()
+        summary = summary.merge(best, on=[a.key, b.key], how="left")
+    report.tables.append(Table("cells", summary, "Test accuracy per cell over seeds (last epoch: mean, std, n, 95% "
+                                                 "t-interval; best-validation-epoch mean where stored)"))
     report.tables.append(Table("effects", effects, "Effects on test accuracy, paired on seeds (paired t-test, "
                                                    "95% CI, Cohen's d_z, Holm across the rows)"))
     report.tables.append(Table("anova", anova, "Two-way ANOVA with interaction and seed as block (statsmodels "
@@ -217,9 +251,12 @@ def analyze(data: StudyData) -> Report:
     report.figures.append(Figure("interaction_plot", interaction_plot(runs, a, b),
                                  "Interaction plot: mean test accuracy per cell with 95% t-interval bars"))
     report.notes.append("The verdict uses the unadjusted 95% CIs of the pre-specified interaction and of 'both vs "
-                        "best single' (additive: interaction CI contains 0; diminishing: below 0 but both beats the "
-                        "best single factor; cancelling: below 0 and both no better than the best single factor; "
-                        "synergistic: above 0). p_holm corrects across all rows of the effects table.")
+                        "best single' and the interaction's TOST (additive: the interaction is equivalent to 0 within "
+                        f"±{100 * margin:g} pp, the study's smallest effect of interest; inconclusive: its CI contains "
+                        "0 but TOST does not say equivalent; diminishing: below 0 but both beats the best single "
+                        "factor; cancelling: below 0 and both no better than the best single factor; synergistic: "
+                        "above 0). p_holm corrects across all rows of the effects table.")
+    report.notes.append(SELECTION_NOTE)
     report.notes.append(f"Levels: {a.name} off = {a.off!r}, on = {a.on!r}; {b.name} off = {b.off!r}, on = {b.on!r} "
                         "(each grid key's first value is 'off'). Only seeds with all four cells are paired.")
     return report

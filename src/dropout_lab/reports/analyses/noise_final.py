@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
-from dropout_lab.reports.analyses.compare import METRIC, describe_difference, summary_and_tests
+from dropout_lab.reports.analyses.compare import (
+    METRIC,
+    SELECTION_NOTE,
+    describe_difference,
+    seed_robustness,
+    summary_and_tests,
+)
 from dropout_lab.reports.figures import point_plot
 from dropout_lab.reports.inputs import StudyData
 from dropout_lab.reports.model import Figure, Report, Table
-from dropout_lab.reports.stats import level_ci
+from dropout_lab.reports.stats import HIGHER, INCONCLUSIVE, difference_verdict, level_ci
 
 BASELINE = "dropout"
 
@@ -21,29 +27,43 @@ def analyze(data: StudyData) -> Report:
     rates = data.runs.groupby("noise")[rate_columns].first().reset_index()
     summary = summary.merge(rates, on="noise").sort_values("mean", ascending=False)
     report.tables.append(Table("summary", summary,
-                               "Test accuracy of each tuned technique (its tuned rates) over seeds"))
+                               "Test accuracy of each tuned technique (its tuned rates) over seeds (last epoch; "
+                               "best-validation-epoch mean where stored)"))
     report.tables.append(Table("vs_dropout", diffs, "Each technique minus tuned chapter dropout, paired on seeds"))
     order = list(summary["noise"])
     fig = point_plot(data.runs, "noise", METRIC, xlabel="noise technique (tuned)", ylabel="test accuracy")
     fig.axes[0].set_xticks(range(len(order)))
     fig.axes[0].tick_params(axis="x", rotation=30)
     report.figures.append(Figure("test_accuracy", fig, "Test accuracy per tuned technique: seeds, mean and 95% CI"))
-    winners = diffs[(diffs["mean_diff"] > 0) & (diffs["p_holm"] < 0.05)]
+    words = {row["noise"]: difference_verdict(row) for _, row in diffs.iterrows()}
+    winners = diffs[[words[n] == HIGHER for n in diffs["noise"]]]
+    unsettled = [n for n, w in words.items() if w == INCONCLUSIVE]
     mentioned = set(winners["noise"])
     if winners.empty:
         best = diffs.sort_values("mean_diff", ascending=False).iloc[0]
-        report.conclusions.append(
-            f"No technique beats tuned chapter dropout on the test set; the closest, {best['noise']}, differs by "
-            + describe_difference(best, best["noise"], BASELINE).split(": ", 1)[1])
+        detail = describe_difference(best, best["noise"], BASELINE, data.spec.margin).split(": ", 1)[1]
+        if unsettled:
+            report.conclusions.append(
+                f"No technique significantly beats tuned chapter dropout, but for {len(unsettled)} of {len(diffs)} "
+                f"({', '.join(unsettled)}) the comparison is inconclusive at this budget (neither significant nor "
+                f"equivalent within ±{100 * data.spec.margin:g} pp); the closest, {best['noise']}, differs by "
+                + detail)
+        else:
+            report.conclusions.append(
+                "No technique beats tuned chapter dropout on the test set (each is significantly worse or equivalent "
+                f"within ±{100 * data.spec.margin:g} pp); the closest, {best['noise']}, differs by " + detail)
         mentioned.add(best["noise"])
     else:
         for _, row in winners.sort_values("mean_diff", ascending=False).iterrows():
             report.conclusions.append(f"{row['noise']} beats tuned chapter dropout: "
-                                      + describe_difference(row, row["noise"], BASELINE))
+                                      + describe_difference(row, row["noise"], BASELINE, data.spec.margin))
     base = summary[summary["noise"] == BASELINE].iloc[0]
     report.conclusions.append(f"Tuned chapter dropout reaches {base['mean']:.4f} "
                               f"({level_ci(base['ci_low'], base['ci_high'])}).")
     for _, row in diffs.iterrows():
         if row["noise"] not in mentioned:
-            report.conclusions.append(describe_difference(row, row["noise"], BASELINE))
+            report.conclusions.append(describe_difference(row, row["noise"], BASELINE, data.spec.margin))
+    if flip := seed_robustness(data, {"noise": BASELINE}):
+        report.conclusions.append(flip)
+    report.notes.append(SELECTION_NOTE)
     return report

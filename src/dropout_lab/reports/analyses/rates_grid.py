@@ -5,7 +5,6 @@ from __future__ import annotations
 from itertools import combinations
 
 import matplotlib.pyplot as plt
-import numpy as np
 import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure as MplFigure
@@ -13,11 +12,16 @@ from matplotlib.figure import Figure as MplFigure
 from dropout_lab.reports.inputs import StudyData
 from dropout_lab.reports.model import Figure, Report, Table
 from dropout_lab.reports.stats import (
-    ALPHA,
+    EQUIVALENT,
+    HIGHER,
+    INCONCLUSIVE,
+    LOWER,
     describe_test,
+    difference_verdict,
     excludes_zero,
     level_ci,
-    paired_test,
+    paired_with_tost,
+    row_equivalence_text,
     summarize_over_seeds,
     t_interval,
     with_holm,
@@ -68,51 +72,64 @@ def swap_differences(runs: pd.DataFrame) -> pd.DataFrame:
     return frame.assign(asymmetry=frame["lower_first"] - frame["higher_first"])
 
 
-def swap_table(diffs: pd.DataFrame) -> pd.DataFrame:
-    """One row per swap pair: mean accuracies, paired t-test of the asymmetry, d_z, Holm across pairs."""
+#: What each swap pair supports, by :func:`difference_verdict` of its asymmetry.
+SUPPORTS = {HIGHER: "lower rate first", LOWER: "higher rate first", EQUIVALENT: "equivalent within the margin",
+            INCONCLUSIVE: "inconclusive"}
+
+
+def swap_table(diffs: pd.DataFrame, margin: float = 0.005) -> pd.DataFrame:
+    """One row per swap pair: mean accuracies, paired t-test of the asymmetry, d_z, Holm across pairs, TOST within
+    +-``margin`` and what the pair supports (``better``)."""
     rows = []
     for (low, high), group in diffs.groupby(["p_low", "p_high"]):
         rows.append({"p_low": low, "p_high": high, "acc_lower_first": group["lower_first"].mean(),
-                     "acc_higher_first": group["higher_first"].mean(), **paired_test(group["asymmetry"])})
+                     "acc_higher_first": group["higher_first"].mean(),
+                     **paired_with_tost(group["asymmetry"], margin)})
     table = pd.DataFrame(rows)
     if table.empty:
         return table
     table = with_holm(table)
-    table["better"] = np.where(~(table["p_holm"] < ALPHA), "no significant difference",
-                               np.where(table["mean_diff"] > 0, "lower rate first", "higher rate first"))
+    table["better"] = [SUPPORTS[difference_verdict(row)] for _, row in table.iterrows()]
     return table
 
 
-def overall_asymmetry(diffs: pd.DataFrame) -> dict[str, float]:
+def overall_asymmetry(diffs: pd.DataFrame, margin: float = 0.005) -> dict[str, float]:
     """Per seed, the mean asymmetry over all swap pairs; then its mean, 95% CI and paired t-test over seeds."""
     counts = diffs.groupby("seed")["asymmetry"].count()
     complete = counts[counts == counts.max()].index  # seeds that have every pair, so seeds stay comparable
     per_seed = diffs[diffs["seed"].isin(complete)].groupby("seed")["asymmetry"].mean()
-    return paired_test(per_seed)
+    return paired_with_tost(per_seed, margin)
 
 
-def lower_first_verdict(table: pd.DataFrame, overall: dict[str, float]) -> str:
-    """The study's answer: does the lower-first configuration win, pair by pair and on average?"""
+def lower_first_verdict(table: pd.DataFrame, overall: dict[str, float], margin: float = 0.005) -> str:
+    """The study's answer: does the lower-first configuration win on average, and how many pairs support it?"""
     if table.empty:
         return ("\u201cLower rate near the input\u201d cannot be tested: the grid has no swapped pair "
                 "(p1, p2), (p2, p1).")
     m = len(table)
     wins = int((table["mean_diff"] > 0).sum())
-    sig_for = int(((table["p_holm"] < 0.05) & (table["mean_diff"] > 0)).sum())
-    sig_against = int(((table["p_holm"] < 0.05) & (table["mean_diff"] < 0)).sum())
+    counts = table["better"].value_counts()
+    sig_for, sig_against = int(counts.get(SUPPORTS[HIGHER], 0)), int(counts.get(SUPPORTS[LOWER], 0))
+    equivalent, unsettled = int(counts.get(SUPPORTS[EQUIVALENT], 0)), int(counts.get(SUPPORTS[INCONCLUSIVE], 0))
     direction = excludes_zero(overall)
     if pd.isna(overall["ci_low"]):
         verdict = "cannot be decided (fewer than two seeds)"
     elif direction > 0:
-        verdict = "holds"
+        verdict = "holds on average over the swap pairs"
     elif direction < 0:
-        verdict = "is reversed (higher rate near the input is better)"
+        verdict = "is reversed on average over the swap pairs (higher rate near the input is better)"
+    elif overall.get("equivalent"):
+        verdict = (f"is not supported: the mean asymmetry is {row_equivalence_text(overall, margin)}, "
+                   "so the order of the rates makes no difference larger than the margin")
     else:
-        verdict = "is not supported (no significant difference)"
+        verdict = f"is neither supported nor refuted: the mean asymmetry is {row_equivalence_text(overall, margin)}"
     return (f"\u201cLower rate near the input\u201d {verdict}: in {wins} of {m} swap pairs ({wins / m:.0%}) the "
-            f"lower-first configuration (p1 < p2) has the higher mean test accuracy, {sig_for} significantly and "
-            f"{sig_against} significantly the other way after Holm; mean asymmetry acc(p1, p2) - acc(p2, p1) over "
-            f"the pairs: {describe_test(overall)}.")
+            f"lower-first configuration (p1 < p2) has the higher mean test accuracy; pair by pair (Holm, TOST within "
+            f"±{100 * margin:g} pp) {sig_for} of {m} support it significantly, {sig_against} significantly favour the "
+            f"other order, {equivalent} are equivalent and {unsettled} inconclusive"
+            + (" (it holds pair by pair)" if sig_for == m else f" (not a rule: only {sig_for} of {m} pairs back it)")
+            + "; mean asymmetry acc(p1, p2) - acc(p2, p1) over the pairs: "
+            f"{describe_test(overall)}.")
 
 
 def swap_figure(diffs: pd.DataFrame) -> MplFigure:
@@ -150,9 +167,10 @@ def analyze(data: StudyData) -> Report:
     runs = data.runs.dropna(subset=[METRIC])
     summary = cell_summary(runs)
     diffs = swap_differences(runs)
-    table = swap_table(diffs)
-    overall = overall_asymmetry(diffs) if not diffs.empty else {}
-    report.conclusions.append(lower_first_verdict(table, overall))
+    margin = data.spec.margin
+    table = swap_table(diffs, margin)
+    overall = overall_asymmetry(diffs, margin) if not diffs.empty else {}
+    report.conclusions.append(lower_first_verdict(table, overall, margin))
     report.conclusions.append(best_cell(summary))
     report.tables.append(Table("cells", summary,
                                "Test accuracy per (p1, p2) cell over seeds (mean, std, n, 95% t-interval)"))
@@ -161,9 +179,11 @@ def analyze(data: StudyData) -> Report:
     if not table.empty:
         report.tables.append(Table("swap_asymmetry", table,
                                    "acc(p1 = p_low, p2 = p_high) - acc(p1 = p_high, p2 = p_low), paired on seeds "
-                                   "(paired t-test, 95% CI, Cohen's d_z, Holm across the swap pairs)"))
+                                   "(paired t-test, 95% CI, Cohen's d_z, Holm across the swap pairs; TOST within "
+                                   f"±{100 * margin:g} pp; better: what the pair supports)"))
         report.figures.append(Figure("swap_asymmetry", swap_figure(diffs),
                                      "Swap asymmetry per pair: seeds (dots), mean and 95% t-interval"))
     report.notes.append("The mean asymmetry averages, per seed, the asymmetries of all swap pairs, then tests that "
                         "per-seed average against 0 over the seeds (seeds missing a pair are left out).")
+    report.notes.append("Selection: last epoch's test accuracy (`test_acc`) of every run.")
     return report

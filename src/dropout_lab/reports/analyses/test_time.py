@@ -19,12 +19,17 @@ from dropout_lab.reports.analyses.instruments import instrument_rows
 from dropout_lab.reports.inputs import StudyData
 from dropout_lab.reports.model import Figure, Report, Table
 from dropout_lab.reports.stats import (
+    EQUIVALENT,
+    HIGHER,
+    LOWER,
     ci_text,
+    difference_verdict,
     direction,
     holm_text,
     paired_differences,
     pct,
     ratio_ci,
+    row_equivalence_text,
     summarize_metrics,
     t_interval,
     with_holm,
@@ -49,12 +54,14 @@ def summary_table(rows: pd.DataFrame) -> pd.DataFrame:
                              else c).reset_index(drop=True)
 
 
-def comparison_table(rows: pd.DataFrame) -> pd.DataFrame:
-    """Single and MC (every T) minus deterministic for accuracy, NLL and ECE, paired on seeds; Holm over all rows."""
+def comparison_table(rows: pd.DataFrame, margin: float = 0.005) -> pd.DataFrame:
+    """Single and MC (every T) minus deterministic for accuracy, NLL and ECE, paired on seeds; Holm over the
+    rows of each configuration and metric (the T family); accuracy rows also get TOST within +-``margin``."""
     parts = []
     for config, group in rows.groupby("configuration"):
         for metric in COMPARED:
-            diffs = paired_differences(group, ["mode", "T"], metric, {"mode": BASE[0], "T": BASE[1]})
+            diffs = paired_differences(group, ["mode", "T"], metric, {"mode": BASE[0], "T": BASE[1]},
+                                       margin=margin if metric == "accuracy" else None)
             parts.append(with_holm(diffs.assign(configuration=config, metric=metric)))
     table = pd.concat(parts, ignore_index=True)
     front = ["configuration", "metric", "mode", "T"]
@@ -80,13 +87,45 @@ def _row(table: pd.DataFrame, config: str, mode: str, T: int | None = None, metr
     return table[mask].iloc[0]
 
 
-def reach_T(summary: pd.DataFrame, config: str) -> int | None:
-    """Smallest T whose MC mean accuracy is at or above the lower end of the deterministic 95% CI."""
-    det = _row(summary, config, "deterministic")
-    floor = det["accuracy_ci_low"] if pd.notna(det["accuracy_ci_low"]) else det["accuracy_mean"]
-    mc = summary[(summary["configuration"] == config) & (summary["mode"] == "mc")].sort_values("T")
-    reached = mc[mc["accuracy_mean"] >= floor]
-    return int(reached["T"].iloc[0]) if not reached.empty else None
+def mc_accuracy_verdict(row: pd.Series, margin: float) -> str:
+    """What the paired test (Holm) and TOST say of MC(T) minus deterministic accuracy, in words."""
+    word = difference_verdict(row)
+    within = f"equivalent within ±{100 * margin:g} pp"
+    if word in (HIGHER, LOWER):
+        side = "better" if word == HIGHER else "worse"
+        return f"significantly {side} yet {within}" if bool(row["equivalent"]) else f"significantly {side}"
+    return within if word == EQUIVALENT else "inconclusive"
+
+
+def mc_verdicts(comp: pd.DataFrame, config: str, margin: float) -> pd.DataFrame:
+    """MC accuracy rows of ``config`` by T with their :func:`mc_accuracy_verdict` (``verdict``)."""
+    mc = comp[(comp["configuration"] == config) & (comp["mode"] == "mc") & (comp["metric"] == "accuracy")]
+    mc = mc.sort_values("T")
+    return mc.assign(verdict=[mc_accuracy_verdict(r, margin) for _, r in mc.iterrows()])
+
+
+def equivalent_from(verdicts: pd.DataFrame) -> int | None:
+    """The smallest T from which MC is TOST-equivalent to the deterministic pass at every larger T (None if not)."""
+    ok = verdicts["equivalent"].fillna(False).astype(bool).to_numpy()
+    if not len(ok) or not ok[-1]:
+        return None
+    start = len(ok) - 1
+    while start > 0 and ok[start - 1]:
+        start -= 1
+    return int(verdicts["T"].iloc[start])
+
+
+def _mc_answer(verdicts: pd.DataFrame, margin: float) -> str:
+    last = verdicts.iloc[-1]
+    t = equivalent_from(verdicts)
+    if t is not None:
+        worse = [int(T) for T, v in zip(verdicts["T"], verdicts["verdict"]) if T >= t and v.startswith("significantly")]
+        tail = f", though still significantly different at T = {', '.join(map(str, worse))}" if worse else ""
+        return f"is equivalent to it within ±{100 * margin:g} pp from T = {t} (TOST, paired on seeds){tail}"
+    if last["verdict"] == "inconclusive":
+        return (f"is inconclusive at T = {int(last['T'])} (neither significantly different after Holm nor "
+                f"equivalent within ±{100 * margin:g} pp)")
+    return f"is still {last['verdict']} at T = {int(last['T'])} (paired t-test, Holm over T)"
 
 
 def _diff_text(row: pd.Series) -> str:
@@ -104,19 +143,17 @@ def _accuracy_sentence(summary: pd.DataFrame, comp: pd.DataFrame, config: str) -
             f"d_z = {row['cohens_dz']:.2f}).")
 
 
-def _reach_sentence(summary: pd.DataFrame, comp: pd.DataFrame, config: str, t_max: int) -> str:
-    det = _row(summary, config, "deterministic")
-    at_max = _row(comp, config, "mc", t_max, "accuracy")
-    floor = det["accuracy_ci_low"] if pd.notna(det["accuracy_ci_low"]) else det["accuracy_mean"]
-    t = reach_T(summary, config)
-    tail = (f"at T = {t_max} the paired difference is {pct(at_max['mean_diff'])} "
-            f"({ci_text(at_max['ci_low'], at_max['ci_high'])}, {holm_text(at_max['p_holm'])})")
-    if t is None:
-        return (f"MC averaging does not reach the deterministic accuracy (lower end of its 95% CI {floor:.4f}) "
-                f"within T <= {t_max}: {tail}.")
-    acc = _row(summary, config, "mc", t)["accuracy_mean"]
-    return (f"MC averaging comes within the deterministic accuracy's 95% CI (mean at or above its lower end, "
-            f"{floor:.4f}) from T = {t} ({acc:.4f}); {tail}.")
+def _mc_sentence(comp: pd.DataFrame, config: str, margin: float) -> str:
+    verdicts = mc_verdicts(comp, config, margin)
+    groups: dict[str, list[str]] = {}
+    for T, verdict in zip(verdicts["T"], verdicts["verdict"]):
+        groups.setdefault(verdict, []).append(str(int(T)))
+    parts = "; ".join(f"{verdict} at T = {', '.join(ts)}" for verdict, ts in groups.items())
+    last = verdicts.iloc[-1]
+    return (f"MC averaging minus the deterministic pass in test accuracy, paired on seeds (Holm over the T family, "
+            f"TOST within ±{100 * margin:g} pp): {parts}; at T = {int(last['T'])} the paired difference is "
+            f"{pct(last['mean_diff'])} ({ci_text(last['ci_low'], last['ci_high'])}, {holm_text(last['p_holm'])}; "
+            f"{row_equivalence_text(last, margin)}).")
 
 
 def _calibration_sentence(summary: pd.DataFrame, comp: pd.DataFrame, config: str, mode: str,
@@ -150,22 +187,21 @@ def noisy_configuration(comp: pd.DataFrame) -> str:
     return str(acc.loc[acc["mean_diff"].abs().idxmax(), "configuration"])
 
 
-def _answer(summary: pd.DataFrame, comp: pd.DataFrame, cost: pd.DataFrame, config: str, t_max: int) -> str:
+def _answer(summary: pd.DataFrame, comp: pd.DataFrame, cost: pd.DataFrame, config: str, t_max: int,
+            margin: float) -> str:
     row = _row(comp, config, "single", metric="accuracy")
     det = _row(summary, config, "deterministic")["accuracy_mean"]
     verb = direction(row, "gains", "loses", "does not significantly change")
     if verb == "does not significantly change":
-        single = (f"a single noisy pass {verb} test accuracy ({pct(row['mean_diff'])}, "
-                  f"Holm-adjusted p = {row['p_holm']:.3g})")
+        single = (f"a single noisy pass does not significantly change test accuracy ({pct(row['mean_diff'])}, "
+                  f"Holm-adjusted p = {row['p_holm']:.3g}; {row_equivalence_text(row, margin)})")
     else:
         single = (f"a single noisy pass {verb} {pct(abs(row['mean_diff']))} test accuracy "
                   f"(Holm-adjusted p = {row['p_holm']:.3g})")
-    t = reach_T(summary, config)
-    reach = (f"comes within its 95% CI from T = {t}" if t is not None
-             else f"does not come within its 95% CI for T <= {t_max}")
     ratio = _row(cost, config, "mc", t_max)["time_ratio_mean"]
-    return (f"Against the deterministic pass (test accuracy {det:.4f}), {single}; MC averaging {reach}, "
-            f"and T = {t_max} passes cost {ratio:.1f}x the time.")
+    return (f"Against the deterministic pass (test accuracy {det:.4f}), {single}; MC averaging "
+            f"{_mc_answer(mc_verdicts(comp, config, margin), margin)}, and T = {t_max} passes cost {ratio:.1f}x "
+            "the time.")
 
 
 def _t_ticks(ax: Axes, T: pd.Series) -> None:
@@ -232,14 +268,16 @@ def analyze(data: StudyData) -> Report:
     if rows.empty:
         report.notes.append("No finished run recorded test-time evaluations (test_time.enabled=true).")
         return report
-    summary, comp, cost = summary_table(rows), comparison_table(rows), cost_table(rows)
+    margin = data.spec.margin
+    summary, comp, cost = summary_table(rows), comparison_table(rows, margin), cost_table(rows)
     t_max = int(rows.loc[rows["mode"] == "mc", "T"].max())
     report.tables.append(Table("test_time_summary", summary,
                                "Test metrics and seconds per configuration, mode and T: mean over seeds with 95% "
                                "t-interval (single: mean over max(T) single passes per run; seconds per pass)"))
     report.tables.append(Table("vs_deterministic", comp,
                                "Single passes and MC at every T minus the deterministic pass, paired on seeds "
-                               "(paired t-test, Cohen's d_z), Holm within each configuration and metric"))
+                               "(paired t-test, Cohen's d_z), Holm within each configuration and metric; accuracy "
+                               f"rows: TOST within ±{100 * margin:g} pp"))
     report.tables.append(Table("cost", cost,
                                "Evaluation time over the same run's deterministic pass, in total and per pass "
                                "(mean, 95% CI over seeds)"))
@@ -251,7 +289,7 @@ def analyze(data: StudyData) -> Report:
                                  "Seconds to evaluate the test split against T (mean, 95% t-interval band), "
                                  "deterministic pass (dashed) and T times its time (dotted)"))
     configs = sorted(rows["configuration"].unique())
-    report.conclusions.append(_answer(summary, comp, cost, noisy_configuration(comp), t_max))
+    report.conclusions.append(_answer(summary, comp, cost, noisy_configuration(comp), t_max, margin))
     for config in configs:
         prefix = f"{config}: " if len(configs) > 1 else ""
         if (comp.loc[comp["configuration"] == config, "mean_diff"] == 0).all():
@@ -259,11 +297,14 @@ def analyze(data: StudyData) -> Report:
             report.conclusions.append(f"{prefix}no test-time noise: every single and MC pass equals the deterministic "
                                       f"pass (test accuracy {det['accuracy_mean']:.4f}).")
             continue
-        for sentence in (_accuracy_sentence(summary, comp, config), _reach_sentence(summary, comp, config, t_max),
+        for sentence in (_accuracy_sentence(summary, comp, config), _mc_sentence(comp, config, margin),
                          _calibration_sentence(summary, comp, config, "mc", t_max),
                          _calibration_sentence(summary, comp, config, "single"),
                          _cost_sentence(cost, summary, config, t_max)):
             report.conclusions.append(prefix + sentence)
     report.notes.append("Noisy passes run the network in train mode under no_grad with a seeded, forked RNG; "
                         "MC rows reuse the first T of the same max(T) passes as the single-pass row.")
+    report.notes.append("MC against deterministic is judged by the paired test of each run's MC(T) minus its own "
+                        "deterministic accuracy (Holm over T) and TOST, not by overlapping between-seed intervals. "
+                        "Selection: every run is evaluated at its last epoch.")
     return report

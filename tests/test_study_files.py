@@ -16,8 +16,10 @@ from optuna.trial import TrialState, create_trial
 from conftest import CLI
 from dropout_lab.config.compose import compose_train_config
 from dropout_lab.errors import StudySpecError
+from dropout_lab.reports.analyses.noise_final import technique_labels
 from dropout_lab.studies.grid import grid_cells, run_overrides
 from dropout_lab.studies.prepare import prepare_study, study_cells, total_runs
+from dropout_lab.studies.run_tables import runs_table
 from dropout_lab.studies.spec import available_studies, load_spec, load_study_ref, split_ref, study_ref
 from dropout_lab.studies.storage import open_storage
 from dropout_lab.studies.tuning import study_seed
@@ -235,11 +237,13 @@ def test_every_shipped_study_runs_at_a_tiny_budget(data_root: Path, tmp_path: Pa
     assert not failures, "\n\n".join(failures)
 
     noise = optuna.load_study(study_name="ex7_noise", storage=storage)
-    for trial in _complete(noise):
-        best = optuna.load_study(study_name=f"ex7_tune_{trial.params['noise']}", storage=storage).best_trial
-        assert {k: trial.params[k] for k in ("model.dropout_1", "model.dropout_2")} == \
-            {k: best.params[k] for k in ("model.dropout_1", "model.dropout_2")}
-    assert Counter(t.params["noise"] for t in _complete(noise)) == Counter(list(EX7_MAX_RATE))
+    final = runs_table(_complete(noise))
+    final = final.assign(technique=technique_labels(final))  # the baseline trains noise=dropout at rates 0
+    for _, run in final.iterrows():
+        best = optuna.load_study(study_name=f"ex7_tune_{run['technique']}", storage=storage).best_trial
+        assert {k: run[k] for k in ("model.dropout_1", "model.dropout_2", "optim.lr")} == \
+            {k: best.params[k] for k in ("model.dropout_1", "model.dropout_2", "optim.lr")}
+    assert Counter(final["technique"]) == Counter(list(EX7_MAX_RATE))
 
     demo = optuna.load_study(study_name="demo", storage=storage)
     before = {t.number: t.datetime_complete for t in demo.trials}

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
+import pandas as pd
+
 from dropout_lab.reports.analyses.compare import (
     METRIC,
     SELECTION_NOTE,
@@ -15,12 +19,26 @@ from dropout_lab.reports.model import Figure, Report, Table
 from dropout_lab.reports.stats import HIGHER, INCONCLUSIVE, difference_verdict, level_ci
 
 BASELINE = "dropout"
+#: The label of runs whose rates are both 0: every technique is the identity there (ex7_tune technique=none).
+NO_NOISE = "none"
+
+
+def technique_labels(runs: pd.DataFrame) -> pd.Series:
+    """Each run's technique: its ``noise``, or ``none`` when both rates are 0 (no noise at all)."""
+    rates = [c for c in ("model.dropout_1", "model.dropout_2") if c in runs]
+    if not rates:
+        return runs["noise"]
+    silent = (runs[rates].astype(float) == 0).all(axis=1)
+    return runs["noise"].where(~silent, NO_NOISE)
 
 
 def analyze(data: StudyData) -> Report:
     """Does any technique beat chapter dropout? Paired t-tests on seeds, Holm across techniques."""
     report = Report()
-    if data.runs.empty or "noise" not in data.runs or BASELINE not in set(data.runs["noise"]):
+    if data.runs.empty or "noise" not in data.runs:
+        return report
+    data = replace(data, runs=data.runs.assign(noise=technique_labels(data.runs)))
+    if BASELINE not in set(data.runs["noise"]):
         return report
     summary, diffs = summary_and_tests(data, {"noise": BASELINE})
     rate_columns = [c for c in ("model.dropout_1", "model.dropout_2") if c in data.runs]

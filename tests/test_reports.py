@@ -141,6 +141,12 @@ def test_report_files_from_a_real_tiny_study(data_root: Path, tmp_path: Path) ->
     assert "[tiny](tiny/README.md)" in index and index.startswith("# Answers to the chapter's exercises")
     minutes = pd.read_csv(folder / "runs.csv")["wall_time_s"].sum() / 60
     assert f"| {minutes:.1f} |" in index and f"compute of these studies: {minutes / 60:.1f} h" in index
+    assert "Rows without a compute figure" not in index
+    old_row = "| [old](old/README.md) | an earlier question? | an earlier answer |"
+    (tmp_path / "reports" / "README.md").write_text(index + old_row + "\n")  # a row written before compute was kept
+    build_report(load_spec(str(spec_path)), study, tmp_path / "reports")
+    index = (tmp_path / "reports" / "README.md").read_text()
+    assert "[old](old/README.md)" in index and "Rows without a compute figure (old) were written by an earlier" in index
 
     # Store one more run with a different number: the regenerated conclusion changes with it.
     template = next(t for t in study.get_trials() if t.params["model"] == "concise")

@@ -139,6 +139,7 @@ def write_index(reports_dir: Path, answers: dict[str, tuple[str, str, float]]) -
             return 0.0
 
     total = sum(minutes_of(cells) for cells in rows.values())
+    older = sorted(name for name, cells in rows.items() if len(cells) < 4 or not cells[3])
     lines = ["# Answers to the chapter's exercises", "",
              "Each row is a study's answer, computed from its stored runs by `dropout-lab study report NAME`; "
              "its report holds the design, the tables, the figures and the per-seed data.", "",
@@ -146,5 +147,8 @@ def write_index(reports_dir: Path, answers: dict[str, tuple[str, str, float]]) -
              *["| " + " | ".join((cells + [""] * 4)[:4]) + " |" for _, cells in sorted(rows.items())], "",
              f"Total training compute of these studies: {total / 60:.1f} h (the sum of the runs' wall times on the "
              "machines that ran them).", ""]
+    if older:
+        lines += [f"Rows without a compute figure ({', '.join(older)}) were written by an earlier version of the "
+                  "reports from earlier runs, and are superseded when their study is rerun and reported.", ""]
     path.write_text("\n".join(lines))
     return path

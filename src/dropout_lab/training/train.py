@@ -108,7 +108,7 @@ def train(cfg: DictConfig, output_dir: str | Path, overrides: Sequence[str] = ()
             record.test_time = evaluate_test_time(net, *split_tensors(datamodule.test_dataloader()),
                                                   T=cfg.test_time.T, seed=cfg.seed,
                                                   batch_size=cfg.data.eval_batch_size)
-        if best.epoch != len(recorder.curves):  # selection on validation: test the best epoch's weights too
+        if best.epoch and best.epoch != len(recorder.curves):  # selection on validation: test its weights too
             best.restore(module)
             (tested_best,) = trainer.test(module, datamodule=datamodule, verbose=False)
         else:
@@ -122,7 +122,7 @@ def train(cfg: DictConfig, output_dir: str | Path, overrides: Sequence[str] = ()
         last = recorder.curves[-1]
         record.final = {"val_loss": last["val_loss"], "val_acc": last["val_acc"],
                         "test_loss": float(tested["test_loss"]), "test_acc": float(tested["test_acc"])}
-        record.best = best_metrics(recorder.curves[best.epoch - 1], tested_best)
+        record.best = best_metrics(recorder.curves[best.epoch - 1], tested_best) if best.epoch else {}
         log.info("test_acc=%.4f test_loss=%.4f", record.final["test_acc"], record.final["test_loss"])
     finally:
         record.curves = recorder.curves

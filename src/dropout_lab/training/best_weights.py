@@ -18,6 +18,11 @@ import torch
 SELECTION = {"val_acc": "max", "val_loss": "min"}
 
 
+def selection_metric(metric: str) -> str:
+    """The run's metric when it is a validation metric, else ``val_acc``."""
+    return metric if metric in SELECTION else "val_acc"
+
+
 def improves(new: float, best: float | None, metric: str) -> bool:
     """True if ``new`` is strictly better than ``best`` (ties keep the earlier epoch)."""
     if best is None:

@@ -53,7 +53,7 @@ from dropout_lab.config.validate import validate_config
 from dropout_lab.data.population_batches import PopulationBatches, PopulationBatchGroup, PopulationDataModule
 from dropout_lab.errors import InvalidValueError, RunDivergedError
 from dropout_lab.models.population_mlp import StackedMLP
-from dropout_lab.training.best_weights import best_metrics, improves
+from dropout_lab.training.best_weights import best_metrics, improves, selection_metric
 from dropout_lab.training.profiler import NoProfiler
 from dropout_lab.training.run_record import RunRecord, config_hash
 from dropout_lab.training.train import quiet_lightning
@@ -139,10 +139,9 @@ class PopulationClassifier(L.LightningModule):
         self._epoch_members = len(self.members)
         self._test_start = 0.0
         self._eval: dict[str, torch.Tensor] = {}
-        #: Model selection (``best_weights.py``): each member's best ``metric`` and epoch, and the stacked
-        #: parameters whose row k holds active member k's weights at its best epoch.
+        #: Model selection (``best_weights.py``): each member's best-``metric`` epoch, and the stacked
+        #: parameters whose row k holds active member k's weights at that epoch.
         self.metric = metric
-        self._best_value: dict[int, float] = {}
         self._best_epoch: dict[int, int] = {}
         self._best_params: dict[str, torch.Tensor] = {}
         self._testing_best = False
@@ -244,12 +243,11 @@ class PopulationClassifier(L.LightningModule):
 
     def _keep_best(self, values: list[float]) -> None:
         """Copy the weights of the members whose validation ``metric`` improved this epoch."""
-        rows = [row for row, number in enumerate(self.active)
-                if improves(values[row], self._best_value.get(number), self.metric)]
+        rows = [row for row, number in enumerate(self.active) if improves(values[row], self._best_value(number),
+                                                                           self.metric)]
         if not rows:
             return
         for row in rows:
-            self._best_value[self.active[row]] = values[row]
             self._best_epoch[self.active[row]] = self.current_epoch + 1
         index = torch.tensor(rows, dtype=torch.long, device=self.device)
         for name, param in self.net.named_parameters():
@@ -257,6 +255,10 @@ class PopulationClassifier(L.LightningModule):
                 self._best_params[name] = param.detach().clone()
             else:
                 self._best_params[name][index] = param.detach()[index]
+
+    def _best_value(self, number: int) -> float | None:
+        epoch = self._best_epoch.get(number)
+        return None if epoch is None else self.members[number].curves[epoch - 1][self.metric]
 
     def use_best_weights(self) -> bool:
         """Load every active member's best-epoch weights for a second test; False if none differs from the last."""
@@ -405,7 +407,7 @@ def build_population(cfgs: Sequence[DictConfig]) -> tuple[PopulationDataModule, 
     module = PopulationClassifier(net, members, lr=[c.optim.lr for c in cfgs],
                                   momentum=[c.optim.momentum for c in cfgs],
                                   weight_decay=[c.optim.weight_decay for c in cfgs],
-                                  metric=cfg.metric if cfg.metric in ("val_acc", "val_loss") else "val_acc")
+                                  metric=selection_metric(cfg.metric))
     data = _container(cfg.data)
     data.pop("_target_")
     data.pop("shuffle_seed")

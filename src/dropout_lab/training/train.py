@@ -21,7 +21,7 @@ from dropout_lab.errors import DropoutLabError
 from dropout_lab.evaluation.checkpoint import save_checkpoint, split_tensors
 from dropout_lab.evaluation.mc_evaluation import evaluate_test_time
 from dropout_lab.training.activation_monitor import ActivationMonitor
-from dropout_lab.training.best_weights import BestWeights, best_metrics
+from dropout_lab.training.best_weights import BestWeights, best_metrics, selection_metric
 from dropout_lab.training.classifier import Classifier
 from dropout_lab.training.curve_recorder import EpochRecorder
 from dropout_lab.training.profiler import NoProfiler
@@ -84,7 +84,7 @@ def train(cfg: DictConfig, output_dir: str | Path, overrides: Sequence[str] = ()
     quiet_lightning()
     L.seed_everything(cfg.seed, verbose=False)
     recorder = EpochRecorder()
-    best = BestWeights(cfg.metric if cfg.metric in ("val_acc", "val_loss") else "val_acc")
+    best = BestWeights(selection_metric(cfg.metric))
     monitor = (ActivationMonitor(cfg.monitor.every_n_steps, cfg.monitor.probe_size)
                if cfg.monitor.enabled else None)
     with execution_whitelist(run_whitelist(cfg)):

@@ -434,15 +434,15 @@ def fit_population(cfg: DictConfig, datamodule: PopulationDataModule, module: Po
     engine = engine_name(len(module.members), precision)
     for member in module.members:
         member.engine = engine
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    quiet_lightning()
-    with execution_whitelist(INSTANTIABLE_TARGETS):
-        trainer = instantiate(cfg.trainer, logger=False, profiler=NoProfiler(), callbacks=list(callbacks),
-                              **trainer_kwargs)
-    if precision == "bf16":  # autocast casts the images to bf16: gather them as such
-        datamodule.train_dtype = torch.bfloat16
-    try:
+    try:  # from here on, any exception (Ctrl-C included) is recorded as the running members' reason
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        quiet_lightning()
+        with execution_whitelist(INSTANTIABLE_TARGETS):
+            trainer = instantiate(cfg.trainer, logger=False, profiler=NoProfiler(), callbacks=list(callbacks),
+                                  **trainer_kwargs)
+        if precision == "bf16":  # autocast casts the images to bf16: gather them as such
+            datamodule.train_dtype = torch.bfloat16
         trainer.fit(module, datamodule=datamodule)
         if trainer.interrupted:
             raise KeyboardInterrupt("training interrupted")

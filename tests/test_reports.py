@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from dropout_lab.errors import StudySpecError
 from dropout_lab.reports.analyses import baseline, noise_final
 from dropout_lab.reports.build import build_report
 from dropout_lab.reports.inputs import StudyData
@@ -116,6 +117,31 @@ def test_noise_final_states_plainly_whether_anything_beats_dropout() -> None:
     answer = noise_final.analyze(unsure).answer
     assert answer.startswith("No technique significantly beats tuned chapter dropout, but for 1 of 1 (gaussian) the "
                              "comparison is inconclusive at this budget") and "90% CI [" in answer
+
+
+def test_noise_final_says_whether_the_declared_goal_is_met_and_why_not_from_the_curves() -> None:
+    base = [0.85, 0.86, 0.84, 0.85, 0.86]
+    runs = _runs("noise", {"dropout": base, "gaussian": [a + 0.004 for a in base]}).assign(trial=range(10))
+    # Each run's validation accuracy peaks at epoch 9 of 10 (in the last fifth) and ends 0.001 lower.
+    curves = pd.DataFrame([{"trial": t, "epoch": e, "val_acc": 0.80 + 0.01 * min(e, 9) - 0.001 * (e == 10),
+                            "train_loss": 0.5 - 0.01 * e} for t in range(10) for e in range(1, 11)])
+
+    def answer(goal: float) -> str:
+        spec = _spec(tuned_from=["a", "b"], seeds=list(range(5)), epochs=10, goal=goal)
+        report = noise_final.analyze(StudyData(spec=spec, runs=runs, all_runs=runs, curves=curves))
+        (sentence,) = [c for c in report.conclusions if "the declared goal" in c]
+        return sentence
+
+    missed = answer(0.89)
+    assert missed.startswith("The best technique, gaussian, reaches a mean test accuracy of 0.8560")
+    assert "it misses the declared goal of 0.89 (its 95% CI lies wholly below it)" in missed
+    assert ("best validation accuracy (0.8900 on average) comes at epoch 9 of 10 on average (5 of 5 in the last "
+            "fifth" in missed) and "end at 0.8890 validation accuracy with a training loss of 0.4000" in missed
+    met = answer(0.85)
+    assert "it meets the declared goal of 0.85" in met and "Why not" not in met
+    assert load_spec("ex7_noise").goal == 0.89
+    with pytest.raises(StudySpecError, match=r"goal=1\.5 is invalid: allowed a test accuracy in \(0, 1\)"):
+        load_spec("ex7_noise", ["goal=1.5"])
 
 
 @pytest.mark.slow

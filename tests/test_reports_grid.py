@@ -6,6 +6,7 @@ import os
 import re
 import subprocess
 import sys
+from dataclasses import replace
 from itertools import product
 from pathlib import Path
 
@@ -85,6 +86,18 @@ def test_rates_grid_tables_figures_and_lower_first_verdict() -> None:
     assert set(swaps["better"]) == {"inconclusive"} and {"tost_p", "equivalent"} <= set(swaps)
     noisy = rates_grid.analyze(rates_data(asymmetry=0.0, noise=0.01, p2_best=0.3)).answer
     assert "is neither supported nor refuted: the mean asymmetry is inconclusive at this budget" in noisy
+
+
+def test_rates_grid_names_a_seed_that_alone_changes_the_verdict() -> None:
+    data = rates_data(asymmetry=0.0, p2_best=0.3, noise=0.0005)  # symmetric: "not supported" (equivalent)
+    assert rates_grid.seed_robustness(data.runs, 0.005) is None
+    # Seed 4 alone favours the lower rate first by 3 pp per 0.1 of rate gap: with it the verdict changes.
+    runs = data.runs.copy()
+    four = runs["seed"] == 4
+    runs.loc[four, "test_acc"] += 0.3 * (runs.loc[four, "model.dropout_2"] - runs.loc[four, "model.dropout_1"])
+    text = rates_grid.seed_robustness(runs, 0.005)
+    assert text is not None and "leaving out seed 4 alone changes it to “not supported”" in text
+    assert text in rates_grid.analyze(replace(data, runs=runs)).conclusions
 
 
 def test_swap_table_matches_scipy_paired_t_test() -> None:

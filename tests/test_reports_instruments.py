@@ -10,6 +10,7 @@ import os
 import re
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -111,6 +112,8 @@ def test_variance_tables_figures_and_conclusions() -> None:
     smaller = [c for c in report.conclusions if "before the noise), layer" in c]
     assert len(smaller) == 2 and all("is smaller than that with no_dropout" in c for c in smaller)
     assert all("grows" in c for c in report.conclusions if "from epoch 1 to 3" in c)
+    assert "Selection: no model is selected; every finished run contributes its activations at every recorded epoch " \
+           "(1 to 3)" in " ".join(report.notes)
 
 
 def test_variance_conclusions_follow_the_numbers() -> None:
@@ -196,6 +199,30 @@ def test_test_time_conclusions_follow_the_numbers() -> None:
     assert any(c.startswith("A single stochastic pass raises test accuracy") for c in report.conclusions)
     (mc,) = [c for c in report.conclusions if c.startswith("MC averaging at T = 10 vs deterministic")]
     assert mc.endswith("by ECE the deterministic pass is better calibrated.")
+
+
+def test_test_time_holm_families_are_the_T_values_and_the_single_pass_alone() -> None:
+    comp = tt.comparison_table(tt.test_time_table(tt_data()), 0.005)
+    for metric in ("accuracy", "nll", "ece"):
+        rows = comp[comp["metric"] == metric]
+        single, mc = rows[rows["mode"] == "single"].iloc[0], rows[rows["mode"] == "mc"]
+        assert single["p_holm"] == single["p_value"]  # a family of one
+        assert len(mc) == len(T_VALUES) and (mc["p_holm"] >= mc["p_value"]).all()
+        smallest = mc["p_value"].min()
+        assert mc.loc[mc["p_value"].idxmin(), "p_holm"] == pytest.approx(min(1.0, len(T_VALUES) * smallest))
+
+
+def test_test_time_names_a_seed_that_alone_changes_a_verdict() -> None:
+    data = tt_data(single_gap=0.0)
+    assert tt.seed_robustness(tt.test_time_table(data), "concise", 0.005) is None
+    # Seed 3's single pass alone is 4 pp worse: with it the single pass is not shown equivalent; without, it is.
+    rows = data.instruments["test_time"].copy()
+    outlier = (rows["trial"] == 3) & (rows["mode"] == "single")
+    rows.loc[outlier, "accuracy"] -= 0.04
+    shaken = replace(data, instruments={"test_time": rows})
+    text = tt.seed_robustness(tt.test_time_table(shaken), "concise", 0.005)
+    assert text is not None and "leaving out seed 3 alone changes it to “single pass: equivalent;" in text
+    assert text in tt.analyze(shaken).conclusions
 
 
 # --------------------------------------------------------------------------- DropConnect (exercise 6)

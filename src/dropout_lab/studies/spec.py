@@ -47,6 +47,8 @@ class StudySpec:
     ``noise=gamma``), rerun with every seed. ``params`` holds the file's named parameters.
     ``margin`` is the smallest effect of interest on test accuracy (a proportion: 0.005 is 0.5 pp):
     a report may say "no difference" only when an equivalence test (TOST) within +-margin says so.
+    ``goal`` is an optional target for the best configuration's mean test accuracy, declared before
+    the runs; the report says whether it is met, from the stored runs.
     """
 
     name: str = MISSING
@@ -66,6 +68,7 @@ class StudySpec:
     tuned_from: list[str] = field(default_factory=list)
     params: dict[str, Any] = field(default_factory=dict)
     margin: float = 0.005
+    goal: float | None = None
 
     @property
     def is_tuning(self) -> bool:
@@ -104,6 +107,8 @@ def _check(spec: StudySpec, source: str) -> StudySpec:
         raise bad("metric", spec.metric, f"one of {', '.join(METRICS)}")
     if not 0.0 < spec.margin < 1.0:
         raise bad("margin", spec.margin, "a proportion of test accuracy in (0, 1), e.g. 0.005 for 0.5 pp")
+    if spec.goal is not None and not 0.0 < spec.goal < 1.0:
+        raise bad("goal", spec.goal, "a test accuracy in (0, 1), e.g. 0.89, or null")
     if spec.is_tuning:
         if spec.n_trials is None or spec.n_trials < 1:
             raise bad("n_trials", spec.n_trials, "an integer >= 1 for a study with a search_space")

@@ -32,6 +32,32 @@ def technique_labels(runs: pd.DataFrame) -> pd.Series:
     return runs["noise"].where(~silent, NO_NOISE)
 
 
+def goal_sentence(data: StudyData, summary: pd.DataFrame, goal: float) -> str:
+    """Whether the best technique's mean test accuracy meets ``goal``, with its 95% CI; if not, what its curves
+    show (its best-validation epoch against the budget, and its validation accuracy there and at the end)."""
+    best = summary.iloc[0]
+    verdict = ("meets" if best["mean"] >= goal else "misses") + f" the declared goal of {goal:.4g}"
+    if best["ci_low"] > goal or best["ci_high"] < goal:
+        verdict += f" (its 95% CI lies wholly {'above' if best['ci_low'] > goal else 'below'} it)"
+    text = (f"The best technique, {best['noise']}, reaches a mean test accuracy of {best['mean']:.4f} "
+            f"({level_ci(best['ci_low'], best['ci_high'])}, n = {int(best['n'])}): it {verdict}.")
+    if best["mean"] >= goal:
+        return text
+    runs = data.runs[data.runs["noise"] == best["noise"]]
+    curves = data.curves[data.curves["trial"].isin(runs["trial"])]
+    last_epoch = int(curves["epoch"].max()) if not curves.empty else data.spec.epochs
+    peak = curves.loc[curves.groupby("trial")["val_acc"].idxmax()] if not curves.empty else curves
+    final = curves[curves["epoch"] == last_epoch]
+    if peak.empty:
+        return text
+    late = int((peak["epoch"] > 0.8 * last_epoch).sum())
+    return (text + f" Why not, from its {len(peak)} runs' curves: their best validation accuracy "
+            f"({peak['val_acc'].mean():.4f} on average) comes at epoch {peak['epoch'].mean():.0f} of {last_epoch} on "
+            f"average ({late} of {len(peak)} in the last fifth, where a longer budget might still help), and they end "
+            f"at {final['val_acc'].mean():.4f} validation accuracy with a training loss of "
+            f"{final['train_loss'].mean():.4f}.")
+
+
 def analyze(data: StudyData) -> Report:
     """Does any technique beat chapter dropout? Paired t-tests on seeds, Holm across techniques."""
     report = Report()
@@ -81,6 +107,8 @@ def analyze(data: StudyData) -> Report:
     for _, row in diffs.iterrows():
         if row["noise"] not in mentioned:
             report.conclusions.append(describe_difference(row, row["noise"], BASELINE, data.spec.margin))
+    if data.spec.goal is not None:
+        report.conclusions.append(goal_sentence(data, summary, data.spec.goal))
     if flip := seed_robustness(data, {"noise": BASELINE}):
         report.conclusions.append(flip)
     report.notes.append(SELECTION_NOTE)

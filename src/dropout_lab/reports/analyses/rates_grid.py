@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from itertools import combinations
+from typing import Any
 
 import matplotlib.pyplot as plt
 import pandas as pd
@@ -22,6 +24,8 @@ from dropout_lab.reports.stats import (
     level_ci,
     paired_with_tost,
     row_equivalence_text,
+    seed_flip_text,
+    seed_flips,
     summarize_over_seeds,
     t_interval,
     with_holm,
@@ -101,6 +105,30 @@ def overall_asymmetry(diffs: pd.DataFrame, margin: float = 0.005) -> dict[str, f
     return paired_with_tost(per_seed, margin)
 
 
+#: The words of :func:`asymmetry_verdict`.
+HOLDS, REVERSED, NOT_SUPPORTED, UNDECIDED, UNTESTABLE = ("holds", "reversed", "not supported", "undecided",
+                                                         "untestable")
+
+
+def asymmetry_verdict(overall: Mapping[str, Any]) -> str:
+    """What the mean swap asymmetry says of "lower rate near the input": a word of the constants above."""
+    if not overall or pd.isna(overall["ci_low"]):
+        return UNTESTABLE
+    direction = excludes_zero(overall)
+    if direction:
+        return HOLDS if direction > 0 else REVERSED
+    return NOT_SUPPORTED if overall.get("equivalent") else UNDECIDED
+
+
+def seed_robustness(runs: pd.DataFrame, margin: float) -> str | None:
+    """A sentence naming any single seed whose omission changes :func:`asymmetry_verdict` (else None)."""
+    def verdict(frame: pd.DataFrame) -> str:
+        diffs = swap_differences(frame)
+        return asymmetry_verdict(overall_asymmetry(diffs, margin) if not diffs.empty else {})
+
+    return seed_flip_text(seed_flips(runs, verdict, seed="seed"), verdict(runs))
+
+
 def lower_first_verdict(table: pd.DataFrame, overall: dict[str, float], margin: float = 0.005) -> str:
     """The study's answer: does the lower-first configuration win on average, and how many pairs support it?"""
     if table.empty:
@@ -111,14 +139,13 @@ def lower_first_verdict(table: pd.DataFrame, overall: dict[str, float], margin: 
     counts = table["better"].value_counts()
     sig_for, sig_against = int(counts.get(SUPPORTS[HIGHER], 0)), int(counts.get(SUPPORTS[LOWER], 0))
     equivalent, unsettled = int(counts.get(SUPPORTS[EQUIVALENT], 0)), int(counts.get(SUPPORTS[INCONCLUSIVE], 0))
-    direction = excludes_zero(overall)
-    if pd.isna(overall["ci_low"]):
+    word = asymmetry_verdict(overall)
+    if word == UNTESTABLE:
         verdict = "cannot be decided (fewer than two seeds)"
-    elif direction > 0:
-        verdict = "holds on average over the swap pairs"
-    elif direction < 0:
-        verdict = "is reversed on average over the swap pairs (higher rate near the input is better)"
-    elif overall.get("equivalent"):
+    elif word in (HOLDS, REVERSED):
+        verdict = ("holds on average over the swap pairs" if word == HOLDS else
+                   "is reversed on average over the swap pairs (higher rate near the input is better)")
+    elif word == NOT_SUPPORTED:
         verdict = (f"is not supported: the mean asymmetry is {row_equivalence_text(overall, margin)}, "
                    "so the order of the rates makes no difference larger than the margin")
     else:
@@ -171,6 +198,8 @@ def analyze(data: StudyData) -> Report:
     table = swap_table(diffs, margin)
     overall = overall_asymmetry(diffs, margin) if not diffs.empty else {}
     report.conclusions.append(lower_first_verdict(table, overall, margin))
+    if flip := seed_robustness(runs, margin):
+        report.conclusions.append(flip)
     report.conclusions.append(best_cell(summary))
     report.tables.append(Table("cells", summary,
                                "Test accuracy per (p1, p2) cell over seeds (mean, std, n, 95% t-interval)"))

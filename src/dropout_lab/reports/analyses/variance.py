@@ -301,4 +301,7 @@ def analyze(data: StudyData) -> Report:
         report.notes.append("Some rates were estimated from zero fractions: p = (z_after - z_before)/(1 - z_before).")
     report.notes.append("Variances are over all elements of the batch (units and examples); the prediction assumes "
                         "a Bernoulli mask independent of the activations, scaled by 1/(1-p).")
+    report.notes.append(f"Selection: no model is selected; every finished run contributes its activations at every "
+                        f"recorded epoch (1 to {last_epoch}), and the last-epoch tables use epoch {last_epoch} of "
+                        "every run. Accuracy is not compared here.")
     return report

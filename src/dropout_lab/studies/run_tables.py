@@ -79,7 +79,7 @@ def _seed(trial: FrozenTrial) -> Any:
 def _typed(frame: pd.DataFrame) -> pd.DataFrame:
     """Numeric and boolean columns get their dtypes; a column mixing kinds of values becomes text."""
     frame = frame.infer_objects()
-    for column in frame.select_dtypes(include="object").columns:
+    for column in frame.select_dtypes(include="object", exclude="str").columns:  # str columns hold one kind
         values = frame[column].dropna()
         if values.map(type).nunique() > 1:
             frame[column] = frame[column].map(lambda v: v if v is None or pd.isna(v) else str(v))

@@ -84,7 +84,8 @@ test-quick: setup
 
 # Speed at full budget (about 1 h on 2 cores; results in temporary folders): one run vs. a
 # hand-written loop, the book's DataLoader and the book's own d2l code (installed here without its
-# pinned dependencies), then sweeps, then populations vs. per-run on the ex1 grid (about 40 min).
+# pinned dependencies), then sweeps, then populations vs. per-run on the ex1 grid (about 40 min), then
+# DropConnect's cost per epoch against dropout's (about 10 min).
 # Rewrites the tables in benchmarks/README.md.
 bench: setup
 	@$(BIN)/python -c "import d2l" 2>/dev/null || { $(BIN)/pip install -q --no-deps d2l==1.0.3 && \
@@ -94,6 +95,7 @@ bench: setup
 	$(BIN)/python benchmarks/bench_sweep.py
 	$(BIN)/python benchmarks/bench_startup.py
 	$(BIN)/python benchmarks/bench_population.py
+	$(BIN)/python benchmarks/bench_dropconnect.py
 
 clean:
 	rm -rf results outputs multirun .pytest_cache

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_train.py"
@@ -99,3 +100,31 @@ def test_bench_population_measures_both_engines_independence_and_tost_and_ends_w
     assert engines[0] == "per-run" and "population(K=2, fp32)" in engines[1] and "population(K=2, bf16)" in engines[2]
     assert "**Independence**" in text and "| scratch | population fp32 |" in text
     assert "| concise | population bf16 |" in text
+
+
+DROPCONNECT = BENCH.with_name("bench_dropconnect.py")
+
+
+@pytest.mark.slow
+def test_bench_dropconnect_times_both_techniques_at_every_rate_and_ends_with_its_line(
+        data_root: Path, tmp_path: Path) -> None:
+    csv = tmp_path / "cost.csv"
+    out, text = run_bench(DROPCONNECT, "bench_dropconnect", [
+        "--repeats", "2", "--epochs", "1", "--train-subset", "1000", "--rates", "0.2", "0.5", "--population", "2",
+        "--data-root", str(data_root), "--csv", str(csv)], tmp_path, timeout=300)
+    rows = pd.read_csv(csv)
+    timed = rows[~rows["warmup"]]
+    cells = timed.groupby(["engine", "noise", "rate"]).size()
+    assert set(cells.index) == {(engine, noise, rate) for engine in ("per-run", "population(K=2, bf16)")
+                                for noise in ("dropout", "dropconnect") for rate in (0.2, 0.5)}
+    assert (cells == 2).all() and (timed[["train_s", "epoch_s"]] > 0).all().all()
+    # ABBA: at each rate the two techniques swap places from one repetition to the next.
+    runs = rows[rows["epoch"] == 1].sort_values("position")
+    order = runs.groupby(["engine", "rate", "rep"])["noise"].agg(tuple).unstack("rep")
+    assert (order[0] == order[1].map(lambda techniques: techniques[::-1])).all()
+    assert "ratio per-run rate 0.5: dropconnect/dropout training " in out
+    assert "| per-run | 0.5 | dropconnect |" in text and "| population(K=2, bf16) | 0.2 | dropout |" in text
+    assert "**DropConnect / dropout at rate 0.5, per-run: " in text
+    last = out.strip().splitlines()[-1]
+    assert re.fullmatch(r"dropconnect_cost_ratio=\d+\.\d+ ci_low=\S+ ci_high=\S+ p_holm=\S+ rate=0\.5 "
+                        r"population_cost_ratio=\d+\.\d+", last), last

@@ -212,11 +212,14 @@ def _answer(summary: pd.DataFrame, comp: pd.DataFrame, cost: pd.DataFrame, confi
 
 
 def accuracy_verdicts(rows: pd.DataFrame, config: str, margin: float) -> str:
-    """The single pass's and every T's accuracy verdict against the deterministic pass, in one string."""
+    """The answer's two accuracy verdicts in one string: the single pass against the deterministic pass, and the
+    smallest T from which MC is equivalent to it (:func:`equivalent_from`)."""
     comp = comparison_table(rows, margin)
     single = difference_verdict(_row(comp, config, "single", metric="accuracy"))
     mc = mc_verdicts(comp, config, margin)
-    return f"single pass: {single}; " + ", ".join(f"T = {int(T)}: {v}" for T, v in zip(mc["T"], mc["verdict"]))
+    t = equivalent_from(mc)
+    reach = f"MC equivalent from T = {t}" if t is not None else f"MC not equivalent at T = {int(mc['T'].max())}"
+    return f"single pass {single}; {reach}"
 
 
 def seed_robustness(rows: pd.DataFrame, config: str, margin: float) -> str | None:

@@ -44,6 +44,14 @@ def design_caveats(sampler: str, pruner: str, n_trials: int, trials: pd.DataFram
     return notes
 
 
+def near_ties(complete: pd.DataFrame, best: float, margin: float) -> str:
+    """How many complete trials lie within ``margin`` of the best: one tuning seed cannot rank those."""
+    close = int(((complete["value"] - best).abs() <= margin).sum()) - 1
+    return (f"{close} other complete trial(s) lie within ±{100 * margin:g} pp of the best (the study's smallest "
+            "effect of interest): on one tuning seed their order is within seed noise, so the winner is confirmed "
+            "only by the final comparison on fresh seeds.")
+
+
 def trials_table(data: StudyData) -> pd.DataFrame:
     """Every finished trial: trial, state, the tuned params, value (a pruned trial's last reported one), epochs run."""
     runs = data.all_runs
@@ -64,12 +72,14 @@ def analyze(data: StudyData) -> Report:
     report.figures.append(_history(trials, maximize))
     complete = trials[trials["state"] == "COMPLETE"].dropna(subset=["value"])
     best = complete["value"].idxmax() if maximize else complete["value"].idxmin()
-    pruned = int((trials["state"] == "PRUNED").sum())
+    states = trials["state"].value_counts()
     tuned = {k: trials.at[best, k] for k in trials.columns if k in data.spec.search_space}
     params = ", ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in tuned.items())
     report.conclusions.append(f"Best {data.spec.metric} {trials.at[best, 'value']:.4f} at {params} "
-                              f"(trial {trials.at[best, 'trial']}), "
-                              f"after {len(trials)} trials of which {pruned} were pruned.")
+                              f"(trial {trials.at[best, 'trial']}), after {len(trials)} trials: "
+                              f"{states.get('COMPLETE', 0)} complete, {states.get('PRUNED', 0)} pruned, "
+                              f"{states.get('FAIL', 0)} failed.")
+    report.conclusions.append(near_ties(complete, trials.at[best, "value"], data.spec.margin))
     try:  # Optuna's fANOVA evaluator needs the study's trials with their distributions
         importances = optuna.importance.get_param_importances(data.study) if data.study is not None else {}
     except (RuntimeError, ValueError):  # too few complete trials to fit the importance model

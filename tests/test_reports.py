@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -163,16 +164,33 @@ def test_report_files_from_a_real_tiny_study(data_root: Path, tmp_path: Path) ->
     summary = pd.read_csv(folder / "summary.csv")
     text = readme.read_text()
     assert f"{summary.loc[0, 'mean']:.4f}" in text and "## Conclusion" in text
-    index = (tmp_path / "reports" / "README.md").read_text()
-    assert "[tiny](tiny/README.md)" in index and index.startswith("# Answers to the chapter's exercises")
+    # The README opens with the answer (the first conclusion) and the key figure, before the design; the key
+    # figure is not shown again in the results.
+    answer = text.split("\n## Answer\n", 1)[1].split("\n## ", 1)[0]
+    results = text.split("\n## Results\n", 1)[1]
+    first_conclusion = text.split("\n## Conclusion\n\n- ", 1)[1].split("\n", 1)[0]
+    assert text.index("## Answer") < text.index("## Design") and answer.strip().splitlines()[0] == first_conclusion
+    assert "](test_accuracy.png)" in answer and "](test_accuracy.png)" not in results
+    assert "](validation_curves.png)" in results and "validation_curves" not in answer
+    summary_json = json.loads((folder / "answer.json").read_text())
     minutes = pd.read_csv(folder / "runs.csv")["wall_time_s"].sum() / 60
-    assert f"| {minutes:.1f} |" in index and f"compute of these studies: {minutes / 60:.1f} h" in index
-    assert "Rows without a compute figure" not in index
-    old_row = "| [old](old/README.md) | an earlier question? | an earlier answer |"
-    (tmp_path / "reports" / "README.md").write_text(index + old_row + "\n")  # a row written before compute was kept
+    assert summary_json["question"] == "Same accuracy?" and summary_json["answer"] == first_conclusion
+    assert summary_json["key_figure"] == "test_accuracy.png" and summary_json["tuning"] is False
+    assert summary_json["compute_min"] == pytest.approx(minutes, abs=1e-3)
+    index = (tmp_path / "reports" / "README.md").read_text()
+    assert index.startswith("# Answers to the chapter's exercises")
+    entry = index.split("\n## tiny\n", 1)[1]
+    assert entry.startswith("\n*Same accuracy?*\n")
+    assert f"{first_conclusion} [Full report](tiny/README.md) · compute: {minutes:.1f} min." in entry
+    assert f"![{summary_json['key_figure_caption']}](tiny/test_accuracy.png)" in entry
+    assert f"compute of these studies: {minutes / 60:.1f} h" in index and "Not yet regenerated" not in index
+    # A report folder written by an earlier version (no answer.json) is listed, not dropped.
+    (tmp_path / "reports" / "old").mkdir()
+    (tmp_path / "reports" / "old" / "README.md").write_text("# old\n")
     build_report(load_spec(str(spec_path)), study, tmp_path / "reports")
     index = (tmp_path / "reports" / "README.md").read_text()
-    assert "[old](old/README.md)" in index and "Rows without a compute figure (old) were written by an earlier" in index
+    older = "Not yet regenerated (reports written by an earlier version, not summarised above): [old](old/README.md)."
+    assert older in index and "## old" not in index and "\n## tiny\n" in index
 
     # Store one more run with a different number: the regenerated conclusion changes with it.
     template = next(t for t in study.get_trials() if t.params["model"] == "concise")
@@ -286,3 +304,37 @@ def test_writer_ships_tidy_tables_and_shows_long_tables_as_excerpts(tmp_path: Pa
     assert [int(line.split("|")[1]) for line in shown] == list(range(10, 101, 10))  # every 10th epoch
     short = [line for line in text.split("**Short**")[1].splitlines() if line.startswith("|")]
     assert len(short) == 2 + 15  # up to 15 rows are shown whole
+
+
+def test_index_is_built_from_the_answer_files(tmp_path: Path) -> None:
+    from dropout_lab.reports.figures import plt
+    from dropout_lab.reports.model import Figure, Report
+    from dropout_lab.reports.writer import write_index, write_report
+
+    runs = _runs("model", {"scratch": [0.84, 0.85], "concise": [0.85, 0.84]})  # 4 runs of 1 s each
+    grid = {"grid": {"model": ["scratch", "concise"]}, "seeds": [0, 1]}
+    key, other = (Figure(name, plt.subplots()[0], f"{name} caption") for name in ("key", "other"))
+    write_report(_spec(name="ex_b", question="Does B hold? Details.", **grid), runs,
+                 Report(figures=[key, other], conclusions=["B holds.", "More."]), tmp_path / "ex_b")
+    write_report(_spec(name="ex_a", **grid), runs, Report(conclusions=["A holds."]), tmp_path / "ex_a")
+    write_report(_spec(name="tune_c", search_space={"model.dropout_1": {"type": "float", "low": 0.0, "high": 0.8}},
+                       n_trials=4, seeds=[0], analysis="tuning"), runs,
+                 Report(conclusions=["Best a | b."]), tmp_path / "tune_c")
+    text = (tmp_path / "ex_b" / "README.md").read_text()
+    answer, results = text.split("## Answer")[1].split("## Design")[0], text.split("## Results")[1]
+    assert answer == "\n\nB holds.\n\n![key caption](key.png)\n\n*key caption*\n\n"
+    assert "key.png" not in results and "![other caption](other.png)" in results
+    assert json.loads((tmp_path / "ex_b" / "answer.json").read_text()) == {
+        "study": "ex_b", "question": "Does B hold?", "answer": "B holds.", "key_figure": "key.png",
+        "key_figure_caption": "key caption", "compute_min": 0.067, "tuning": False}
+    assert "## Answer\n\nA holds.\n\n## Design" in (tmp_path / "ex_a" / "README.md").read_text()
+
+    index = write_index(tmp_path).read_text()
+    headings = [line for line in index.splitlines() if line.startswith("## ")]
+    assert headings == ["## ex_a", "## ex_b", "## Tuning studies behind exercise 7"]
+    ex_a = index.split("## ex_a")[1].split("## ex_b")[0]
+    assert ex_a == "\n\n*q?*\n\nA holds. [Full report](ex_a/README.md) · compute: 0.1 min.\n\n"  # no figure
+    assert "B holds. [Full report](ex_b/README.md) · compute: 0.1 min.\n\n![key caption](ex_b/key.png)\n" in index
+    assert "| [tune_c](tune_c/README.md) | Best a \\| b. | 0.1 |" in index
+    assert index.endswith("Total training compute of these studies: 0.0 h (the sum of the runs' wall times on the "
+                          "machines that ran them).\n")

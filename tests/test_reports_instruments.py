@@ -347,4 +347,4 @@ def test_report_end_to_end(real_studies: Path, tmp_path: Path, analysis: str, cs
     assert bullets and all(line.startswith("- ") or not line.strip() for line in section.splitlines())
     assert not any(re.search(r"\bnan\b", bullet, re.IGNORECASE) for bullet in bullets), bullets
     index = (tmp_path / "README.md").read_text()
-    assert f"[{spec.name}]" in index and "no finished runs yet" not in index
+    assert f"[Full report]({spec.name}/README.md)" in index and "no finished runs yet" not in index

@@ -14,13 +14,8 @@ from dropout_lab.reports.writer import REPORTS_DIR, write_index, write_report
 from dropout_lab.studies.spec import StudySpec
 
 
-def short_question(spec: StudySpec) -> str:
-    """The question's first sentence, for the index."""
-    return spec.question.split("? ")[0].rstrip("?") + "?"
-
-
 def build_report(spec: StudySpec, study: optuna.Study, reports_dir: Path = REPORTS_DIR) -> Path:
-    """Analyse the study's stored runs and write ``reports_dir/NAME/README.md`` and the index."""
+    """Analyse the study's stored runs and write ``reports_dir/NAME/`` (README.md, answer.json, ...) and the index."""
     if spec.analysis not in ANALYSES:
         raise StudySpecError(f"analysis={spec.analysis!r} is invalid: allowed one of {', '.join(sorted(ANALYSES))}")
     data = load_study_data(spec, study)
@@ -28,6 +23,5 @@ def build_report(spec: StudySpec, study: optuna.Study, reports_dir: Path = REPOR
         report = ANALYSES[spec.analysis](data)
     tidy = {"curves": data.curves, **data.instruments}
     path = write_report(spec, data.all_runs, report, Path(reports_dir) / spec.name, tidy)
-    minutes = float(data.all_runs["wall_time_s"].sum()) / 60 if "wall_time_s" in data.all_runs else 0.0
-    write_index(Path(reports_dir), {spec.name: (short_question(spec), report.answer, minutes)})
+    write_index(Path(reports_dir))
     return path

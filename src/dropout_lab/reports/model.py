@@ -37,5 +37,10 @@ class Report:
 
     @property
     def answer(self) -> str:
-        """The one-line answer for the reports index: the first conclusion."""
+        """The one-sentence answer that opens the report and the index: the first conclusion."""
         return self.conclusions[0] if self.conclusions else "no finished runs yet"
+
+    @property
+    def key_figure(self) -> Figure | None:
+        """The figure shown with the answer: the first one (None without figures)."""
+        return self.figures[0] if self.figures else None

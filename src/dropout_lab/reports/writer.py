@@ -1,8 +1,9 @@
-"""Write a study's report folder: README.md, CSV tables, PNG figures and the tidy run table."""
+"""Write a study's report folder (README.md, CSV tables, PNG figures, the tidy run table, answer.json) and the index."""
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -15,6 +16,8 @@ from dropout_lab.studies.spec import StudySpec
 
 #: Where ``study report`` writes by default: ``reports/`` under the current folder.
 REPORTS_DIR = Path("reports")
+#: Each report folder's machine-readable summary (study, question, answer, key figure, compute, tuning or not).
+ANSWER_FILE = "answer.json"
 
 
 #: The longest table shown whole in a README; longer ones show an excerpt of about ``EXCERPT_ROWS`` rows.
@@ -72,7 +75,7 @@ def design_lines(spec: StudySpec, runs: pd.DataFrame) -> list[str]:
     retried = int((runs["attempts"] - 1).sum()) if "attempts" in runs else 0
     lines.append(f"- runs completed: {len(finished)}; pruned: {int(states.get('PRUNED', 0))}; failed: "
                  f"{int(states.get('FAIL', 0))}; attempts lost to a dead worker and re-run: {retried}; "
-                 f"training wall time: {runs['wall_time_s'].sum() / 60:.1f} min on this machine")
+                 f"training wall time: {compute_minutes(runs):.1f} min on this machine")
     if "engine" in runs and runs["engine"].notna().any():
         engines = runs["engine"].value_counts()
         lines.append("- engine: " + ", ".join(f"`{name}` ({count} run{'s' if count != 1 else ''})"
@@ -85,9 +88,35 @@ def design_lines(spec: StudySpec, runs: pd.DataFrame) -> list[str]:
     return lines
 
 
+def short_question(spec: StudySpec) -> str:
+    """The question's first sentence, for the index."""
+    return spec.question.split("? ")[0].rstrip("?") + "?"
+
+
+def compute_minutes(runs: pd.DataFrame) -> float:
+    """The runs' training wall time in minutes (0 without a ``wall_time_s`` column)."""
+    return float(runs["wall_time_s"].sum()) / 60 if "wall_time_s" in runs else 0.0
+
+
+def _figure_lines(path: str, caption: str) -> list[str]:
+    return [f"![{caption}]({path})", "", f"*{caption}*", ""]
+
+
+def write_answer(spec: StudySpec, runs: pd.DataFrame, report: Report, out_dir: Path) -> Path:
+    """Write ``out_dir/answer.json``, the report's summary that the index is built from."""
+    key = report.key_figure
+    summary = {"study": spec.name, "question": short_question(spec), "answer": report.answer,
+               "key_figure": f"{key.name}.png" if key else None, "key_figure_caption": key.caption if key else None,
+               "compute_min": round(compute_minutes(runs), 3), "tuning": spec.is_tuning}
+    path = out_dir / ANSWER_FILE
+    path.write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
+    return path
+
+
 def write_report(spec: StudySpec, runs: pd.DataFrame, report: Report, out_dir: Path,
                  tidy: Mapping[str, pd.DataFrame] | None = None) -> Path:
-    """Write ``out_dir/README.md`` and its files; returns the README path.
+    """Write ``out_dir/README.md`` (question, answer with the key figure, design, results, conclusion), its
+    files and ``answer.json``; returns the README path.
 
     ``tidy`` are per-seed tables shipped beside ``runs.csv`` (``curves``: per run per epoch; the instrument
     tables), so that every analysis can be re-derived from the report folder alone.
@@ -95,8 +124,13 @@ def write_report(spec: StudySpec, runs: pd.DataFrame, report: Report, out_dir: P
     out_dir.mkdir(parents=True, exist_ok=True)
     runs.to_csv(out_dir / "runs.csv", index=False)
     shipped = write_tidy(tidy or {}, out_dir)
-    parts = [f"# {spec.name}", "", f"**Question.** {spec.question}", "", "## Design", "",
-             *design_lines(spec, runs), "", "## Results", ""]
+    for figure in report.figures:
+        figure.figure.savefig(out_dir / f"{figure.name}.png", dpi=110)
+        plt.close(figure.figure)
+    key = report.key_figure
+    parts = [f"# {spec.name}", "", f"**Question.** {spec.question}", "", "## Answer", "", report.answer, "",
+             *(_figure_lines(f"{key.name}.png", key.caption) if key else []),
+             "## Design", "", *design_lines(spec, runs), "", "## Results", ""]
     for table in report.tables:
         table.frame.to_csv(out_dir / f"{table.name}.csv", index=False)
         shown, step = excerpt(table.frame)
@@ -105,50 +139,48 @@ def write_report(spec: StudySpec, runs: pd.DataFrame, report: Report, out_dir: P
                 else f" ({link})")
         parts += [f"**{table.caption}**{note}", "", _markdown(shown), ""]
     for figure in report.figures:
-        figure.figure.savefig(out_dir / f"{figure.name}.png", dpi=110)
-        plt.close(figure.figure)
-        parts += [f"![{figure.caption}]({figure.name}.png)", "", f"*{figure.caption}*", ""]
+        if figure is not key:
+            parts += _figure_lines(f"{figure.name}.png", figure.caption)
     parts += ["## Conclusion", "", *[f"- {line}" for line in report.conclusions], ""]
     if report.notes:
         parts += ["## Notes", "", *[f"- {line}" for line in report.notes], ""]
     parts += [f"*Generated by `dropout-lab study report {spec.name}` on {dt.date.today()} from the stored runs "
               f"(tidy tables: " + ", ".join(f"[{n}.csv]({n}.csv)" for n in ["runs", *shipped])
               + "). Every number and sentence above is computed from them.*", ""]
+    write_answer(spec, runs, report, out_dir)
     path = out_dir / "README.md"
     path.write_text("\n".join(parts))
     return path
 
 
-def write_index(reports_dir: Path, answers: dict[str, tuple[str, str, float]]) -> Path:
-    """``reports/README.md``: "Answers to the chapter's exercises", one row per study (question, answer,
-    training compute in minutes), keeping the rows of other studies, and the total compute."""
-    path = reports_dir / "README.md"
-    rows: dict[str, list[str]] = {}
-    if path.exists():
-        for line in path.read_text().splitlines():
-            if line.startswith("| [") and "](" in line:
-                cells = [c.strip() for c in line.strip().strip("|").split(" | ")]
-                rows[line.split("[", 1)[1].split("]", 1)[0]] = cells
-    for name, (question, answer, minutes) in answers.items():
-        rows[name] = [f"[{name}]({name}/README.md)", question, answer, f"{minutes:.1f}"]
-
-    def minutes_of(cells: list[str]) -> float:
-        try:
-            return float(cells[3])
-        except (IndexError, ValueError):  # a row written before compute was recorded
-            return 0.0
-
-    total = sum(minutes_of(cells) for cells in rows.values())
-    older = sorted(name for name, cells in rows.items() if len(cells) < 4 or not cells[3])
+def write_index(reports_dir: Path) -> Path:
+    """``reports_dir/README.md``, "Answers to the chapter's exercises", from the ``answer.json`` of every report
+    folder: per study its question, answer and key figure; the tuning studies as one table; the total compute.
+    Folders written by an earlier version (no ``answer.json``) are listed at the end."""
+    folders = sorted(p for p in reports_dir.iterdir() if (p / "README.md").is_file())
+    answers = {p.name: json.loads((p / ANSWER_FILE).read_text()) for p in folders if (p / ANSWER_FILE).is_file()}
+    older = [p.name for p in folders if p.name not in answers]
+    tuning = {name: a for name, a in answers.items() if a["tuning"]}
     lines = ["# Answers to the chapter's exercises", "",
-             "Each row is a study's answer, computed from its stored runs by `dropout-lab study report NAME`; "
-             "its report holds the design, the tables, the figures and the per-seed data.", "",
-             "| study | question | answer | compute (min) |", "| --- | --- | --- | ---: |",
-             *["| " + " | ".join((cells + [""] * 4)[:4]) + " |" for _, cells in sorted(rows.items())], "",
-             f"Total training compute of these studies: {total / 60:.1f} h (the sum of the runs' wall times on the "
-             "machines that ran them).", ""]
+             "Each answer is computed from its study's stored runs by `dropout-lab study report NAME`; its full "
+             "report holds the design, the tables, the figures and the per-seed data.", ""]
+    for name, a in answers.items():
+        if name not in tuning:
+            lines += [f"## {name}", "", f"*{a['question']}*", "",
+                      f"{a['answer']} [Full report]({name}/README.md) · compute: {a['compute_min']:.1f} min.", ""]
+            if a["key_figure"]:
+                lines += [f"![{a['key_figure_caption']}]({name}/{a['key_figure']})", ""]
+    if tuning:
+        rows = [[f"[{name}]({name}/README.md)", a["answer"].replace("|", r"\|"), f"{a['compute_min']:.1f}"]
+                for name, a in tuning.items()]
+        lines += ["## Tuning studies behind exercise 7", "", "| study | answer | compute (min) |",
+                  "| --- | --- | ---: |", *["| " + " | ".join(row) + " |" for row in rows], ""]
+    total = sum(a["compute_min"] for a in answers.values())
+    lines += [f"Total training compute of these studies: {total / 60:.1f} h (the sum of the runs' wall times on the "
+              "machines that ran them).", ""]
     if older:
-        lines += [f"Rows without a compute figure ({', '.join(older)}) were written by an earlier version of the "
-                  "reports from earlier runs, and are superseded when their study is rerun and reported.", ""]
+        lines += ["Not yet regenerated (reports written by an earlier version, not summarised above): "
+                  + ", ".join(f"[{name}]({name}/README.md)" for name in older) + ".", ""]
+    path = reports_dir / "README.md"
     path.write_text("\n".join(lines))
     return path

@@ -155,13 +155,20 @@ def test_epochs_report_curves_best_epochs_and_where_dropout_pays() -> None:
         "training loss (dropout on)", "validation loss", "validation accuracy"]
     assert any("dropout ON" in note for note in report.notes)
 
-    # The headline epoch comes from the smoothed curve and needs the last-10-epoch window's paired test too.
+    # The headline epoch comes from the smoothed curve (significantly ahead from there on) and needs the
+    # last-10-epoch window's paired test too; the answer adds the test accuracy at both budgets.
     smooth = tables["per_epoch_val_acc_smoothed"]
-    first = epochs.first_epoch_from_which(smooth["epoch"], smooth["mean_diff"] > 0)
-    assert report.answer.startswith(f"dropout 0.5/0.5 vs no dropout over 30 epochs: dropout pays from epoch {first} "
-                                    f"on: its smoothed mean validation accuracy stays above from epoch {first} on, "
-                                    "and over the last 10 epochs its per-seed mean validation accuracy differs by +")
-    assert "epoch by epoch (unsmoothed) it is significantly ahead (paired" in report.answer
+    first = epochs.first_epoch_from_which(smooth["epoch"], (smooth["mean_diff"] > 0) & (smooth["p_value"] < 0.05))
+    above = epochs.first_epoch_from_which(smooth["epoch"], smooth["mean_diff"] > 0)
+    assert report.answer.startswith(f"dropout 0.5/0.5 pays against no dropout from epoch {first} of 30 on (smoothed "
+                                    "validation accuracy significantly ahead at every later epoch). At the fixed "
+                                    "budget of 30 epochs its test accuracy is significantly higher (")
+    pays = report.conclusions[1]
+    assert pays.startswith(f"dropout 0.5/0.5 vs no dropout over 30 epochs: dropout pays from epoch {first} on: its "
+                           f"smoothed mean validation accuracy is significantly above at every epoch from {first} on "
+                           f"(above in mean from epoch {above} on), and over the last 10 epochs its per-seed mean "
+                           "validation accuracy differs by +")
+    assert "epoch by epoch (unsmoothed) it is significantly ahead (paired" in pays
     assert any(c.startswith("Fixed budget (every run's last epoch, 30): test accuracy, dropout 0.5/0.5 minus no "
                             "dropout, +") and c.endswith("significantly higher.") for c in report.conclusions)
     assert any(c.startswith("Early stopping (each run at its best-validation epoch): not answerable from this store")
@@ -175,7 +182,10 @@ def test_epochs_report_curves_best_epochs_and_where_dropout_pays() -> None:
     assert "val_acc_difference_smoothed" in figures
 
     flipped_report = epochs.analyze(epochs_data(False))
-    flipped = flipped_report.answer
+    assert flipped_report.answer.startswith("No epoch of 30 from which dropout 0.5/0.5 pays against no dropout is "
+                                            "supported. At the fixed budget of 30 epochs its test accuracy is "
+                                            "significantly lower (")
+    flipped = flipped_report.conclusions[1]
     assert "no epoch from which dropout pays is supported: its smoothed mean validation accuracy is not above at " \
            "the last epoch (30)" in flipped and "it is never significantly ahead" in flipped
     assert any("not above no dropout's at the last epoch" in c for c in flipped_report.conclusions)
@@ -187,6 +197,7 @@ def test_epochs_answers_early_stopping_and_clips_best_epochs() -> None:
     data.runs["best_epoch"] = np.where(data.runs["experiment"] == "chapter", 29 + data.runs["seed"] % 2, 8)
     report = epochs.analyze(data)
     (early,) = [c for c in report.conclusions if c.startswith("Early stopping (each run at its best-validation")]
+    assert "; with early stopping (each run at its best-validation epoch) it is " in report.answer
     assert "test accuracy, dropout 0.5/0.5 minus no dropout, +" in early
     assert "the best-validation epoch is 29.4 vs 8.0 on average (paired difference +21.4 epochs" in early
     tables = {t.name: t.frame for t in report.tables}
@@ -203,8 +214,9 @@ def test_dropout_pays_needs_the_window_not_a_last_point() -> None:
     curves = data.curves
     late = (curves["epoch"] > 25) & (curves["experiment"] == "chapter")
     curves.loc[late, "val_acc"] = curves.loc[late, "val_acc"] - 0.05
-    answer = epochs.analyze(data).answer
-    assert "no epoch from which dropout pays is supported" in answer
+    report = epochs.analyze(data)
+    assert report.answer.startswith("No epoch of 30 from which dropout 0.5/0.5 pays against no dropout is supported.")
+    assert "no epoch from which dropout pays is supported" in report.conclusions[1]
     window = epochs.window_test(epochs.finished_curves(data, data.runs.assign(
         configuration=epochs.config_labels(data, data.runs).to_numpy())), "dropout 0.5/0.5", "no dropout", 0.005)
     assert window["window"] == 10 and {"tost_p", "equivalent", "p_value"} <= set(window)
@@ -385,14 +397,17 @@ def conclusion_bullets(readme: str) -> list[str]:
     return [line[2:] for line in section.splitlines() if line.startswith("- ")]
 
 
-# Conclusions of the 2x2 rate grid at 2 epochs: rates_grid (verdict, best cell); epochs (where dropout pays, final
-# test accuracy at the fixed budget and with early stopping, best epoch, gap; no smoothing under 10 epochs);
+# Conclusions of the 2x2 rate grid at 2 epochs: rates_grid (verdict, best cell); epochs (the answer, where dropout
+# pays, final test accuracy at the fixed budget and with early stopping, best epoch, gap; no smoothing under 10
+# epochs);
 # factorial (verdict, two main effects, ANOVA).
 @pytest.mark.parametrize(("analysis", "csvs", "pngs", "conclusions"), [
     ("rates_grid", ["cells", "swap_asymmetry"], ["test_accuracy_heatmap", "swap_asymmetry"],
      ["\u201cLower rate near the input\u201d ", "Best cell: "]),
     ("epochs", ["test_accuracy", "best_epochs", "per_epoch_val_acc"], ["curves", "generalization_gap"],
-     ["model.dropout_1=0.5, model.dropout_2=0.5 vs model.dropout_1=0.0, model.dropout_2=0.0 over 2 epochs: ",
+     ["No epoch of 2 from which model.dropout_1=0.5, model.dropout_2=0.5 pays against model.dropout_1=0.0, "
+      "model.dropout_2=0.0 is supported. At the fixed budget of 2 epochs its test accuracy is ",
+      "model.dropout_1=0.5, model.dropout_2=0.5 vs model.dropout_1=0.0, model.dropout_2=0.0 over 2 epochs: ",
       "Fixed budget (every run's last epoch, 2): ", "Early stopping (each run at its best-validation epoch): ",
       "Best epoch by validation accuracy", "Generalization gap "]),
     ("factorial", ["cells", "effects", "anova", "interaction_tests"], ["interaction_plot"],

@@ -15,10 +15,12 @@ from dropout_lab.reports.labels import levels_by_rates, total_rate
 from dropout_lab.reports.model import Figure, Report, Table
 from dropout_lab.reports.stats import (
     ALPHA,
+    ci_text,
     describe_test,
     equivalence_text,
     paired_test,
     paired_with_tost,
+    pct,
     summarize_over_seeds,
     t_interval,
     tost_of,
@@ -138,6 +140,34 @@ def window_test(curves: pd.DataFrame, treatment: str, reference: str, margin: fl
     return {**paired_with_tost(wide[treatment] - wide[reference], margin), "window": window}
 
 
+def _gains(window: dict[str, Any]) -> bool:
+    return bool(window["p_value"] < ALPHA and window["mean_diff"] > 0)
+
+
+def paying_epoch(tests: pd.DataFrame, smooth: pd.DataFrame, window: dict[str, Any]) -> int | None:
+    """The epoch from which dropout pays: its (smoothed, where available) validation accuracy is significantly
+    ahead at that epoch and every later one, and the paired gain over the last epochs (``window``) is significant."""
+    curve = smooth if not smooth.empty else tests
+    ahead = (curve["mean_diff"] > 0) & (curve["p_value"] < ALPHA)
+    return first_epoch_from_which(curve["epoch"], ahead) if _gains(window) else None
+
+
+def answer_sentence(pays: int | None, last: int, fixed: dict[str, Any], early: dict[str, Any] | None,
+                    treatment: str, reference: str, margin: float) -> str:
+    """The study's answer in two sentences: from which epoch dropout pays, and the test accuracy at the fixed
+    budget and with early stopping."""
+    when = (f"{treatment} pays against {reference} from epoch {pays} of {last} on (smoothed validation accuracy "
+            "significantly ahead at every later epoch)" if pays is not None
+            else f"No epoch of {last} from which {treatment} pays against {reference} is supported")
+    budgets = (f"At the fixed budget of {last} epochs its test accuracy is {verdict_text(fixed, margin)} "
+               f"({pct(fixed['mean_diff'])}, {ci_text(fixed['ci_low'], fixed['ci_high'])})")
+    if early is not None:
+        budgets += (f"; with early stopping (each run at its best-validation epoch) it is "
+                    f"{verdict_text(early, margin)} ({pct(early['mean_diff'])}, "
+                    f"{ci_text(early['ci_low'], early['ci_high'])})")
+    return f"{when}. {budgets}."
+
+
 def pays_sentence(tests: pd.DataFrame, smooth: pd.DataFrame, window: dict[str, Any], treatment: str,
                   reference: str, margin: float) -> str:
     """From which epoch dropout pays, judged on a window, never on the last point alone.
@@ -149,19 +179,18 @@ def pays_sentence(tests: pd.DataFrame, smooth: pd.DataFrame, window: dict[str, A
     curve = smooth if not smooth.empty else tests
     smoothing = "smoothed " if not smooth.empty else ""
     above = first_epoch_from_which(curve["epoch"], curve["mean_diff"] > 0)
-    gain = window["p_value"] < ALPHA and window["mean_diff"] > 0
+    pays = paying_epoch(tests, smooth, window)
     span = f"the last {window['window']} epochs"
     over_window = (f"over {span} its per-seed mean validation accuracy differs by {describe_test(window)}"
-                   + ("" if gain else f"; {equivalence_text(tost_of(window), margin)}"))
-    if above is not None and gain:
-        head = (f"dropout pays from epoch {above} on: its {smoothing}mean validation accuracy stays above from epoch "
-                f"{above} on, and {over_window}")
+                   + ("" if _gains(window) else f"; {equivalence_text(tost_of(window), margin)}"))
+    if pays is not None:
+        head = (f"dropout pays from epoch {pays} on: its {smoothing}mean validation accuracy is significantly above "
+                f"at every epoch from {pays} on (above in mean from epoch {above} on), and {over_window}")
     else:
-        where = (f"its {smoothing}mean validation accuracy stays above from epoch {above} on" if above is not None
+        where = (f"its {smoothing}mean validation accuracy stays above from epoch {above} on, but not significantly "
+                 "at every later epoch" if above is not None
                  else f"its {smoothing}mean validation accuracy is not above at the last epoch ({last})")
-        head = f"no epoch from which dropout pays is supported: {where}, but {over_window}"
-        if above is None and not gain:
-            head = f"no epoch from which dropout pays is supported: {where}, and {over_window}"
+        head = f"no epoch from which dropout pays is supported: {where}; {over_window}"
     significant = first_epoch_from_which(tests["epoch"], (tests["mean_diff"] > 0) & (tests["p_value"] < ALPHA))
     holm_significant = first_epoch_from_which(tests["epoch"], (tests["mean_diff"] > 0) & (tests["p_holm"] < ALPHA))
     sig = (f"epoch by epoch (unsmoothed) it is significantly ahead (paired t-test, p < {ALPHA}) from epoch "
@@ -288,8 +317,12 @@ def analyze(data: StudyData) -> Report:
     window = smoothing_window(last)
     smooth_tests = (per_epoch_tests(smoothed_curves(curves, window), treatment, reference) if window
                     else pd.DataFrame())
+    early = (final_test_comparison(runs, treatment, reference, margin, BEST_METRIC)
+             if BEST_METRIC in runs and runs[BEST_METRIC].notna().any() else None)
     if not tests.empty:
         windowed = window_test(curves, treatment, reference, margin)
+        pays = paying_epoch(tests, smooth_tests, windowed)
+        report.conclusions.append(answer_sentence(pays, last, final, early, treatment, reference, margin))
         report.conclusions.append(pays_sentence(tests, smooth_tests, windowed, treatment, reference, margin))
     if not smooth_tests.empty:
         report.conclusions.append(smoothed_pays_sentence(smooth_tests, treatment, reference, window))
@@ -330,8 +363,9 @@ def analyze(data: StudyData) -> Report:
                         "still changing during the epoch), while val_loss is measured after the epoch with dropout "
                         "off: for the dropout runs the gap val_loss - train_loss is pulled down by the noise in the "
                         "training loss and can be negative, so it is not a pure measure of overfitting.")
-    report.notes.append("'Dropout pays from epoch E on' requires the smoothed mean difference to stay above 0 from E "
-                        "to the last epoch AND a significant paired gain in each seed's mean validation accuracy over "
+    report.notes.append("'Dropout pays from epoch E on' requires the smoothed mean difference to be significantly "
+                        "above 0 (paired t-test, p < 0.05) at every epoch from E to the last AND a significant paired "
+                        "gain in each seed's mean validation accuracy over "
                         f"the last {min(LAST_WINDOW, last)} epochs; a single last point decides nothing. Tables longer "
                         "than 15 rows show an excerpt; their CSVs hold every row.")
     report.notes.append(SELECTION_NOTE)

@@ -275,7 +275,8 @@ def test_tuning_report_reads_the_run_table(tmp_path: Path) -> None:
     assert report.answer == ("Best val_acc 0.8600 at model.dropout_1=0.300 (trial 1), after 4 trials: 3 complete, "
                              "1 pruned, 0 failed.")
     # 0.85 is within ±1.5 pp of 0.86, 0.84 is not.
-    assert report.conclusions[1].startswith("1 other complete trial(s) lie within ±1.5 pp of the best")
+    assert report.conclusions[1].startswith("Of the other complete trials, the runner-up is 1.00 pp away; 1 lie "
+                                            "within ±1.5 pp of the best")
     trials = {t.name: t.frame for t in report.tables}["trials"].set_index("trial")
     assert trials.loc[2, "value"] == 0.65 and trials.loc[2, "epochs_run"] == 2 and trials.loc[1, "epochs_run"] == 3
     assert list(trials.index) == [1, 3, 0, 2]  # best first

@@ -45,11 +45,14 @@ def design_caveats(sampler: str, pruner: str, n_trials: int, trials: pd.DataFram
 
 
 def near_ties(complete: pd.DataFrame, best: float, margin: float) -> str:
-    """How many complete trials lie within ``margin`` of the best: one tuning seed cannot rank those."""
-    close = int(((complete["value"] - best).abs() <= margin).sum()) - 1
-    return (f"{close} other complete trial(s) lie within ±{100 * margin:g} pp of the best (the study's smallest "
-            "effect of interest): on one tuning seed their order is within seed noise, so the winner is confirmed "
-            "only by the final comparison on fresh seeds.")
+    """The runner-up's gap and how many complete trials lie within ``margin`` of the best: one tuning seed cannot
+    rank those."""
+    gaps = (complete["value"] - best).abs().sort_values()
+    close = int((gaps <= margin).sum()) - 1
+    runner_up = f"the runner-up is {100 * gaps.iloc[1]:.2f} pp away; " if len(gaps) > 1 else ""
+    return (f"Of the other complete trials, {runner_up}{close} lie within ±{100 * margin:g} pp of the best (the "
+            "study's smallest effect of interest). Tuning used one seed, so the ranking is confirmed only by the "
+            "final comparison on fresh seeds.")
 
 
 def trials_table(data: StudyData) -> pd.DataFrame:

@@ -9,7 +9,7 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure as MplFigure
 
-from dropout_lab.reports.analyses.compare import BEST_METRIC, SELECTION_NOTE
+from dropout_lab.reports.analyses.compare import BEST_METRIC, SELECTION_NOTE, has_best
 from dropout_lab.reports.inputs import StudyData
 from dropout_lab.reports.labels import levels_by_rates, total_rate
 from dropout_lab.reports.model import Figure, Report, Table
@@ -247,13 +247,14 @@ def fixed_budget_sentence(result: dict[str, Any], treatment: str, reference: str
             f"{describe_test(result)}: {verdict_text(result, margin)}.")
 
 
-def early_stopping_sentence(runs: pd.DataFrame, treatment: str, reference: str, margin: float) -> str:
-    """(b) With early stopping: every run at its best-validation epoch (``best_test_acc``, ``best_epoch``)."""
-    if BEST_METRIC not in runs or runs[BEST_METRIC].isna().all():
+def early_stopping_sentence(runs: pd.DataFrame, result: dict[str, Any] | None, treatment: str, reference: str,
+                            margin: float) -> str:
+    """(b) With early stopping: every run at its best-validation epoch (``result``: the paired comparison of
+    ``best_test_acc``, None for stores without it; ``best_epoch`` from ``runs``)."""
+    if result is None:
         return ("Early stopping (each run at its best-validation epoch): not answerable from this store, whose run "
                 "records have no best-validation-epoch test accuracy (older runs); the best epochs by validation "
                 "accuracy are in the table below.")
-    result = final_test_comparison(runs, treatment, reference, margin, BEST_METRIC)
     text = (f"Early stopping (each run at its best-validation epoch): test accuracy, {treatment} minus {reference}, "
             f"{describe_test(result)}: {verdict_text(result, margin)}")
     if "best_epoch" in runs and runs["best_epoch"].notna().any():
@@ -318,7 +319,7 @@ def analyze(data: StudyData) -> Report:
     smooth_tests = (per_epoch_tests(smoothed_curves(curves, window), treatment, reference) if window
                     else pd.DataFrame())
     early = (final_test_comparison(runs, treatment, reference, margin, BEST_METRIC)
-             if BEST_METRIC in runs and runs[BEST_METRIC].notna().any() else None)
+             if has_best(runs) else None)
     if not tests.empty:
         windowed = window_test(curves, treatment, reference, margin)
         pays = paying_epoch(tests, smooth_tests, windowed)
@@ -327,11 +328,11 @@ def analyze(data: StudyData) -> Report:
     if not smooth_tests.empty:
         report.conclusions.append(smoothed_pays_sentence(smooth_tests, treatment, reference, window))
     report.conclusions.append(fixed_budget_sentence(final, treatment, reference, last, margin))
-    report.conclusions.append(early_stopping_sentence(runs, treatment, reference, margin))
+    report.conclusions.append(early_stopping_sentence(runs, early, treatment, reference, margin))
     report.conclusions.append(best_epoch_sentence(best, order))
     report.conclusions.append(gap_sentence(curves, order))
     summary = summarize_over_seeds(runs, [CONFIG], "test_acc")
-    if BEST_METRIC in runs and runs[BEST_METRIC].notna().any():
+    if has_best(runs):
         summary = summary.merge(runs.groupby(CONFIG, as_index=False)[BEST_METRIC].mean()
                                 .rename(columns={BEST_METRIC: "mean_best_test_acc"}), on=CONFIG)
     report.tables.append(Table("test_accuracy", summary, "Test accuracy per configuration over seeds: last epoch "

@@ -53,7 +53,7 @@ from bench_population import forward_flops, matmul_peak  # noqa: E402 - needs HE
 from bench_train import load_average, machine_info, write_section  # noqa: E402
 
 if TYPE_CHECKING:
-    from dropout_lab.studies.spec import StudySpec
+    from dropout_lab.config.study_spec import StudySpec
 
 BEGIN, END = "<!-- bench_dropconnect:begin -->", "<!-- bench_dropconnect:end -->"
 STUDY = "ex6_dropconnect"
@@ -92,7 +92,7 @@ def cells(engines: list[str], techniques: list[str], rates: list[float]) -> list
 def run_cell(args: argparse.Namespace, spec: StudySpec, cell: tuple[str, str, float], root: str) -> pd.DataFrame:
     """One cell's epochs: training and epoch seconds per run (per member for a population)."""
     from dropout_lab.config.compose import compose_train_config
-    from dropout_lab.studies.grid import run_overrides
+    from dropout_lab.config.study_grid import run_overrides
     from dropout_lab.training.population import train_population
     from dropout_lab.training.train import train
 
@@ -196,8 +196,8 @@ def main() -> None:
 
     import torch
 
-    from dropout_lab.config.population import engine_name
-    from dropout_lab.studies.spec import load_spec
+    from dropout_lab.config.engine import engine_name
+    from dropout_lab.config.study_spec import load_spec
 
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")

@@ -48,9 +48,9 @@ def commands(study: str, export_dir: Path) -> dict[str, list[str]]:
 
 def prepare_store(results: Path, study: str) -> None:
     """The study's queue in a fresh embedded store (the same tables a real one has)."""
-    from dropout_lab.studies.prepare import prepare_study
-    from dropout_lab.studies.spec import load_spec
-    from dropout_lab.studies.storage import default_storage_url, open_storage
+    from dropout_lab.config.study_spec import load_spec
+    from dropout_lab.store.backends import default_storage_url, open_storage
+    from dropout_lab.store.study_setup import prepare_study
 
     prepare_study(load_spec(study), open_storage(default_storage_url(results), heartbeat_interval=None))
 

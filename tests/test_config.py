@@ -66,8 +66,13 @@ def test_unknown_model_lists_choices(make_cfg) -> None:
     assert "resnet" in message and "concise" in message and "scratch" in message
 
 
-def test_the_config_ships_inside_the_package() -> None:
-    assert Path(CONF_DIR).parent.name == "dropout_lab" and (Path(CONF_DIR) / "train.yaml").is_file()
+def test_a_checkout_reads_its_top_level_conf_and_studies() -> None:
+    """The card's layout: the edited sources are the top-level folders (a wheel carries its own copy)."""
+    from dropout_lab.config.paths import STUDIES_DIR
+
+    top = Path(__file__).resolve().parents[1]
+    assert Path(CONF_DIR) == top / "conf" and (Path(CONF_DIR) / "train.yaml").is_file()
+    assert Path(STUDIES_DIR) == top / "studies" and (Path(STUDIES_DIR) / "demo.yaml").is_file()
 
 
 def test_instantiable_extends_the_whitelist_without_changing_the_config_hash(make_cfg) -> None:

@@ -1,4 +1,4 @@
-"""Imports point one way: data -> models/noise -> training -> studies (store) -> reports -> commands.
+"""Imports point one way: config -> data -> models/noise -> training -> store -> runners, reports -> app -> cli.
 
 Reads every module under ``src/`` with ``ast`` (imports inside functions count too) and checks the
 package order and that no two modules import each other, directly or in a loop.
@@ -16,8 +16,8 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 
 #: Each package of ``dropout_lab`` with its layer; a module may import only from its own or lower layers.
 LAYERS = {
-    "errors": 0, "config": 1, "conf": 1, "data": 2, "models": 2, "evaluation": 3, "training": 4,
-    "studies": 5, "reports": 6, "app": 7, "cli": 8,
+    "errors": 0, "compat": 0, "config": 1, "data": 2, "models": 2, "evaluation": 3, "training": 4,
+    "store": 5, "runners": 6, "reports": 6, "app": 7, "cli": 8,
 }
 #: The Hydra sweeper plugin sits beside the commands: it drives studies through the tuning core.
 PLUGIN_LAYER = 7

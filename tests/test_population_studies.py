@@ -20,9 +20,9 @@ from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
 from conftest import CLI, kill_worker_and_finish, process_gone, study_if_ready, wait_for
-from dropout_lab.config.population import engine_name, group_key, parse_population, per_run_reason
+from dropout_lab.config.engine import engine_name, group_key, parse_population, per_run_reason
 from dropout_lab.errors import InvalidValueError
-from dropout_lab.studies.run_tables import runs_table
+from dropout_lab.store.run_tables import runs_table
 from dropout_lab.training import population as population_module
 from dropout_lab.training.population import auto_population_size, member_bytes, train_population
 from dropout_lab.training.run_record import RunRecord
@@ -99,8 +99,8 @@ def test_bf16_populations_name_their_engine_and_stay_close_to_a_member_alone(mak
 def test_the_report_design_says_which_engines_ran() -> None:
     import pandas as pd
 
+    from dropout_lab.config.study_spec import load_spec
     from dropout_lab.reports.writer import design_lines
-    from dropout_lab.studies.spec import load_spec
 
     runs = pd.DataFrame({"state": ["COMPLETE"] * 3, "wall_time_s": [1.0] * 3,
                          "engine": ["population(K=2, bf16)", "population(K=2, bf16)", "per-run"]})

@@ -16,8 +16,8 @@ import pytest
 import yaml
 
 from conftest import CLI
-from dropout_lab.studies.grid import multirun_command
-from dropout_lab.studies.spec import load_spec
+from dropout_lab.config.study_grid import multirun_command
+from dropout_lab.config.study_spec import load_spec
 from dropout_lab.training.run_record import OUTPUT_DIR_ATTR, TRIAL_ATTR_KEYS
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)

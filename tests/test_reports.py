@@ -13,11 +13,11 @@ import pandas as pd
 import pytest
 import yaml
 
+from dropout_lab.config.study_spec import StudySpec, load_spec
 from dropout_lab.errors import StudySpecError
 from dropout_lab.reports.analyses import baseline, noise_final
 from dropout_lab.reports.build import build_report
 from dropout_lab.reports.inputs import StudyData
-from dropout_lab.studies.spec import StudySpec, load_spec
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

@@ -18,10 +18,10 @@ import pytest
 import yaml
 from scipy import stats
 
+from dropout_lab.config.study_spec import StudySpec, load_spec
 from dropout_lab.reports.analyses import ANALYSES, epochs, factorial, rates_grid
 from dropout_lab.reports.build import build_report
 from dropout_lab.reports.inputs import StudyData
-from dropout_lab.studies.spec import StudySpec, load_spec
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

@@ -19,12 +19,12 @@ import pandas as pd
 import pytest
 import yaml
 
+from dropout_lab.config.study_spec import StudySpec, load_spec
 from dropout_lab.reports.analyses import dropconnect as dc
 from dropout_lab.reports.analyses import test_time as tt
 from dropout_lab.reports.analyses import variance as va
 from dropout_lab.reports.build import build_report
 from dropout_lab.reports.inputs import StudyData
-from dropout_lab.studies.spec import StudySpec, load_spec
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

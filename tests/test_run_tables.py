@@ -12,7 +12,7 @@ import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
-from dropout_lab.studies.run_tables import (
+from dropout_lab.store.run_tables import (
     CURVE_COLUMNS,
     RUN_COLUMNS,
     curves_table,
@@ -22,7 +22,7 @@ from dropout_lab.studies.run_tables import (
     instrument_table,
     runs_table,
 )
-from dropout_lab.studies.trial_records import save_record
+from dropout_lab.store.trial_records import save_record
 from dropout_lab.training.run_record import OUTPUT_DIR_ATTR, TRIAL_ATTR_KEYS, RunRecord
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -140,7 +140,7 @@ def test_export_writes_csv_and_parquet_with_config_columns(tmp_path) -> None:
 
 
 def test_read_side_imports_neither_torch_nor_lightning() -> None:
-    code = ("import sys, dropout_lab.studies.run_tables, dropout_lab.reports.build, dropout_lab.cli.report, "
+    code = ("import sys, dropout_lab.store.run_tables, dropout_lab.reports.build, dropout_lab.cli.report, "
             "dropout_lab.cli.study; print(json.dumps(sorted(m for m in ('torch', 'lightning') if m in sys.modules)))")
     out = subprocess.run([sys.executable, "-c", "import json; " + code], check=False, capture_output=True, text=True,
                          timeout=120)

@@ -110,8 +110,8 @@ def test_worker_killed_right_after_its_claim_leaves_a_stale_run_that_is_requeued
     """The window between claiming a queued run and the heartbeat thread's first beat."""
     from optuna.storages import fail_stale_trials
 
-    from dropout_lab.studies.storage import open_storage
-    from dropout_lab.studies.worker import _claim_waiting
+    from dropout_lab.runners.worker import _claim_waiting
+    from dropout_lab.store.backends import open_storage
 
     storage = open_storage(f"sqlite:///{tmp_path / 'claim.db'}", heartbeat_interval=1, grace_period=1)
     study = optuna.create_study(study_name="claim", storage=storage, direction="maximize")
@@ -130,8 +130,8 @@ GRACE_S = 1
 
 
 def _relaunched_worker_step(url: str, start, claimed) -> None:  # start, claimed: multiprocessing objects
-    from dropout_lab.studies.storage import open_storage, queue_lock
-    from dropout_lab.studies.worker import requeue_stale_and_claim
+    from dropout_lab.runners.worker import requeue_stale_and_claim
+    from dropout_lab.store.backends import open_storage, queue_lock
 
     storage = open_storage(url, heartbeat_interval=1, grace_period=GRACE_S)
     study = optuna.load_study(study_name="stale", storage=storage)
@@ -144,8 +144,8 @@ def _relaunched_worker_step(url: str, start, claimed) -> None:  # start, claimed
 def test_workers_noticing_a_stale_run_together_requeue_and_claim_it_once(tmp_path: Path) -> None:
     import multiprocessing
 
-    from dropout_lab.studies.storage import open_storage
-    from dropout_lab.studies.worker import _claim_waiting
+    from dropout_lab.runners.worker import _claim_waiting
+    from dropout_lab.store.backends import open_storage
 
     url = f"sqlite:///{tmp_path / 'stale.db'}"
     storage = open_storage(url, heartbeat_interval=1, grace_period=GRACE_S)
@@ -169,10 +169,10 @@ def test_workers_noticing_a_stale_run_together_requeue_and_claim_it_once(tmp_pat
 @pytest.mark.slow
 def test_a_run_killed_more_than_max_retry_times_ends_failed(run_cli, write_spec, tmp_path: Path) -> None:
     """Each claim's worker dies before its first beat; after MAX_RETRY re-queues the run stays failed."""
-    from dropout_lab.studies.prepare import prepare_study
-    from dropout_lab.studies.spec import load_spec
-    from dropout_lab.studies.storage import MAX_RETRY, default_storage_url, open_storage, queue_lock
-    from dropout_lab.studies.worker import requeue_stale_and_claim
+    from dropout_lab.config.study_spec import load_spec
+    from dropout_lab.runners.worker import requeue_stale_and_claim
+    from dropout_lab.store.backends import MAX_RETRY, default_storage_url, open_storage, queue_lock
+    from dropout_lab.store.study_setup import prepare_study
 
     spec = write_spec("retries", **{**GRID, "grid": {"model.dropout_1": [0.2]}, "seeds": [0]})
     url = default_storage_url(tmp_path / "results")
@@ -234,9 +234,9 @@ sys.exit(code)
 
 
 def test_commands_that_do_not_train_import_neither_torch_nor_lightning(write_spec, tmp_path: Path) -> None:
-    from dropout_lab.studies.prepare import prepare_study
-    from dropout_lab.studies.spec import load_spec
-    from dropout_lab.studies.storage import default_storage_url, open_storage
+    from dropout_lab.config.study_spec import load_spec
+    from dropout_lab.store.backends import default_storage_url, open_storage
+    from dropout_lab.store.study_setup import prepare_study
 
     spec = write_spec("light", **GRID)
     prepare_study(load_spec(spec), open_storage(default_storage_url(tmp_path / "results"), heartbeat_interval=None))

@@ -15,14 +15,14 @@ from optuna.trial import TrialState, create_trial
 
 from conftest import CLI
 from dropout_lab.config.compose import compose_train_config
+from dropout_lab.config.study_grid import grid_cells, run_overrides
+from dropout_lab.config.study_spec import available_studies, load_spec, load_study_ref, split_ref, study_ref
 from dropout_lab.errors import StudySpecError
 from dropout_lab.reports.analyses.noise_final import technique_labels
-from dropout_lab.studies.grid import grid_cells, run_overrides
-from dropout_lab.studies.prepare import prepare_study, study_cells, total_runs
-from dropout_lab.studies.run_tables import runs_table
-from dropout_lab.studies.spec import available_studies, load_spec, load_study_ref, split_ref, study_ref
-from dropout_lab.studies.storage import open_storage
-from dropout_lab.studies.tuning import study_seed
+from dropout_lab.runners.tuner import study_seed
+from dropout_lab.store.backends import open_storage
+from dropout_lab.store.run_tables import runs_table
+from dropout_lab.store.study_setup import prepare_study, study_cells, total_runs
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

@@ -11,8 +11,8 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import TrialState
 
 from conftest import heartbeat_age_s, wait_for
-from dropout_lab.studies.samplers import build_pruner, build_sampler
-from dropout_lab.studies.tuning import Tuner, sampler_seed
+from dropout_lab.config.samplers import build_pruner, build_sampler
+from dropout_lab.runners.tuner import Tuner, sampler_seed
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 SPACE = {"x": FloatDistribution(0.0, 1.0)}

@@ -46,13 +46,13 @@ def _runs(argv: Sequence[str]) -> int:
 def _hydra(app_name: str, argv: Sequence[str]) -> int:
     import warnings
 
-    from dropout_lab import app
+    from dropout_lab.app import hydra_apps
     from dropout_lab.config import register_schemas
 
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
     register_schemas()
     sys.argv = [f"dropout-lab {app_name}", *argv]
-    getattr(app, f"{app_name}_app")()
+    getattr(hydra_apps, f"{app_name}_app")()
     return 0
 
 

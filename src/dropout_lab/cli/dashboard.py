@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from dropout_lab.errors import DropoutLabError, StorageError
-from dropout_lab.studies.storage import default_storage_url, open_storage
+from dropout_lab.store.backends import default_storage_url, open_storage
 
 
 def _parser() -> argparse.ArgumentParser:

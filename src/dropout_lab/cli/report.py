@@ -10,12 +10,13 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from dropout_lab.config.paths import STUDIES_DIR
+from dropout_lab.config.study_spec import load_spec
 from dropout_lab.errors import DropoutLabError
-from dropout_lab.studies.prepare import load_study, total_runs
-from dropout_lab.studies.runner import RunOptions
-from dropout_lab.studies.spec import STUDIES_DIR, load_spec
-from dropout_lab.studies.storage import open_storage
-from dropout_lab.studies.trial_records import progress_counts
+from dropout_lab.runners.launch import RunOptions
+from dropout_lab.store.backends import open_storage
+from dropout_lab.store.study_setup import load_study, total_runs
+from dropout_lab.store.trial_records import progress_counts
 
 
 def _parser() -> argparse.ArgumentParser:

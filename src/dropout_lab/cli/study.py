@@ -8,12 +8,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from dropout_lab.config.paths import STUDIES_DIR
+from dropout_lab.config.study_spec import StudySpec, load_spec, study_ref
 from dropout_lab.errors import DropoutLabError
-from dropout_lab.studies.prepare import load_study, total_runs
-from dropout_lab.studies.runner import LOCAL, RunOptions
-from dropout_lab.studies.spec import STUDIES_DIR, StudySpec, load_spec, study_ref
-from dropout_lab.studies.storage import open_storage
-from dropout_lab.studies.trial_records import progress_counts
+from dropout_lab.runners.launch import LOCAL, RunOptions
+from dropout_lab.store.backends import open_storage
+from dropout_lab.store.study_setup import load_study, total_runs
+from dropout_lab.store.trial_records import progress_counts
 
 if TYPE_CHECKING:
     import optuna
@@ -77,15 +78,15 @@ def study_main(argv: Sequence[str]) -> int:
             spec = load_spec(args.name, args.fields)
             print(f"{spec.name}: {spec.question}\n  total runs: {total_runs(spec)}")
             if not spec.is_tuning:
-                from dropout_lab.studies.grid import multirun_command
+                from dropout_lab.config.study_grid import multirun_command
 
                 print(f"  plain Hydra multirun of the same grid:\n    {multirun_command(spec)}")
             return 0
         if args.action == "run":
             if args.jobs < 1:
                 raise DropoutLabError(f"--jobs={args.jobs} is invalid: allowed an integer >= 1")
-            from dropout_lab.config.population import parse_population
-            from dropout_lab.studies.runner import run_study
+            from dropout_lab.config.engine import parse_population
+            from dropout_lab.runners.launch import run_study
 
             population = str(parse_population(args.population, "--population"))
             spec = load_spec(args.name, args.fields)
@@ -97,7 +98,7 @@ def study_main(argv: Sequence[str]) -> int:
             spec, options, study = _open(args)
             counts = progress_counts(study, total_runs(spec))
             if args.action == "export":
-                from dropout_lab.studies.run_tables import export_tables  # pandas: for export only
+                from dropout_lab.store.run_tables import export_tables  # pandas: for export only
 
                 out = Path(args.out or Path(options.results_dir) / "studies" / spec.name / "export")
                 written = export_tables(study, out)

@@ -6,12 +6,12 @@ from pathlib import Path
 
 import optuna
 
+from dropout_lab.config.study_spec import StudySpec
 from dropout_lab.errors import StudySpecError
 from dropout_lab.reports.analyses import ANALYSES
 from dropout_lab.reports.figures import report_theme
 from dropout_lab.reports.inputs import load_study_data
 from dropout_lab.reports.writer import REPORTS_DIR, write_index, write_report
-from dropout_lab.studies.spec import StudySpec
 
 
 def build_report(spec: StudySpec, study: optuna.Study, reports_dir: Path = REPORTS_DIR) -> Path:

@@ -8,8 +8,8 @@ import optuna
 import pandas as pd
 from optuna.trial import TrialState
 
-from dropout_lab.studies.run_tables import INSTRUMENTS, curves_table, instrument_table, runs_table
-from dropout_lab.studies.spec import StudySpec
+from dropout_lab.config.study_spec import StudySpec
+from dropout_lab.store.run_tables import INSTRUMENTS, curves_table, instrument_table, runs_table
 
 
 @dataclass

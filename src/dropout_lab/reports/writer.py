@@ -10,9 +10,9 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import pandas as pd
 
+from dropout_lab.config.study_grid import grid_cells
+from dropout_lab.config.study_spec import StudySpec
 from dropout_lab.reports.model import Report
-from dropout_lab.studies.grid import grid_cells
-from dropout_lab.studies.spec import StudySpec
 
 #: Where ``study report`` writes by default: ``reports/`` under the current folder.
 REPORTS_DIR = Path("reports")

@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from hydra.utils import execution_whitelist, instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from dropout_lab.config.population import (
+from dropout_lab.config.engine import (
     MEMBER_KEYS,
     MODEL_TECHNIQUES,
     NOISY_TARGET,

@@ -4,12 +4,12 @@ Compared with hydra-optuna-sweeper: it runs with current Optuna, supports prunin
 reports its per-epoch validation metric to its trial through the shared storage, with the pruner
 the sweeper recorded in the study), and a relaunch or a second sweep on the same study continues
 toward the study's total ``n_trials``. Asking and telling is the ask/tell core that ``study run``
-workers use too (:class:`dropout_lab.studies.tuning.Tuner`): one seeding policy, heartbeats for
+workers use too (:class:`dropout_lab.runners.tuner.Tuner`): one seeding policy, heartbeats for
 every trial (jobs beat while they train), stale trials re-queued, live ones never failed.
 
 With ``population`` K > 1 it asks ``n_jobs * K`` trials at a time, packs compatible ones (equal
 but for seed, rates, learning rate, momentum and weight decay) K to a job, and each job trains its
-members as one fused population (``dropout_lab.studies.trial_link.train_sweep_population``); every
+members as one fused population (``dropout_lab.app.trial_link.train_sweep_population``); every
 member stays its own trial with its own record and pruning. Runs that need the per-run engine
 (instruments, loggers, networks of your own) are launched one per job, with a warning.
 """
@@ -32,11 +32,11 @@ from omegaconf import DictConfig, OmegaConf
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
-from dropout_lab.config.population import check_precision, group_key, is_member_key, per_run_reason
+from dropout_lab.config.engine import check_precision, group_key, is_member_key, per_run_reason
+from dropout_lab.config.samplers import is_grid, pruner_config, sampler_config
 from dropout_lab.errors import InvalidValueError
-from dropout_lab.studies.samplers import is_grid, pruner_config, sampler_config
-from dropout_lab.studies.storage import default_storage_url
-from dropout_lab.studies.tuning import Outcome, Tuner, outcome_of
+from dropout_lab.runners.tuner import Outcome, Tuner, outcome_of
+from dropout_lab.store.backends import default_storage_url
 
 log = logging.getLogger(__name__)
 

@@ -7,9 +7,9 @@ import optuna
 import pandas as pd
 import seaborn as sns
 
+from dropout_lab.config.samplers import MEDIAN_WARMUP_EPOCHS, TPE_STARTUP_TRIALS
 from dropout_lab.reports.inputs import StudyData
 from dropout_lab.reports.model import Figure, Report, Table
-from dropout_lab.studies.samplers import MEDIAN_WARMUP_EPOCHS, TPE_STARTUP_TRIALS
 
 
 def _history(trials: pd.DataFrame, maximize: bool) -> Figure:

@@ -1,6 +1,6 @@
 """Runs as Optuna trials: writing a run record into its trial, and which trials count as final.
 
-The tables read back out of the trials are in :mod:`dropout_lab.studies.run_tables`.
+The tables read back out of the trials are in :mod:`dropout_lab.store.run_tables`.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import optuna
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
-from dropout_lab.studies.storage import quiet_experimental
+from dropout_lab.store.backends import quiet_experimental
 
 if TYPE_CHECKING:  # the record is only passed through: no training package at import time
     from dropout_lab.training.run_record import RunRecord

@@ -6,11 +6,11 @@ run is done twice (on SQLite under a file lock, see ``queue_lock``). A worker ki
 stops beating; the first worker (or relaunch) that notices re-queues its run once
 (``RetryHeartbeatStaleTrialCallback``). Ctrl-C marks the current run failed and re-queues it
 before the worker exits. Tuning goes through the ask/tell core shared with the Hydra sweeper
-(:mod:`dropout_lab.studies.tuning`).
+(:mod:`dropout_lab.runners.tuner`).
 
 Two engines: ``population=1`` (the default) trains one run at a time with ``training.train.train``
 (``engine: per-run`` in its record); ``population=K`` or ``auto`` claims or asks up to K compatible
-runs at once and trains them as one fused population (:mod:`dropout_lab.studies.populations`).
+runs at once and trains them as one fused population (:mod:`dropout_lab.runners.trial_runs`).
 """
 
 from __future__ import annotations
@@ -26,26 +26,24 @@ from optuna.storages import BaseStorage, fail_stale_trials
 from optuna.trial import TrialState
 
 from dropout_lab.config.compose import compose_train_config
-from dropout_lab.config.population import check_precision, parse_population
+from dropout_lab.config.engine import check_precision, parse_population
+from dropout_lab.config.study_grid import run_overrides
+from dropout_lab.config.study_spec import StudySpec
 from dropout_lab.errors import InvalidValueError
-from dropout_lab.studies.claims import (
+from dropout_lab.runners.pruning import EpochPruning
+from dropout_lab.runners.settings import WorkerSettings, trial_output_dir, trial_overrides
+from dropout_lab.runners.trial_runs import GridPacker, population_size, run_grid_population, train_trials
+from dropout_lab.runners.tuner import Outcome, Tuner, study_seed
+from dropout_lab.store.backends import Heartbeat, heartbeat_interval, open_storage, queue_lock, quiet_experimental
+from dropout_lab.store.claims import (
     WORKER_ATTR,
-    WorkerSettings,
     claim_waiting,
     mark_worker,
     requeue_interrupted,
     suggest_fixed,
-    trial_output_dir,
-    trial_overrides,
 )
-from dropout_lab.studies.grid import run_overrides
-from dropout_lab.studies.populations import GridPacker, population_size, run_grid_population, train_trials
-from dropout_lab.studies.prepare import CELL_ATTR, CELL_CHOICES, load_study
-from dropout_lab.studies.pruning import EpochPruning
-from dropout_lab.studies.spec import StudySpec
-from dropout_lab.studies.storage import Heartbeat, heartbeat_interval, open_storage, queue_lock, quiet_experimental
-from dropout_lab.studies.trial_records import save_failure, save_record
-from dropout_lab.studies.tuning import Outcome, Tuner, study_seed
+from dropout_lab.store.study_setup import CELL_ATTR, CELL_CHOICES, load_study
+from dropout_lab.store.trial_records import save_failure, save_record
 from dropout_lab.training.run_record import RunRecord
 from dropout_lab.training.train import train
 

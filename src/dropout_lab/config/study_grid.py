@@ -7,7 +7,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from dropout_lab.studies.spec import StudySpec
+from dropout_lab.config.study_spec import StudySpec
 
 CellParams = dict[str, Any]
 

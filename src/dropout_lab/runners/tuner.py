@@ -36,7 +36,7 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution
 from optuna.storages import BaseStorage, fail_stale_trials
 from optuna.trial import TrialState
 
-from dropout_lab.studies.samplers import (
+from dropout_lab.config.samplers import (
     GRID_SAMPLER,
     build_pruner,
     build_sampler,
@@ -44,8 +44,8 @@ from dropout_lab.studies.samplers import (
     pruner_config,
     sampler_config,
 )
-from dropout_lab.studies.spec import StudySpec
-from dropout_lab.studies.storage import Heartbeat, open_storage, queue_lock, quiet_experimental, retry_callback
+from dropout_lab.config.study_spec import StudySpec
+from dropout_lab.store.backends import Heartbeat, open_storage, queue_lock, quiet_experimental, retry_callback
 
 log = logging.getLogger(__name__)
 

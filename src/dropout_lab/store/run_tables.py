@@ -25,7 +25,7 @@ import optuna
 import pandas as pd
 from optuna.trial import FrozenTrial
 
-from dropout_lab.studies.trial_records import final_trials, retry_history
+from dropout_lab.store.trial_records import final_trials, retry_history
 
 #: Columns every run table starts with, in this order.
 RUN_COLUMNS = ("trial", "state", "status", "reason", "seed", "value", "last_reported_value", "epochs_run",

@@ -8,22 +8,19 @@ command line ``NAME=VALUE`` sets one (short for ``params.NAME=VALUE``).
 
 from __future__ import annotations
 
-import os
 import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
-from importlib.resources import files
 from pathlib import Path
 from typing import Any, Literal, cast
 
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from dropout_lab.config.paths import STUDIES_DIR
+from dropout_lab.config.samplers import is_grid, pruner_config, sampler_config
 from dropout_lab.errors import InvalidValueError, StudySpecError
-from dropout_lab.studies.samplers import is_grid, pruner_config, sampler_config
 
-#: The study definitions shipped with the package (``DROPOUT_LAB_STUDIES`` points to another folder).
-STUDIES_DIR = Path(os.environ.get("DROPOUT_LAB_STUDIES") or str(files("dropout_lab.studies") / "definitions"))
 METRICS: dict[str, Literal["minimize", "maximize"]] = {"val_acc": "maximize", "val_loss": "minimize"}
 
 

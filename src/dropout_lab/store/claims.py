@@ -1,50 +1,20 @@
-"""What both engines of a study worker share: its settings, claiming queued trials, and a trial's run folder.
-
-The per-run engine (``studies/worker.py``) claims one queued trial at a time; the population engine
-(``studies/populations.py``) claims up to K compatible ones at once, each exactly as the per-run
-engine claims its one.
-"""
+"""Claiming queued trials (exactly once), re-queueing interrupted ones, and recording who runs a trial."""
 
 from __future__ import annotations
 
 import os
 import socket
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import optuna
 from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 
-from dropout_lab.studies.grid import run_overrides
-from dropout_lab.studies.spec import StudySpec
-from dropout_lab.studies.storage import heartbeat_interval, quiet_experimental, retry_callback
+from dropout_lab.store.backends import heartbeat_interval, quiet_experimental, retry_callback
 
 #: User attribute naming the worker process (host, pid) that runs or ran a trial.
 WORKER_ATTR = "worker"
-
-
-@dataclass
-class WorkerSettings:
-    """Where a worker stores and writes, what it adds to every run's overrides, and how it trains.
-
-    ``population``: ``1`` trains one run at a time (the per-run engine); K > 1 or ``"auto"`` trains up
-    to K compatible runs as one fused population (``studies/populations.py``), in ``population_precision``
-    (``fp32`` or ``bf16``). ``workers``: how many workers share the study on this host (``auto``
-    splits the free memory and the queue between them).
-    """
-
-    storage_url: str
-    results_dir: str
-    extra_overrides: list[str] = field(default_factory=list)
-    heartbeat_interval: int | None = 30
-    poll_s: float = 2.0
-    worker_index: int = 0
-    population: int | str = 1
-    population_precision: str = "fp32"
-    workers: int = 1
 
 
 def claim_waiting(study: optuna.Study, storage: BaseStorage, trials: Iterable[FrozenTrial],
@@ -94,13 +64,3 @@ def requeue_interrupted(study: optuna.Study, trial: optuna.Trial) -> None:
 def mark_worker(trial: optuna.Trial) -> None:
     """Record which worker process (host, pid) runs ``trial``."""
     trial.set_user_attr(WORKER_ATTR, {"host": socket.gethostname(), "pid": os.getpid()})
-
-
-def trial_overrides(spec: StudySpec, settings: WorkerSettings, params: Mapping[str, Any]) -> list[str]:
-    """The Hydra overrides of the run of a trial with ``params``."""
-    return run_overrides(spec, params) + [f"results_dir={settings.results_dir}", *settings.extra_overrides]
-
-
-def trial_output_dir(spec: StudySpec, settings: WorkerSettings, trial: optuna.Trial) -> str:
-    """The folder of a trial's ``run.json`` copy."""
-    return str(Path(settings.results_dir) / "studies" / spec.name / f"trial_{trial.number:05d}")

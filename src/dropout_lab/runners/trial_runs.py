@@ -38,15 +38,16 @@ from optuna.storages import BaseStorage, fail_stale_trials
 from optuna.trial import FrozenTrial, TrialState
 
 from dropout_lab.config.compose import compose_train_config
-from dropout_lab.config.population import AUTO, group_key, per_run_reason
-from dropout_lab.studies import claims
-from dropout_lab.studies.claims import WorkerSettings
-from dropout_lab.studies.prepare import CELL_ATTR, CELL_CHOICES
-from dropout_lab.studies.pruning import may_prune
-from dropout_lab.studies.spec import StudySpec
-from dropout_lab.studies.storage import Heartbeat, quiet_experimental
-from dropout_lab.studies.trial_records import save_failure, save_record
-from dropout_lab.studies.tuning import Outcome, outcome_of
+from dropout_lab.config.engine import AUTO, group_key, per_run_reason
+from dropout_lab.config.study_spec import StudySpec
+from dropout_lab.runners import settings as run_settings
+from dropout_lab.runners.pruning import may_prune
+from dropout_lab.runners.settings import WorkerSettings
+from dropout_lab.runners.tuner import Outcome, outcome_of
+from dropout_lab.store import claims
+from dropout_lab.store.backends import Heartbeat, quiet_experimental
+from dropout_lab.store.study_setup import CELL_ATTR, CELL_CHOICES
+from dropout_lab.store.trial_records import save_failure, save_record
 from dropout_lab.training.population import (
     PruneMembers,
     auto_population_size,
@@ -158,8 +159,8 @@ def train_trials(trials: Sequence[optuna.Trial], params: Sequence[dict], spec: S
     members = []
     for trial, p in zip(trials, params, strict=True):
         claims.mark_worker(trial)
-        members.append(MemberTrial(trial, dict(p), claims.trial_overrides(spec, settings, p),
-                                   claims.trial_output_dir(spec, settings, trial)))
+        members.append(MemberTrial(trial, dict(p), run_settings.trial_overrides(spec, settings, p),
+                                   run_settings.trial_output_dir(spec, settings, trial)))
     outcomes: dict[int, Outcome] = {}
     groups: dict[tuple, list[MemberTrial]] = {}
     for mt in members:
@@ -205,7 +206,7 @@ class GridPacker:
     def _size(self, key: tuple, cell: dict[str, Any]) -> int:
         if key not in self.sizes:
             try:
-                cfg = compose_train_config(claims.trial_overrides(self.spec, self.settings, cell))
+                cfg = compose_train_config(run_settings.trial_overrides(self.spec, self.settings, cell))
             except Exception:  # a bad override: the per-run engine records the error in each trial
                 self.sizes[key] = 1
                 return 1

@@ -16,11 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
-from dropout_lab.studies.prepare import prepare_study, total_runs
-from dropout_lab.studies.processes import WorkerProcess, start_workers, stop
-from dropout_lab.studies.spec import StudySpec
-from dropout_lab.studies.storage import default_storage_url, open_storage
-from dropout_lab.studies.trial_records import progress_counts
+from dropout_lab.config.study_spec import StudySpec
+from dropout_lab.runners.processes import WorkerProcess, start_workers, stop
+from dropout_lab.store.backends import default_storage_url, open_storage
+from dropout_lab.store.study_setup import prepare_study, total_runs
+from dropout_lab.store.trial_records import progress_counts
 
 if TYPE_CHECKING:  # rich is imported when a study runs, not for ``study status``
     from rich.console import Console
@@ -84,8 +84,8 @@ def engine_note(spec: StudySpec, options: RunOptions) -> str:
     if str(options.population) == "1":
         return f"study {spec.name}: per-run engine (one run at a time per worker)"
     from dropout_lab.config.compose import compose_train_config
-    from dropout_lab.config.population import per_run_reason
-    from dropout_lab.studies.grid import grid_cells, run_overrides
+    from dropout_lab.config.engine import per_run_reason
+    from dropout_lab.config.study_grid import grid_cells, run_overrides
 
     cell = (grid_cells(spec) or [{"seed": spec.seeds[0]}])[0]
     try:

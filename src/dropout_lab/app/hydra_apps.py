@@ -12,6 +12,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from dropout_lab.config.paths import CONF_DIR
 from dropout_lab.errors import DropoutLabError, InvalidValueError
 
 log = logging.getLogger("dropout_lab")
@@ -25,7 +26,7 @@ def _fail(exc: DropoutLabError) -> float:
     raise SystemExit(f"error: {exc}") from None
 
 
-@hydra.main(config_path="conf", config_name="train")
+@hydra.main(config_path=str(CONF_DIR), config_name="train")
 def train_app(cfg: DictConfig) -> float:
     """Train one run and return its optimized metric (NaN if it failed or was pruned in a multirun).
 
@@ -34,7 +35,7 @@ def train_app(cfg: DictConfig) -> float:
     ``hydra/sweeper=optuna`` reports each epoch to its trial, which may prune it; with the
     sweeper's ``population`` above 1, one job trains several trials as one population.
     """
-    from dropout_lab.studies.trial_link import linked_trial, train_sweep_population
+    from dropout_lab.app.trial_link import linked_trial, train_sweep_population
     from dropout_lab.training.train import train
 
     hydra_cfg = HydraConfig.get()
@@ -59,12 +60,12 @@ def train_app(cfg: DictConfig) -> float:
     return record.final[cfg.metric]
 
 
-@hydra.main(config_path="conf", config_name="worker")
+@hydra.main(config_path=str(CONF_DIR), config_name="worker")
 def worker_app(cfg: DictConfig) -> float:
     """Run one study worker until the study's queue is empty; return how many runs it finished."""
-    from dropout_lab.studies.spec import load_study_ref
-    from dropout_lab.studies.storage import default_storage_url
-    from dropout_lab.studies.worker import WorkerSettings, run_worker
+    from dropout_lab.config.study_spec import load_study_ref
+    from dropout_lab.runners.worker import WorkerSettings, run_worker
+    from dropout_lab.store.backends import default_storage_url
 
     try:
         spec = load_study_ref(cfg.study)  # a name or path, then field overrides

@@ -19,15 +19,15 @@ from optuna.distributions import FloatDistribution, IntDistribution
 from optuna.study import StudyDirection
 from optuna.trial import TrialState
 
-from dropout_lab.config.population import is_member_key
-from dropout_lab.studies.claims import mark_worker
-from dropout_lab.studies.populations import MemberTrial, train_group
-from dropout_lab.studies.pruning import EpochPruning
-from dropout_lab.studies.samplers import build_pruner
-from dropout_lab.studies.spec import METRICS
-from dropout_lab.studies.storage import Heartbeat, default_storage_url, open_storage
-from dropout_lab.studies.trial_records import save_failure, save_record
-from dropout_lab.studies.tuning import PRUNER_ATTR
+from dropout_lab.config.engine import is_member_key
+from dropout_lab.config.samplers import build_pruner
+from dropout_lab.config.study_spec import METRICS
+from dropout_lab.runners.pruning import EpochPruning
+from dropout_lab.runners.trial_runs import MemberTrial, train_group
+from dropout_lab.runners.tuner import PRUNER_ATTR
+from dropout_lab.store.backends import Heartbeat, default_storage_url, open_storage
+from dropout_lab.store.claims import mark_worker
+from dropout_lab.store.trial_records import save_failure, save_record
 from dropout_lab.training.run_record import RunRecord, config_hash
 
 log = logging.getLogger(__name__)

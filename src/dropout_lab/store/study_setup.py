@@ -9,10 +9,10 @@ import optuna
 from optuna.storages import BaseStorage
 from optuna.trial import TrialState
 
+from dropout_lab.config.samplers import build_pruner, build_sampler
+from dropout_lab.config.study_grid import cell_key, grid_cells
+from dropout_lab.config.study_spec import StudySpec, load_study_ref
 from dropout_lab.errors import StudySpecError
-from dropout_lab.studies.grid import cell_key, grid_cells
-from dropout_lab.studies.samplers import build_pruner, build_sampler
-from dropout_lab.studies.spec import StudySpec, load_study_ref
 
 GRID_FINGERPRINT = "grid_fingerprint"
 CELL_CHOICES = "cell_choices"

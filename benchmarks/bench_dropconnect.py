@@ -5,7 +5,7 @@ a run's seconds are an equal share of its population's wall time. This benchmark
 cells instead, built from its definition (``load_spec`` + ``run_overrides``: the chapter's MLP 784-256-256-10,
 batch 256, SGD lr 0.1, ``model.dropout_2`` tied to ``model.dropout_1``, the study's rates and first seed):
 
-  per-run           ``train()`` of one run (``Classifier`` + ``lightning.Trainer``), the per-run path
+  per-run           ``train()`` of one run on its own network (``training/fit.py``)
   population        ``train_population`` of ``--population`` K runs of the same cell (seeds seed..seed+K-1)
                     in ``--population-precision`` (default bf16, as ``make studies`` trains), per member:
                     the population's seconds / K (``--population 0``: skipped)
@@ -93,8 +93,7 @@ def run_cell(args: argparse.Namespace, spec: StudySpec, cell: tuple[str, str, fl
     """One cell's epochs: training and epoch seconds per run (per member for a population)."""
     from dropout_lab.config.compose import compose_train_config
     from dropout_lab.config.study_grid import run_overrides
-    from dropout_lab.training.population import train_population
-    from dropout_lab.training.train import train
+    from dropout_lab.training.fit import RunSpec, train, train_population
 
     engine, technique, rate = cell
     members = 1 if engine == PER_RUN else args.population
@@ -107,8 +106,10 @@ def run_cell(args: argparse.Namespace, spec: StudySpec, cell: tuple[str, str, fl
         with tempfile.TemporaryDirectory(dir=root) as out:
             curves = train(compose_train_config(overrides[0]), out, overrides[0], callbacks=[timer]).curves
     else:
-        results = train_population([compose_train_config(o) for o in overrides], [timer], args.population_precision)
-        curves = results[0]["curves"]  # every member's seconds are the same share
+        with tempfile.TemporaryDirectory(dir=root) as out:
+            runs = [RunSpec(compose_train_config(o), Path(out) / str(i)) for i, o in enumerate(overrides)]
+            results = train_population(runs, args.population_precision, callbacks=[timer])
+        curves = results[0].curves  # every member's seconds are the same share
     return pd.DataFrame({"epoch": range(1, len(curves) + 1), "train_s": [s / members for s in timer.seconds],
                          "epoch_s": [c["seconds"] for c in curves]})
 

@@ -44,9 +44,10 @@ def step_costs(steps: int) -> dict[str, float]:
     import torch.nn.functional as F
     from torch import nn
 
-    from dropout_lab.data.batches import GroupedBatches, TensorBatches
+    from dropout_lab.data.batches import MemberBatches
     from dropout_lab.training.classifier import Classifier
     from dropout_lab.training.profiler import NoProfiler
+    from dropout_lab.training.run_record import RunRecord
 
     X, y = torch.zeros(steps * BATCH, 1), torch.zeros(steps * BATCH, dtype=torch.long)
 
@@ -55,15 +56,17 @@ def step_costs(steps: int) -> dict[str, float]:
             super().__init__()
             self.per_call = per_call
 
-        def train_dataloader(self):
-            batches = TensorBatches(X, y, BATCH, shuffle=True)
-            return GroupedBatches(batches, self.per_call) if self.per_call > 1 else batches
+        def train_dataloader(self) -> MemberBatches:
+            return MemberBatches(X, y, BATCH, [0], self.per_call)
 
     def hand() -> float:
         net = nn.Linear(1, 2)
         opt = torch.optim.SGD(net.parameters(), lr=0.1)
         start = time.perf_counter()
-        for Xb, yb in TensorBatches(X, y, BATCH, shuffle=True):
+        order = torch.randperm(len(y), generator=torch.Generator().manual_seed(0))
+        for first in range(0, len(y), BATCH):
+            idx = order[first:first + BATCH]
+            Xb, yb = torch.index_select(X, 0, idx), torch.index_select(y, 0, idx)
             loss = F.cross_entropy(net(Xb), yb)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -74,7 +77,8 @@ def step_costs(steps: int) -> dict[str, float]:
         trainer = L.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False,
                             enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
                             deterministic=True, profiler=NoProfiler(), limit_val_batches=0)
-        module = Classifier(nn.Linear(1, 2))
+        module = Classifier(nn.Linear(1, 2), [RunRecord(config={}, seed=0, config_hash="")], lr=[0.1], momentum=[0.0],
+                            weight_decay=[0.0])
         start = time.perf_counter()
         trainer.fit(module, datamodule=Data(per_call))
         return time.perf_counter() - start

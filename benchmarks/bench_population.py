@@ -42,6 +42,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -49,6 +50,9 @@ sys.path.insert(0, str(HERE))
 
 from bench_sweep import timed_study_run  # noqa: E402
 from bench_train import load_average, machine_info, write_section  # noqa: E402
+
+if TYPE_CHECKING:
+    from dropout_lab.training.run_record import RunRecord
 
 BEGIN, END = "<!-- bench_population:begin -->", "<!-- bench_population:end -->"
 RATES = [0.1, 0.3, 0.5, 0.7]
@@ -157,19 +161,26 @@ MEMBER_OVERRIDES = [
 ]
 
 
-def max_difference(a: dict, b: dict) -> float:
+def max_difference(a: RunRecord, b: RunRecord) -> float:
     keys = ("train_loss", "val_loss", "val_acc")
-    diffs = [abs(x[k] - y[k]) for x, y in zip(a["curves"], b["curves"], strict=True) for k in keys]
-    return max(diffs + [abs(a["final"][k] - b["final"][k]) for k in a["final"]])
+    diffs = [abs(x[k] - y[k]) for x, y in zip(a.curves, b.curves, strict=True) for k in keys]
+    return max(diffs + [abs(a.final[k] - b.final[k]) for k in a.final])
+
+
+def _runs(root: str, name: str, cfgs: list) -> list:
+    """RunSpecs of ``cfgs`` writing into fresh folders under ``root``."""
+    from dropout_lab.training.fit import RunSpec
+
+    return [RunSpec(cfg, Path(tempfile.mkdtemp(prefix=f"{name}_", dir=root))) for cfg in cfgs]
 
 
 def independence(args: argparse.Namespace, root: str, precision: str) -> float:
     """Largest |difference| between a member trained in a population of ``--members`` and alone."""
-    from dropout_lab.training.population import train_population
+    from dropout_lab.training.fit import train_population
 
     cfgs = [_cfg(args, root, 2, *o) for o in MEMBER_OVERRIDES[:args.members]]
-    together = train_population(cfgs, precision=precision)
-    return max(max_difference(t, train_population([c], precision=precision)[0])
+    together = train_population(_runs(root, "together", cfgs), precision=precision)
+    return max(max_difference(t, train_population(_runs(root, "alone", [c]), precision=precision)[0])
                for t, c in zip(together, cfgs, strict=True))
 
 
@@ -181,8 +192,7 @@ def tost(args: argparse.Namespace, root: str, modes: list[str], model: str) -> d
     population ``dropout_layer``'s, so a pair also differs by its mask stream (seed-to-seed noise).
     """
     from dropout_lab.reports.stats import tost_paired
-    from dropout_lab.training.population import train_population
-    from dropout_lab.training.train import train
+    from dropout_lab.training.fit import train, train_population
 
     seeds = range(args.tost_seeds)
     cfgs = [_cfg(args, root, args.tost_epochs, f"seed={s}", f"model={model}") for s in seeds]
@@ -193,8 +203,8 @@ def tost(args: argparse.Namespace, root: str, modes: list[str], model: str) -> d
     out = {"per-run": {"acc": per_run, "seconds": time.perf_counter() - start}}
     for mode in modes:
         start = time.perf_counter()
-        results = train_population(cfgs, precision=mode)
-        acc = [r["final"]["test_acc"] for r in results]
+        results = train_population(_runs(root, f"tost_{mode}", cfgs), precision=mode)
+        acc = [r.final["test_acc"] for r in results]
         result = tost_paired([a - b for a, b in zip(acc, per_run, strict=True)], MARGIN)
         out[mode] = {"acc": acc, "seconds": time.perf_counter() - start, "n": result["n"], "diff": result["mean_diff"],
                      "ci90": (result["ci_low"], result["ci_high"]), "p": result["p_value"]}

@@ -3,7 +3,7 @@
 The chapter setting (784-256-256-10, p = 0.5/0.5, batch 256, SGD lr 0.1) on the 50k training split,
 validation on 10k every epoch. Variants, interleaved in one process (``--repeats`` rounds):
 
-  single concise / single scratch   ``train()`` (the per-run path: ``Classifier`` + ``lightning.Trainer``)
+  single concise / single scratch   ``train()`` (the per-run engine: the run on its own network)
                                     with ``model=concise`` (``nn.Dropout``) and ``model=scratch``
   population K                      ``train_population`` of K ``model=concise`` runs (seeds 0..K-1)
   population K bf16                 the same with ``precision="bf16"`` (bf16 autocast, ``--bf16``;
@@ -26,6 +26,7 @@ import os
 import statistics
 import tempfile
 import time
+from pathlib import Path
 
 
 def _cfgs(args: argparse.Namespace, model: str, seeds: range, root: str) -> list:
@@ -45,17 +46,18 @@ def _per_epoch(curves: list[dict]) -> float:
 
 def measure(args: argparse.Namespace, variant: tuple[str, int, bool], root: str) -> float:
     """Per-member seconds per epoch of one variant."""
-    from dropout_lab.training.population import train_population
-    from dropout_lab.training.train import train
+    from dropout_lab.training.fit import RunSpec, train, train_population
 
     kind, K, bf16 = variant
     if kind.startswith("single"):
         (cfg,) = _cfgs(args, kind.split()[1], range(1), root)
         with tempfile.TemporaryDirectory(dir=root) as out:
             return _per_epoch(train(cfg, out).curves)
-    results = train_population(_cfgs(args, "concise", range(K), root), precision="bf16" if bf16 else "fp32")
-    assert all(r["status"] == "completed" for r in results), [r["reason"] for r in results]
-    return statistics.fmean(_per_epoch(r["curves"]) for r in results)
+    with tempfile.TemporaryDirectory(dir=root) as out:
+        runs = [RunSpec(cfg, Path(out) / str(k)) for k, cfg in enumerate(_cfgs(args, "concise", range(K), root))]
+        results = train_population(runs, precision="bf16" if bf16 else "fp32")
+    assert all(r.status == "completed" for r in results), [r.reason for r in results]
+    return statistics.fmean(_per_epoch(r.curves) for r in results)
 
 
 def main() -> None:

@@ -189,7 +189,7 @@ def run_study(spec_text: str, name: str, jobs: int, workdir: Path, data_root: st
 def rss_child(args: argparse.Namespace) -> None:
     from dropout_lab.config.compose import compose_train_config
     from dropout_lab.data.datamodule import cpu_splits, load_tensors
-    from dropout_lab.training.train import train
+    from dropout_lab.training.fit import train
 
     rows = [{"after": "imports", "rss_mib": _vm_kib("self", "VmRSS") / 1024}]
     with tempfile.TemporaryDirectory() as out:

@@ -124,7 +124,7 @@ def _fit(net, train_batches, val_batches, test_batches, epochs: int) -> dict:
 
 def _run_dropout_lab(args: argparse.Namespace, *extra: str) -> dict:
     from dropout_lab.config.compose import compose_train_config
-    from dropout_lab.training.train import train
+    from dropout_lab.training.fit import train
 
     overrides = [f"trainer.max_epochs={args.epochs}", f"seed={args.seed}", f"data.root={args.data_root}",
                  "trainer=cpu", f"threads={args.threads or 'null'}", *extra]

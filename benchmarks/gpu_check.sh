@@ -25,8 +25,7 @@ from pathlib import Path
 import torch
 
 from dropout_lab.config.compose import compose_train_config
-from dropout_lab.training.population import train_population
-from dropout_lab.training.train import train
+from dropout_lab.training.fit import RunSpec, train, train_population as _train_population
 
 logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
 trainer, epochs, subset = os.environ["TRAINER"], int(os.environ["EPOCHS"]), int(os.environ["SUBSET"])
@@ -52,6 +51,10 @@ def member(seed):  # the ex1 grid's rates, cycled
     return cfg(seed, f"model.dropout_1={RATES[seed % 4]}", f"model.dropout_2={RATES[(seed // 4) % 4]}")
 
 
+def train_population(cfgs, precision="fp32"):  # each member writes its run.json into a folder of its own
+    return _train_population([RunSpec(c, tempfile.mkdtemp(dir=tmp)) for c in cfgs], precision=precision)
+
+
 def sync():
     if torch.cuda.is_available():
         torch.cuda.synchronize()
@@ -59,8 +62,8 @@ def sync():
 
 def diff(a, b):
     keys = ("train_loss", "val_loss", "val_acc")
-    return max([abs(x[k] - y[k]) for x, y in zip(a["curves"], b["curves"]) for k in keys]
-               + [abs(a["final"][k] - b["final"][k]) for k in a["final"]])
+    return max([abs(x[k] - y[k]) for x, y in zip(a.curves, b.curves) for k in keys]
+               + [abs(a.final[k] - b.final[k]) for k in a.final])
 
 
 rows = []
@@ -76,7 +79,7 @@ for precision in precisions:
         sync(); start = time.perf_counter()
         results = train_population(cfgs, precision=precision); sync()
         wall = time.perf_counter() - start
-        acc = statistics.fmean(r["final"]["test_acc"] for r in results if r["final"])
+        acc = statistics.fmean(r.final["test_acc"] for r in results if r.final)
         rows.append(("population", K, precision, wall, K * 3600 / wall, acc))
         print(f"population K={K} {precision}: {wall:.1f} s, {K * 3600 / wall:,.0f} runs/h, "
               f"peak GPU memory {torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else 0:.1f} GiB",
@@ -86,13 +89,13 @@ for precision in precisions:
 scratch = cfg(1, "model=scratch", "optim.momentum=0.9")
 single = train(scratch, Path(tmp) / "scratch")
 (alone,) = train_population([scratch])
-one_vs_train = diff(alone, {"curves": single.curves, "final": single.final})
+one_vs_train = diff(alone, single)
 mates = [member(s) for s in range(16)]
 together = train_population(mates)
 k_vs_one = max(diff(together[i], train_population([mates[i]])[0]) for i in (0, 7, 15))
 seeds = [cfg(s) for s in range(eq_seeds)]
 per_run = [train(c, Path(tmp) / f"eq{i}").final["test_acc"] for i, c in enumerate(seeds)]
-pop = [r["final"]["test_acc"] for r in train_population(seeds)]
+pop = [r.final["test_acc"] for r in train_population(seeds)]
 d = [a - b for a, b in zip(pop, per_run)]
 mean_d = statistics.fmean(d) * 100
 sd_d = (statistics.stdev(d) * 100) if len(d) > 1 else float("nan")

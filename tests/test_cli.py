@@ -23,7 +23,7 @@ def test_multirun_over_comma_lists_runs_every_combination(run_cli, tmp_path: Pat
     records = sorted((tmp_path / "results" / "multirun" / "smoke").rglob("run.json"))
     pairs = {(json.loads(p.read_text())["config"]["model"]["_target_"].rsplit(".", 1)[-1],
               json.loads(p.read_text())["seed"]) for p in records}
-    assert pairs == {(m, s) for m in ("DropoutMLPScratch", "DropoutMLP") for s in (1, 2)}
+    assert pairs == {(m, s) for m in ("DropoutMLPScratch", "DropoutMLPConcise") for s in (1, 2)}
     table = run_cli("runs", str(records[0].parents[1]))
     assert table.returncode == 0 and table.stdout.count("completed") == 4
 

@@ -17,7 +17,7 @@ def _options(group: str) -> list[str]:
 
 def test_defaults_are_the_chapter_setting(make_cfg) -> None:
     cfg = make_cfg("model=concise", experiment=None)
-    assert cfg.model._target_ == "dropout_lab.models.DropoutMLP"
+    assert cfg.model._target_ == "dropout_lab.models.DropoutMLPConcise"
     assert (cfg.model.num_hiddens_1, cfg.model.num_hiddens_2) == (256, 256)
     assert (cfg.model.dropout_1, cfg.model.dropout_2) == (0.5, 0.5)
     assert dict(cfg.optim) == {"lr": 0.1, "momentum": 0.0, "weight_decay": 0.0}
@@ -34,7 +34,7 @@ def test_every_group_option_composes(make_cfg, group: str, option: str) -> None:
         cfg = make_cfg(f"{group}={option}", experiment=None)
     assert cfg.data.batch_size >= 1
     if group == "model":
-        assert cfg.model._target_.endswith({"scratch": "DropoutMLPScratch", "concise": "DropoutMLP",
+        assert cfg.model._target_.endswith({"scratch": "DropoutMLPScratch", "concise": "DropoutMLPConcise",
                                             "noisy": "NoisyMLP"}[option])
     if group == "noise":
         assert cfg.model._target_ == "dropout_lab.models.NoisyMLP" and cfg.model.noise == option

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from dropout_lab.data import FashionMNISTDataModule, ensure_fashion_mnist
-from dropout_lab.data.batches import TensorBatches
+from dropout_lab.data.batches import MemberBatches
 from dropout_lab.data.files import RAW_FILES, raw_folder
 from dropout_lab.errors import DataNotFoundError, InvalidValueError
 
@@ -48,9 +48,9 @@ def test_batches_cover_the_split_once_in_a_seeded_order(data_root: Path) -> None
     dm = FashionMNISTDataModule(root=str(data_root), download=False, train_subset=1000, batch_size=256,
                                 batches_per_call=1)
     dm.setup("fit")
-    batches = list(dm.train_dataloader())
-    assert [len(y) for _, y in batches] == [256, 256, 256, 232]
-    labels = torch.cat([y for _, y in batches])
+    batches = [batch for group in dm.train_dataloader() for batch in group]  # one run: member 0 of [1, b, ...]
+    assert [tuple(y.shape) for _, y in batches] == [(1, 256), (1, 256), (1, 256), (1, 232)]
+    labels = torch.cat([y[0] for _, y in batches])
     assert torch.equal(labels.sort().values, dm.splits["train"][1].sort().values)
     assert not torch.equal(labels, dm.splits["train"][1])  # shuffled
 
@@ -61,24 +61,24 @@ def test_grouped_batches_are_the_same_batches_in_the_same_order(data_root: Path)
                                     batches_per_call=per_call)
         dm.setup("fit")
         loader = dm.train_dataloader()
-        return [list(loader) for _ in range(2)]  # two epochs: two permutations
+        return [[list(group) for group in loader] for _ in range(2)]  # two epochs: two permutations
 
     plain, grouped = passes(1), passes(3)
-    assert [len(group) for group in grouped[0]] == [3, 1]
+    assert [len(group) for group in grouped[0]] == [3, 1] and [len(group) for group in plain[0]] == [1] * 4
     for plain_epoch, grouped_epoch in zip(plain, grouped):
         flat = [batch for group in grouped_epoch for batch in group]
-        assert len(flat) == len(plain_epoch) == 4
-        for (X1, y1), (X2, y2) in zip(plain_epoch, flat):
+        assert len(flat) == 4
+        for (X1, y1), (X2, y2) in zip([batch for group in plain_epoch for batch in group], flat):
             assert torch.equal(X1, X2) and torch.equal(y1, y2)
-    assert not torch.equal(plain[0][0][1], plain[1][0][1])  # each epoch draws a new order
+    assert not torch.equal(plain[0][0][0][1], plain[1][0][0][1])  # each epoch draws a new order
 
 
 def test_shuffled_batches_hold_the_indexed_images(data_root: Path) -> None:
     X, y = _splits(data_root, train_subset=1000)["train"]
-    first = next(iter(TensorBatches(X, y, 256, shuffle=True, seed=4)))
-    idx = next(TensorBatches(X, y, 256, shuffle=True, seed=4).indices())
-    assert idx.shape == (256,) and not torch.equal(idx, torch.arange(256))
-    assert torch.equal(first[0], X[idx]) and torch.equal(first[1], y[idx])
+    first_images, first_labels = next(iter(next(iter(MemberBatches(X, y, 256, [4])))))
+    idx = torch.randperm(len(y), generator=torch.Generator().manual_seed(4))[:256]  # member seed 4's first batch
+    assert not torch.equal(idx, torch.arange(256))
+    assert torch.equal(first_images[0], X[idx]) and torch.equal(first_labels[0], y[idx])
 
 
 def test_missing_data_names_all_three_remedies(tmp_path: Path) -> None:

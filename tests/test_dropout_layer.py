@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from dropout_lab.errors import InvalidValueError
-from dropout_lab.models import DropoutMLP, DropoutMLPScratch, dropout_layer
+from dropout_lab.models import DropoutMLPConcise, DropoutMLPScratch, dropout_layer
 
 N = 200_000
 
@@ -44,7 +44,7 @@ def test_rate_outside_unit_interval_raises_value_error(p: float) -> None:
         dropout_layer(torch.ones(3), p)
 
 
-@pytest.mark.parametrize("cls", [DropoutMLPScratch, DropoutMLP])
+@pytest.mark.parametrize("cls", [DropoutMLPScratch, DropoutMLPConcise])
 def test_no_noise_in_eval_mode_and_noise_in_training(cls: type) -> None:
     torch.manual_seed(0)
     net = cls()
@@ -55,7 +55,7 @@ def test_no_noise_in_eval_mode_and_noise_in_training(cls: type) -> None:
     assert not torch.equal(net(X), net(X))
 
 
-@pytest.mark.parametrize("cls", [DropoutMLPScratch, DropoutMLP])
+@pytest.mark.parametrize("cls", [DropoutMLPScratch, DropoutMLPConcise])
 def test_models_name_the_bad_field(cls: type) -> None:
     with pytest.raises(InvalidValueError, match="model.dropout_2=1.5"):
         cls(dropout_2=1.5)
@@ -66,7 +66,7 @@ def test_models_name_the_bad_field(cls: type) -> None:
 def test_scratch_and_concise_compute_the_same_function_in_eval() -> None:
     torch.manual_seed(0)
     scratch = DropoutMLPScratch(num_hiddens_1=32, num_hiddens_2=16).eval()
-    concise = DropoutMLP(num_hiddens_1=32, num_hiddens_2=16).eval()
+    concise = DropoutMLPConcise(num_hiddens_1=32, num_hiddens_2=16).eval()
     linears = [m for m in concise.net if isinstance(m, torch.nn.Linear)]
     for src, dst in zip([scratch.lin1, scratch.lin2, scratch.lin3], linears):
         dst.load_state_dict(src.state_dict())

@@ -22,8 +22,8 @@ from dropout_lab.evaluation import (
 )
 from dropout_lab.evaluation.checkpoint import split_tensors
 from dropout_lab.training.activation_monitor import ROW_KEYS
+from dropout_lab.training.fit import train
 from dropout_lab.training.saved_run import load_run
-from dropout_lab.training.train import train
 
 # The smoke subset: 2000 training images in batches of 256 -> 8 optimizer steps per epoch.
 STEPS_PER_EPOCH = 8

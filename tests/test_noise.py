@@ -13,8 +13,15 @@ from torch import nn
 
 from dropout_lab.config import CONF_DIR
 from dropout_lab.errors import InvalidValueError
-from dropout_lab.models import NOISE_TECHNIQUES, DropConnectLinear, DropoutMLP, DropoutMLPScratch, NoisyMLP, make_noise
-from dropout_lab.training.train import train
+from dropout_lab.models import (
+    NOISE_TECHNIQUES,
+    DropConnectLinear,
+    DropoutMLPConcise,
+    DropoutMLPScratch,
+    NoisyMLP,
+    make_noise,
+)
+from dropout_lab.training.fit import train
 
 SAMPLES = 20_000
 #: 16 unit values, negative and positive (noise must be unbiased for any h, not only ReLU outputs).
@@ -200,7 +207,7 @@ def test_direct_construction_checks_too() -> None:
         make_noise("dropconnect", 0.5)
 
 
-@pytest.mark.parametrize("cls", [DropoutMLPScratch, DropoutMLP])
+@pytest.mark.parametrize("cls", [DropoutMLPScratch, DropoutMLPConcise])
 def test_chapter_nets_refuse_a_noise(cls: type) -> None:
     with pytest.raises(InvalidValueError, match="model.noise='gaussian'.*model=noisy or noise=NAME"):
         cls(noise="gaussian")

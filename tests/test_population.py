@@ -1,4 +1,5 @@
-"""Fused populations: stacked layers, per-member noise and batches, independence, failures, pruning, configs."""
+"""Fused populations: members independent of their mates, leaving alone, configs; stacked layers, per-member
+noise and batches. What every run does (records, divergence, selection, pruning) is in ``test_engines.py``."""
 
 from __future__ import annotations
 
@@ -11,16 +12,13 @@ import torch.nn.functional as F
 from omegaconf import DictConfig
 
 from dropout_lab.config.compose import compose_train_config
-from dropout_lab.data.batches import TensorBatches
-from dropout_lab.data.population_batches import PopulationBatches
+from dropout_lab.data.batches import MemberBatches
 from dropout_lab.errors import InvalidValueError
-from dropout_lab.models import NOISE_TECHNIQUES, NoisyMLP
-from dropout_lab.models.population_mlp import StackedMLP
-from dropout_lab.models.population_noise import POPULATION_NOISE, StackedDropConnectLinear, make_population_noise
-from dropout_lab.models.stacked import StackedLinear
-from dropout_lab.training.population import PruneMembers, build_population, fit_population, train_population
-from dropout_lab.training.run_record import RunRecord
-from dropout_lab.training.train import train
+from dropout_lab.models import NoisyMLP, make_noise
+from dropout_lab.models.stacked import StackedDropConnectLinear, StackedLinear, StackedMLP
+from dropout_lab.training.best_weights import best_row
+from dropout_lab.training.fit import RunSpec, train, train_population
+from dropout_lab.training.run_record import RunRecord, Status
 from test_noise import ACTIVATION_CASES, SAMPLES, H  # the single-run cases: one source for the variances
 
 #: Members differ in everything a member may differ in; the third diverges at once.
@@ -38,10 +36,10 @@ def generators(*seeds: int) -> list[torch.Generator]:
     return [torch.Generator().manual_seed(seed) for seed in seeds]
 
 
-def max_curve_difference(first: dict, second: dict) -> float:
-    assert [row["epoch"] for row in first["curves"]] == [row["epoch"] for row in second["curves"]]
-    diffs = [abs(a[k] - b[k]) for a, b in zip(first["curves"], second["curves"], strict=True) for k in CURVE_KEYS]
-    diffs += [abs(first["final"][k] - second["final"][k]) for k in first["final"]]
+def max_curve_difference(first: RunRecord, second: RunRecord) -> float:
+    assert [row["epoch"] for row in first.curves] == [row["epoch"] for row in second.curves]
+    diffs = [abs(a[k] - b[k]) for a, b in zip(first.curves, second.curves, strict=True) for k in CURVE_KEYS]
+    diffs += [abs(first.final[k] - second.final[k]) for k in first.final]
     return max(diffs)
 
 
@@ -58,69 +56,79 @@ def compose(data_root: Path, tmp_path_factory: pytest.TempPathFactory):
 
 
 @pytest.fixture(scope="module")
-def four(compose) -> list[dict]:
+def runs(tmp_path_factory: pytest.TempPathFactory):
+    """``runs(cfg, ...)``: RunSpecs writing into fresh folders."""
+    def _runs(*cfgs: DictConfig) -> list[RunSpec]:
+        return [RunSpec(cfg, tmp_path_factory.mktemp("run")) for cfg in cfgs]
+
+    return _runs
+
+
+@pytest.fixture(scope="module")
+def four(compose, runs) -> list[RunRecord]:
     """The population of the four ``MEMBERS``, trained together."""
-    return train_population([compose(*overrides) for overrides in MEMBERS.values()])
+    return train_population(runs(*(compose(*overrides) for overrides in MEMBERS.values())))
 
 
 # Independence
 
 
 @pytest.mark.parametrize("name", ["a", "b", "d"])
-def test_a_member_in_a_population_of_four_equals_the_member_alone(compose, four: list[dict], name: str) -> None:
-    alone = train_population([compose(*MEMBERS[name])])[0]
+def test_a_member_in_a_population_of_four_equals_the_member_alone(compose, runs, four, name: str) -> None:
+    (alone,) = train_population(runs(compose(*MEMBERS[name])))
     together = four[list(MEMBERS).index(name)]
-    assert together["status"] == alone["status"] == "completed"
-    assert len(together["curves"]) == 2
+    assert together.status is alone.status is Status.COMPLETED
+    assert len(together.curves) == 2 and together.engine == "population(K=4, fp32)"
     assert max_curve_difference(together, alone) <= TOLERANCE
 
 
-def test_a_diverging_member_fails_with_its_reason_and_the_others_go_on(four: list[dict]) -> None:
+def test_a_diverging_member_leaves_alone_and_the_others_go_on(four: list[RunRecord]) -> None:
     failed = four[list(MEMBERS).index("nan")]
-    assert failed["status"] == "failed"
-    assert failed["reason"].startswith("RunDivergedError: diverged: train_loss=") and "at epoch 1" in failed["reason"]
-    assert failed["final"] == {} and len(failed["curves"]) == 1
-    assert not math.isfinite(failed["curves"][0]["train_loss"])
+    assert failed.status is Status.FAILED and failed.reason.startswith("RunDivergedError: diverged: train_loss=")
+    assert failed.final == {} and len(failed.curves) == 1 and not math.isfinite(failed.curves[0]["train_loss"])
     others = [r for r in four if r is not failed]
-    assert all(r["status"] == "completed" and math.isfinite(r["final"]["test_loss"]) for r in others)
-
-
-def test_members_differ_from_each_other(four: list[dict]) -> None:
-    finals = {r["final"]["val_loss"] for r in four if r["status"] == "completed"}
-    assert len(finals) == 3
+    assert all(r.status is Status.COMPLETED and math.isfinite(r.final["test_loss"]) for r in others)
+    assert len({r.final["val_loss"] for r in others}) == 3  # members differ from each other
 
 
 @pytest.mark.parametrize("overrides", [
     ["optim.momentum=0.9", "optim.weight_decay=0.001"],
     ["model=noisy", "noise=dropconnect", "model.dropout_1=0.3"],
+    ["model=noisy", "noise=gamma", "model.dropout_1=0.3"],
 ])
-def test_a_population_of_one_reproduces_the_single_run(compose, tmp_path: Path, overrides: list[str]) -> None:
-    """Same init, batch order and masks as ``train()``: the same curves up to matmul rounding."""
+def test_a_population_of_one_reproduces_the_run_on_its_own_network(compose, runs, tmp_path: Path,
+                                                                   overrides: list[str]) -> None:
+    """Same init, batch order and noise as ``train()``: the same curves up to matmul rounding."""
     cfg = compose("seed=1", *overrides)
     single = train(cfg, tmp_path)
-    (member,) = train_population([cfg])
-    assert max_curve_difference(member, {"curves": single.curves, "final": single.final}) <= TOLERANCE
-    assert member["config_hash"] == single.config_hash and member["config"] == single.config
+    (member,) = train_population(runs(cfg))
+    assert max_curve_difference(member, single) <= TOLERANCE
+    assert member.config_hash == single.config_hash and member.config == single.config
 
 
-def test_results_are_run_record_contents(four: list[dict]) -> None:
-    for result in four:
-        record = RunRecord(**result)
-        assert record.seed == result["config"]["seed"]
-        for row in record.curves:
-            assert set(row) <= {"epoch", "train_loss", "val_loss", "val_acc", "seconds"} and row["seconds"] > 0
-        assert record.wall_time_s >= sum(row["seconds"] for row in record.curves)
-    assert set(four[0]["final"]) == {"val_loss", "val_acc", "test_loss", "test_acc"}
-
-
-def test_a_pruned_member_leaves_and_its_mates_are_unchanged(compose, four: list[dict]) -> None:
-    cfgs = [compose(*MEMBERS["a"]), compose("seed=7")]
-    datamodule, module = build_population(cfgs)
-    prune = PruneMembers(lambda number, member: number == 1 and member.curves[-1]["epoch"] == 1)
-    kept, pruned = fit_population(cfgs[0], datamodule, module, [prune])
-    assert pruned["status"] == "pruned" and "epoch 1" in pruned["reason"] and len(pruned["curves"]) == 1
-    assert module.active == [0] and module.net.lin1.weight.shape[0] == 1
+def test_a_pruned_member_leaves_and_its_mates_are_unchanged(compose, runs, four: list[RunRecord]) -> None:
+    left: list[int] = []
+    kept, pruned = train_population(runs(compose(*MEMBERS["a"]), compose("seed=7")),
+                                    prune=lambda number, record, may_prune: number == 1,
+                                    on_finish=lambda number, record: left.append(number))
+    assert pruned.status is Status.PRUNED and "epoch 1" in pruned.reason and len(pruned.curves) == 1
+    assert left == [1, 0]  # the pruned member was finished (stored, told) while its mate trained on
     assert max_curve_difference(kept, four[0]) <= TOLERANCE
+
+
+def test_members_record_their_own_best_epochs(compose, runs) -> None:
+    """An unstable member (lr 0.9, best epoch before the last of 4) beside a steady one: each is selected on its
+    own curve, and the unstable one's best test metrics are those of the same member stopped at its best epoch."""
+    unstable, steady = compose("optim.lr=0.9", "trainer.max_epochs=4"), compose("seed=1", "trainer.max_epochs=4")
+    first, second = train_population(runs(unstable, steady))
+    for member in (first, second):
+        row = best_row(member.curves, "val_acc")
+        assert member.best["epoch"] == row["epoch"] and member.best["val_acc"] == row["val_acc"]
+    assert first.best["epoch"] < 4
+    (stopped,) = train_population(runs(compose("optim.lr=0.9", f"trainer.max_epochs={first.best['epoch']}")))
+    assert first.best["test_acc"] == pytest.approx(stopped.final["test_acc"], abs=1e-6)
+    if second.best["epoch"] == 4:
+        assert second.best["test_acc"] == second.final["test_acc"]
 
 
 # Configs
@@ -132,20 +140,20 @@ def test_a_pruned_member_leaves_and_its_mates_are_unchanged(compose, four: list[
     ("model.num_hiddens_1=128", "model.num_hiddens_1"),
     ("model=concise", "model._target_"),
 ])
-def test_incompatible_configs_are_refused_naming_the_field(compose, override: str, field: str) -> None:
+def test_incompatible_configs_are_refused_naming_the_field(compose, runs, override: str, field: str) -> None:
     with pytest.raises(InvalidValueError, match=rf"^{field}=.*as in the population's first config \(run 1"):
-        build_population([compose("seed=0"), compose("seed=1", override)])
+        train_population(runs(compose("seed=0"), compose("seed=1", override)))
 
 
-def test_noise_techniques_must_match_and_bad_values_are_named(compose) -> None:
+def test_noise_techniques_must_match_and_bad_values_are_named(compose, runs) -> None:
     with pytest.raises(InvalidValueError, match="^model.noise='gaussian'"):
-        build_population([compose("model=noisy", "noise=dropout"), compose("model=noisy", "noise=gaussian")])
+        train_population(runs(compose("model=noisy", "noise=dropout"), compose("model=noisy", "noise=gaussian")))
     with pytest.raises(InvalidValueError, match=r"model.dropout_2=1.5 .*\[0, 1\]"):
-        build_population([compose("seed=0"), compose("seed=1", "model.dropout_2=1.5")])
+        train_population(runs(compose("seed=0"), compose("seed=1", "model.dropout_2=1.5")))
     with pytest.raises(InvalidValueError, match="monitor.enabled"):
-        build_population([compose("monitor.enabled=true")])
+        train_population(runs(compose("monitor.enabled=true")))
     with pytest.raises(InvalidValueError, match="population"):
-        build_population([])
+        train_population([])
 
 
 # Stacked layers and batches
@@ -177,15 +185,17 @@ def test_stacked_mlp_matches_noisy_mlp_and_keeps_members_in_place() -> None:
 
 def test_each_member_shuffles_with_its_own_seed_whatever_its_mates() -> None:
     X, y = torch.arange(20.0).view(20, 1), torch.arange(20)
-    pair = PopulationBatches(X, y, 8, [5, 7], steps_per_call=2)
-    alone = PopulationBatches(X, y, 8, [7], steps_per_call=2)
-    single = TensorBatches(X, y, 8, shuffle=True, seed=7)
+    pair = MemberBatches(X, y, 8, [5, 7], steps_per_call=2)
+    alone = MemberBatches(X, y, 8, [7], steps_per_call=2)
+    generator = torch.Generator().manual_seed(7)  # what member 7 draws: a seeded permutation per pass
     for _ in range(2):  # two passes: a new permutation each
+        order = torch.randperm(20, generator=generator)
         batches_pair = [b for group in pair for b in group]
         batches_alone = [b for group in alone for b in group]
-        for (Xp, yp), (Xa, ya), (Xs, ys) in zip(batches_pair, batches_alone, single, strict=True):
-            assert Xp.shape == (2, len(ys), 1)
-            assert torch.equal(yp[1], ya[0]) and torch.equal(ya[0], ys) and torch.equal(Xp[1, :, 0], Xs[:, 0])
+        for step, ((Xp, yp), (Xa, ya)) in enumerate(zip(batches_pair, batches_alone, strict=True)):
+            expected = order[8 * step:8 * step + 8]
+            assert Xp.shape == (2, len(expected), 1) and torch.equal(ya[0], expected)
+            assert torch.equal(yp[1], ya[0]) and torch.equal(Xp[1, :, 0], expected.float())
             assert torch.equal(Xa[0], Xp[1])
     assert len(pair) == 2 and pair.steps == 3
 
@@ -193,15 +203,11 @@ def test_each_member_shuffles_with_its_own_seed_whatever_its_mates() -> None:
 # Noise in population mode
 
 
-def test_every_technique_has_a_population_version() -> None:
-    assert set(POPULATION_NOISE) | {"dropconnect"} == set(NOISE_TECHNIQUES)
-
-
 @pytest.mark.parametrize("name", sorted(ACTIVATION_CASES))
 def test_population_noise_is_unbiased_per_member_with_the_documented_variance(name: str) -> None:
     rate, kwargs, variance = ACTIVATION_CASES[name]
     rates = [rate, rate / 2, 0.0]
-    noise = make_population_noise(name, rates, **kwargs).train()
+    noise = make_noise(name, rates, **kwargs).train()
     out = noise(H.expand(len(rates), SAMPLES, -1).clone(), generators(0, 1, 2))
     for k, p in enumerate(rates[:2]):
         var = variance(H, p)
@@ -213,14 +219,12 @@ def test_population_noise_is_unbiased_per_member_with_the_documented_variance(na
 
 
 @pytest.mark.parametrize("name", sorted(set(ACTIVATION_CASES) - {"dropout_concise"}))
-def test_population_noise_draws_what_the_single_technique_draws(name: str) -> None:
-    """Member k's noise is the single-run technique's under the same generator state (``dropout_concise``
-    draws ``u > p`` masks, not ``nn.Dropout``'s Bernoulli sampler)."""
-    from dropout_lab.models import make_noise
-
+def test_a_member_draws_what_a_single_run_draws_from_the_same_state(name: str) -> None:
+    """Member k's noise is a single run's under the same generator state, whatever its mates (``dropout_concise``
+    draws ``u > p`` masks in a population: ``nn.Dropout``'s sampler cannot take a member's generator)."""
     rate, kwargs, _ = ACTIVATION_CASES[name]
     h = torch.rand(2, 64, 16) + 0.1
-    out = make_population_noise(name, [rate, rate], **kwargs).train()(h, generators(4, 9))
+    out = make_noise(name, [rate / 2, rate], **kwargs).train()(h, generators(4, 9))
     torch.manual_seed(9)
     torch.testing.assert_close(out[1], make_noise(name, rate, **kwargs).train()(h[1]))
 

@@ -19,13 +19,14 @@ from omegaconf import OmegaConf
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
-from conftest import CLI, kill_worker_and_finish, process_gone, study_if_ready, wait_for
+from conftest import CLI, heartbeat_age_s, kill_worker_and_finish, process_gone, study_if_ready, wait_for
 from dropout_lab.config.engine import engine_name, group_key, parse_population, per_run_reason
 from dropout_lab.errors import InvalidValueError
 from dropout_lab.store.run_tables import runs_table
-from dropout_lab.training import population as population_module
-from dropout_lab.training.population import auto_population_size, member_bytes, train_population
-from dropout_lab.training.run_record import RunRecord
+from dropout_lab.training import sizing
+from dropout_lab.training.fit import RunSpec, train_population
+from dropout_lab.training.run_record import RunRecord, Status
+from dropout_lab.training.sizing import auto_population_size, member_bytes
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -78,21 +79,21 @@ def test_auto_picks_k_from_the_device_cap_and_the_memory_budget(make_cfg, monkey
     cfg = make_cfg("trainer=cpu")
     per_member = member_bytes(cfg)
     assert 5e6 < per_member < 50e6  # the chapter's member: ~4 MB of parameters and state plus batches
-    monkeypatch.setattr(population_module, "free_memory_bytes", lambda device: 100 * 2**30)
+    monkeypatch.setattr(sizing, "free_memory_bytes", lambda device: 100 * 2**30)
     assert auto_population_size(cfg, workers=2) == 8  # smoke runs use 1 thread: the CPU cap is 8
     assert auto_population_size(make_cfg("trainer=cpu", "threads=16"), workers=2) == 32  # 2 x threads
-    monkeypatch.setattr(population_module, "free_memory_bytes", lambda device: int(2 * 3.5 * per_member))
+    monkeypatch.setattr(sizing, "free_memory_bytes", lambda device: int(2 * 3.5 * per_member))
     assert auto_population_size(cfg, workers=1) == 3  # half the free memory holds 3.5 members
     assert auto_population_size(cfg, workers=4) == 1  # never below 1
 
 
-def test_bf16_populations_name_their_engine_and_stay_close_to_a_member_alone(make_cfg) -> None:
-    cfgs = [make_cfg("model=scratch", f"seed={s}", "optuna.record=false") for s in (0, 1)]
-    pair = train_population(cfgs, precision="bf16")
-    (alone,) = train_population(cfgs[1:], precision="bf16")
-    assert {r["engine"] for r in pair} == {"population(K=2, bf16)"} and alone["engine"] == "population(K=1, bf16)"
-    assert all(r["status"] == "completed" and math.isfinite(r["final"]["test_loss"]) for r in pair)
-    diff = max(abs(a[k] - b[k]) for a, b in zip(pair[1]["curves"], alone["curves"], strict=True) for k in CURVE_KEYS)
+def test_bf16_populations_name_their_engine_and_stay_close_to_a_member_alone(make_cfg, tmp_path: Path) -> None:
+    runs = [RunSpec(make_cfg("model=scratch", f"seed={s}", "optuna.record=false"), tmp_path / str(s)) for s in (0, 1)]
+    pair = train_population(runs, precision="bf16")
+    (alone,) = train_population(runs[1:], precision="bf16")
+    assert {r.engine for r in pair} == {"population(K=2, bf16)"} and alone.engine == "population(K=1, bf16)"
+    assert all(r.status is Status.COMPLETED and math.isfinite(r.final["test_loss"]) for r in pair)
+    diff = max(abs(a[k] - b[k]) for a, b in zip(pair[1].curves, alone.curves, strict=True) for k in CURVE_KEYS)
     assert diff <= 1e-2, diff  # bf16 matmuls: the figure is measured in benchmarks/bench_population.py
 
 
@@ -202,21 +203,20 @@ def test_a_killed_population_worker_leaves_its_members_stale_and_each_is_redone_
     spec.write_text(yaml.safe_dump({"name": "death", "question": "q", "experiment": "smoke", "epochs": 60,
                                     "grid": {"model.dropout_1": [0.2, 0.5]}, "seeds": [0, 1, 2, 3]}))
     env = {**os.environ, "DROPOUT_LAB_DATA": str(data_root), "DROPOUT_LAB_RESULTS": str(tmp_path / "results")}
-    db, workers_log = tmp_path / "results" / "studies.db", tmp_path / "results" / "studies" / "death" / "workers.log"
+    db = tmp_path / "results" / "studies.db"
     with open(tmp_path / "out.txt", "w") as out:
         proc = subprocess.Popen([*CLI, "study", "run", str(spec), "--jobs", "2", "--population", "4",
                                  "--heartbeat", "1"], env=env, cwd=tmp_path, start_new_session=True, stdout=out,
                                 stderr=subprocess.STDOUT)
 
     def population_in_training() -> tuple[int, list[int]] | None:
-        text = workers_log.read_text() if workers_log.exists() else ""
+        """A worker holding two or more RUNNING trials (a population it claimed), beating for them."""
         study = study_if_ready(db, "death")
-        running = {t.number for t in study.get_trials(states=(TrialState.RUNNING,))} if study else set()
-        for pid, numbers in re.findall(r"pid (\d+): training trials \[([\d, ]+)\] as one population", text):
-            members = [int(n) for n in numbers.split(",")]
-            if len(members) >= 2 and set(members) <= running:
-                return int(pid), members
-        return None
+        by_pid: dict[int, list[int]] = {}
+        for trial in study.get_trials(states=(TrialState.RUNNING,)) if study else []:
+            if "worker" in trial.user_attrs and heartbeat_age_s(db, "death", trial.number) is not None:
+                by_pid.setdefault(trial.user_attrs["worker"]["pid"], []).append(trial.number)
+        return next(((pid, numbers) for pid, numbers in by_pid.items() if len(numbers) >= 2), None)
 
     try:
         pid, victims = wait_for(population_in_training, "a population of 2 or more in training")
@@ -261,17 +261,17 @@ def test_ctrl_c_fails_and_requeues_every_member_and_a_relaunch_finishes(data_roo
                                     "grid": {"model.dropout_1": [0.2, 0.5]}, "seeds": [0, 1]}))
     env = {**os.environ, "DROPOUT_LAB_DATA": str(data_root), "DROPOUT_LAB_RESULTS": str(tmp_path / "results")}
     cmd = [*CLI, "study", "run", str(spec), "--population", "4"]
-    db, workers_log = tmp_path / "results" / "studies.db", tmp_path / "results" / "studies" / "sigint" / "workers.log"
+    db = tmp_path / "results" / "studies.db"
     proc = subprocess.Popen(cmd, env=env, cwd=tmp_path, start_new_session=True, preexec_fn=_catch_sigint,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
     def population_in_training() -> list[int]:
+        """The four trials of the one population, RUNNING with their worker recorded and beating."""
         study = study_if_ready(db, "sigint")
-        running = {t.number for t in study.get_trials(states=(TrialState.RUNNING,))} if study else set()
-        text = workers_log.read_text() if workers_log.exists() else ""
-        found = re.search(r"training trials \[([\d, ]+)\] as one population", text)
-        members = [int(n) for n in found.group(1).split(",")] if found else []
-        return members if members and set(members) <= running else []
+        running = study.get_trials(states=(TrialState.RUNNING,)) if study else []
+        held = [t.number for t in running if "worker" in t.user_attrs and heartbeat_age_s(db, "sigint", t.number)
+                is not None]
+        return held if len(held) == 4 else []
 
     try:
         members = wait_for(population_in_training, "a population in training")
@@ -288,7 +288,7 @@ def test_ctrl_c_fails_and_requeues_every_member_and_a_relaunch_finishes(data_roo
         trial = study.trials[number]
         assert trial.state == TrialState.FAIL
         assert trial.user_attrs["reason"].startswith(("KeyboardInterrupt", "SystemExit"))
-        assert trial.user_attrs["engine"] == "population(K=4, fp32)" and trial.user_attrs["status"] == "failed"
+        assert trial.user_attrs["engine"] == "population(K=4, fp32)" and trial.user_attrs["status"] == "interrupted"
     assert len(study.get_trials(states=(TrialState.WAITING,))) == 4
     assert not study.get_trials(states=(TrialState.RUNNING,))
 

@@ -263,7 +263,8 @@ def test_tuning_report_reads_the_run_table(tmp_path: Path) -> None:
     for p, state, reported in runs:
         done = state == TrialState.COMPLETE
         curves = [{"epoch": e + 1, "val_acc": v} for e, v in enumerate(reported)]
-        record = RunRecord(config={"model": {"dropout_1": p}}, seed=0, config_hash=str(p), status=state.name.lower(),
+        record = RunRecord(config={"model": {"dropout_1": p}}, seed=0, config_hash=str(p),
+                           status="completed" if done else "pruned",
                            curves=curves if done else curves[:-1])  # pruning stops a run before its curve row
         study.add_trial(optuna.trial.create_trial(
             state=state, value=reported[-1] if done else None,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -110,14 +111,14 @@ def test_worker_killed_right_after_its_claim_leaves_a_stale_run_that_is_requeued
     """The window between claiming a queued run and the heartbeat thread's first beat."""
     from optuna.storages import fail_stale_trials
 
-    from dropout_lab.runners.worker import _claim_waiting
+    from dropout_lab.runners.grid_worker import GridQueue
     from dropout_lab.store.backends import open_storage
 
     storage = open_storage(f"sqlite:///{tmp_path / 'claim.db'}", heartbeat_interval=1, grace_period=1)
     study = optuna.create_study(study_name="claim", storage=storage, direction="maximize")
     study.enqueue_trial({"x": 1.0})
-    trial_id = _claim_waiting(study, storage)  # then the worker dies: no heartbeat thread ever starts
-    assert trial_id is not None and storage.get_trial(trial_id).state == TrialState.RUNNING
+    (trial_id,), size = GridQueue(study, storage, contextlib.nullcontext()).claim()  # then the worker dies:
+    assert size == 1 and storage.get_trial(trial_id).state == TrialState.RUNNING  # no heartbeat thread starts
 
     def requeued() -> bool:  # what the next worker does each time it looks at the queue
         fail_stale_trials(study)
@@ -130,28 +131,29 @@ GRACE_S = 1
 
 
 def _relaunched_worker_step(url: str, start, claimed) -> None:  # start, claimed: multiprocessing objects
-    from dropout_lab.runners.worker import requeue_stale_and_claim
-    from dropout_lab.store.backends import open_storage, queue_lock
+    from dropout_lab.runners.grid_worker import GridQueue
+    from dropout_lab.store.backends import open_storage
+    from dropout_lab.store.claims import queue_lock
 
     storage = open_storage(url, heartbeat_interval=1, grace_period=GRACE_S)
     study = optuna.load_study(study_name="stale", storage=storage)
-    lock = queue_lock(url)
+    queue = GridQueue(study, storage, queue_lock(url))
     start.wait()  # all workers look at the queue at the same moment
-    claimed.put(requeue_stale_and_claim(study, storage, lock))
+    claimed.put(queue.claim()[0])
 
 
 @pytest.mark.slow
 def test_workers_noticing_a_stale_run_together_requeue_and_claim_it_once(tmp_path: Path) -> None:
     import multiprocessing
 
-    from dropout_lab.runners.worker import _claim_waiting
+    from dropout_lab.runners.grid_worker import GridQueue
     from dropout_lab.store.backends import open_storage
 
     url = f"sqlite:///{tmp_path / 'stale.db'}"
     storage = open_storage(url, heartbeat_interval=1, grace_period=GRACE_S)
     study = optuna.create_study(study_name="stale", storage=storage, direction="maximize")
     study.enqueue_trial({"x": 1.0})
-    assert _claim_waiting(study, storage) is not None  # then its worker dies
+    assert GridQueue(study, storage, contextlib.nullcontext()).claim()[0]  # then its worker dies
     wait_for(lambda: heartbeat_age_s(tmp_path / "stale.db", "stale", 0) > GRACE_S, "the run to go stale", timeout=60)
     ctx = multiprocessing.get_context("fork")
     claimed, start = ctx.Queue(), ctx.Barrier(4)
@@ -161,7 +163,7 @@ def test_workers_noticing_a_stale_run_together_requeue_and_claim_it_once(tmp_pat
     for w in workers:
         w.join(60)
     results = [claimed.get(timeout=10) for _ in workers]
-    assert sum(r is not None for r in results) == 1  # one worker got the re-queued run
+    assert sum(len(r) for r in results) == 1  # one worker got the re-queued run
     states = Counter(t.state for t in study.get_trials())
     assert states == Counter({TrialState.FAIL: 1, TrialState.RUNNING: 1})  # re-queued once, claimed once
 
@@ -170,19 +172,20 @@ def test_workers_noticing_a_stale_run_together_requeue_and_claim_it_once(tmp_pat
 def test_a_run_killed_more_than_max_retry_times_ends_failed(run_cli, write_spec, tmp_path: Path) -> None:
     """Each claim's worker dies before its first beat; after MAX_RETRY re-queues the run stays failed."""
     from dropout_lab.config.study_spec import load_spec
-    from dropout_lab.runners.worker import requeue_stale_and_claim
-    from dropout_lab.store.backends import MAX_RETRY, default_storage_url, open_storage, queue_lock
+    from dropout_lab.runners.grid_worker import GridQueue
+    from dropout_lab.store.backends import default_storage_url, open_storage
+    from dropout_lab.store.claims import queue_lock
+    from dropout_lab.store.heartbeat import MAX_RETRY
     from dropout_lab.store.study_setup import prepare_study
 
     spec = write_spec("retries", **{**GRID, "grid": {"model.dropout_1": [0.2]}, "seeds": [0]})
     url = default_storage_url(tmp_path / "results")
     storage = open_storage(url, heartbeat_interval=1, grace_period=GRACE_S)
     study = prepare_study(load_spec(spec), storage)
-    lock = queue_lock(url)
+    queue = GridQueue(study, storage, queue_lock(url))
 
     def claim() -> list[int]:  # what a worker does when it looks at the queue
-        trial_id = requeue_stale_and_claim(study, storage, lock)
-        return [] if trial_id is None else [trial_id]
+        return queue.claim()[0]
 
     for attempt in range(MAX_RETRY + 1):  # the first run, then MAX_RETRY re-queued copies, each killed
         wait_for(claim, f"the run to be queued for attempt {attempt + 1}", timeout=60)

@@ -1,4 +1,4 @@
-"""The ask/tell core (``studies/tuning.py``) and sampler/pruner configs of study files."""
+"""The ask/tell core (``runners/tuner.py``) and sampler/pruner configs of study files."""
 
 from __future__ import annotations
 
@@ -13,10 +13,17 @@ from optuna.trial import TrialState
 from conftest import heartbeat_age_s, wait_for
 from dropout_lab.config.samplers import build_pruner, build_sampler
 from dropout_lab.runners.tuner import Tuner, sampler_seed
+from dropout_lab.training.run_record import RunRecord, Status
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 SPACE = {"x": FloatDistribution(0.0, 1.0)}
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+def ended(value: float | None = None, status: Status = Status.COMPLETED) -> RunRecord:
+    """A run's record as a worker tells it: ``val_acc`` (the tuner's metric) is ``value``."""
+    return RunRecord(config={}, seed=0, config_hash="", status=status,
+                     final={} if value is None else {"val_acc": value})
 
 
 def _tuner(db: Path, n_trials: int = 4, heartbeat: int | None = 1, **kwargs) -> Tuner:
@@ -34,15 +41,15 @@ def test_a_beating_trial_is_never_failed_and_a_stale_one_is_requeued_and_taken(t
     assert heartbeat_age_s(db, "t", beating.number) is not None  # beats from the ask on
     dead.heartbeat.close()  # its process "dies": no tell, no more beats
     (fresh,) = other.ask(5)  # the one free slot of 3 (two are running)
-    other.tell(fresh, 0.5)
+    other.tell(fresh, ended(0.5))
     # Nothing is free until the dead worker's trial goes stale (grace: 4 beats); then it comes back.
     (retried,) = wait_for(lambda: other.ask(), "the stale trial re-queued", timeout=60)
     assert retried.params == lost.params and retried.number != lost.number
     states = {t.number: t.state for t in optuna.load_study(study_name="t", storage=f"sqlite:///{db}").trials}
     assert states[lost.number] == TrialState.FAIL
     assert states[beating.number] == TrialState.RUNNING  # it beat through the same grace period
-    live.tell(beating, TrialState.PRUNED)
-    other.tell(retried, float("nan"))  # a NaN metric fails the trial
+    live.tell(beating, ended(status=Status.PRUNED))
+    other.tell(retried, ended(float("nan")))  # a NaN metric fails the trial
     assert other.remaining() == 1 and other.ask(2) and not other.ask(2)
     live.close()
     other.close()  # its asked, untold trial is failed and re-queued for the next worker
@@ -56,7 +63,7 @@ def test_relaunches_and_workers_draw_new_candidates_and_a_history_repeats_them(t
         for worker in workers:  # one tuner per worker or relaunch, in turn
             with _tuner(db, 10, heartbeat=None, worker_index=worker) as tuner:
                 for trial in tuner.ask(2):
-                    tuner.tell(trial, trial.params["x"])
+                    tuner.tell(trial, ended(trial.params["x"]))
                     values.append(trial.params["x"])
         return values
 
@@ -69,7 +76,11 @@ def test_relaunches_and_workers_draw_new_candidates_and_a_history_repeats_them(t
 def test_grid_sampler_ends_the_loop_when_its_grid_is_done(tmp_path: Path) -> None:
     grid = {"c": CategoricalDistribution([1, 2, 3])}
     with _tuner(tmp_path / "g.db", 10, heartbeat=None, space=grid, sampler="grid") as tuner:
-        assert tuner.run(lambda trials: [float(t.params["c"]) for t in trials], batch=2) == 3
+        def evaluate(trials: list[optuna.Trial]) -> None:
+            for trial in trials:
+                tuner.tell(trial, ended(float(trial.params["c"])))
+
+        assert tuner.run(evaluate, batch=2) == 3
         assert tuner.remaining() == 0
     study = optuna.load_study(study_name="t", storage=f"sqlite:///{tmp_path / 'g.db'}")
     assert sorted(t.params["c"] for t in study.trials) == [1, 2, 3]

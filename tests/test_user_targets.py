@@ -10,7 +10,7 @@ import pytest
 
 from dropout_lab.config.targets import INSTANTIABLE_TARGETS, run_whitelist
 from dropout_lab.errors import InvalidValueError
-from dropout_lab.training.train import train
+from dropout_lab.training.fit import train
 from user_plugins.my_noise import LaplaceNoise, TinyNet
 
 LAPLACE = "{_target_: user_plugins.my_noise.LaplaceNoise, _partial_: true}"

@@ -27,6 +27,10 @@ class RunDivergedError(DropoutLabError, ArithmeticError):
     """Training produced a non-finite loss."""
 
 
+class RunFailedError(DropoutLabError):
+    """A run ended failed (diverged, or an error while it trained); the message is its record's reason."""
+
+
 class StorageError(DropoutLabError):
     """A study storage URL that is malformed, unsupported or unreachable."""
 

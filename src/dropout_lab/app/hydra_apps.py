@@ -7,15 +7,17 @@ import os
 import socket
 
 import hydra
-import optuna
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from dropout_lab.config.paths import CONF_DIR
-from dropout_lab.errors import DropoutLabError, InvalidValueError
+from dropout_lab.config.schema import METRICS
+from dropout_lab.errors import DropoutLabError, InvalidValueError, RunFailedError
+from dropout_lab.training.run_record import Status
 
 log = logging.getLogger("dropout_lab")
+
 
 def _fail(exc: DropoutLabError) -> float:
     """In a multirun, log and go on; in a single run, end with one clear line."""
@@ -30,33 +32,38 @@ def _fail(exc: DropoutLabError) -> float:
 def train_app(cfg: DictConfig) -> float:
     """Train one run and return its optimized metric (NaN if it failed or was pruned in a multirun).
 
-    Every run is stored as an Optuna trial (see ``OptunaTrialConfig``); a run whose config and
-    seed are already complete in its study is not rerun. A run launched by
-    ``hydra/sweeper=optuna`` reports each epoch to its trial, which may prune it; with the
-    sweeper's ``population`` above 1, one job trains several trials as one population.
+    Every run is stored as an Optuna trial (``app/recorded_runs.py``); a run whose config and seed are
+    already complete in its study is not rerun. A job of ``hydra/sweeper=optuna`` trains the trial it
+    was launched for (or, with the sweeper's ``population`` above 1, several trials as one population),
+    pruned through it (``runners/sweeper_job.py``).
     """
-    from dropout_lab.app.trial_link import linked_trial, train_sweep_population
-    from dropout_lab.training.train import train
+    from dropout_lab.app.recorded_runs import recorded_value, run_study, store_run
+    from dropout_lab.runners.sweeper_job import run_sweeper_job
+    from dropout_lab.training.fit import train
 
     hydra_cfg = HydraConfig.get()
     output_dir = hydra_cfg.runtime.output_dir
     overrides = list(hydra_cfg.overrides.task)
     if cfg.optimized_metric:  # lightning-hydra-template's key (hparams_search files) names the metric
         cfg.metric = cfg.optimized_metric
-    if cfg.metric not in ("val_acc", "val_loss"):
-        return _fail(InvalidValueError("metric", cfg.metric, "val_acc or val_loss"))
-    if cfg.optuna.members:  # a population job of the sweeper: the sweeper reads each member's trial
-        train_sweep_population(cfg, hydra_cfg.sweep.dir, overrides)
+    if cfg.metric not in METRICS:
+        return _fail(InvalidValueError("metric", cfg.metric, f"one of {', '.join(METRICS)}"))
+    try:
+        if cfg.optuna.trial is not None or cfg.optuna.population_trials:
+            record = run_sweeper_job(cfg, output_dir, hydra_cfg.sweep.dir, overrides)
+        else:
+            study = run_study(cfg) if cfg.optuna.record else None
+            done = recorded_value(study, cfg) if study is not None else None
+            if done is not None:
+                return done
+            record = train(cfg, output_dir, overrides=overrides, on_finish=None if study is None else
+                           lambda _, rec: store_run(study, cfg, rec, output_dir, overrides))
+    except DropoutLabError as exc:
+        return _fail(exc)
+    if record is None or record.status is Status.PRUNED:
         return float("nan")
-    with linked_trial(cfg, output_dir, overrides) as link:
-        if link.done_value is not None:
-            return link.done_value
-        try:
-            record = train(cfg, output_dir, overrides=overrides, callbacks=link.callbacks)
-        except optuna.TrialPruned:
-            return float("nan")
-        except DropoutLabError as exc:
-            return _fail(exc)
+    if record.status is not Status.COMPLETED:
+        return _fail(RunFailedError(record.reason or record.status))
     return record.final[cfg.metric]
 
 
@@ -64,7 +71,8 @@ def train_app(cfg: DictConfig) -> float:
 def worker_app(cfg: DictConfig) -> float:
     """Run one study worker until the study's queue is empty; return how many runs it finished."""
     from dropout_lab.config.study_spec import load_study_ref
-    from dropout_lab.runners.worker import WorkerSettings, run_worker
+    from dropout_lab.runners.settings import WorkerSettings
+    from dropout_lab.runners.worker import run_worker
     from dropout_lab.store.backends import default_storage_url
 
     try:

@@ -15,7 +15,7 @@ from dropout_lab.config.study_spec import load_spec
 from dropout_lab.errors import DropoutLabError
 from dropout_lab.runners.launch import RunOptions
 from dropout_lab.store.backends import open_storage
-from dropout_lab.store.study_setup import load_study, total_runs
+from dropout_lab.store.study_setup import open_study, total_runs
 from dropout_lab.store.trial_records import progress_counts
 
 
@@ -43,7 +43,7 @@ def report_main(argv: Sequence[str]) -> int:
         spec = load_spec(args.name, [*args.fields, *extra])
         options = RunOptions(storage_url=args.storage, results_dir=args.results_dir)
         try:
-            study = load_study(spec, open_storage(options.storage, heartbeat_interval=None))
+            study = open_study(spec, open_storage(options.storage, heartbeat_interval=None))
         except KeyError:
             raise DropoutLabError(f"study {spec.name!r} is not in {options.storage} yet; run it first") from None
         path = build_report(spec, study, Path(args.reports_dir or REPORTS_DIR))

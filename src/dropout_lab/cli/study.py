@@ -13,7 +13,7 @@ from dropout_lab.config.study_spec import StudySpec, load_spec, study_ref
 from dropout_lab.errors import DropoutLabError
 from dropout_lab.runners.launch import LOCAL, RunOptions
 from dropout_lab.store.backends import open_storage
-from dropout_lab.store.study_setup import load_study, total_runs
+from dropout_lab.store.study_setup import open_study, total_runs
 from dropout_lab.store.trial_records import progress_counts
 
 if TYPE_CHECKING:
@@ -64,7 +64,7 @@ def _open(args: argparse.Namespace) -> tuple[StudySpec, RunOptions, optuna.Study
     spec = load_spec(args.name, args.fields)
     options = RunOptions(storage_url=args.storage, results_dir=args.results_dir)
     try:
-        study = load_study(spec, open_storage(options.storage, heartbeat_interval=None))
+        study = open_study(spec, open_storage(options.storage, heartbeat_interval=None))
     except KeyError:
         raise DropoutLabError(f"study {spec.name!r} is not in {options.storage} yet; run it first") from None
     return spec, options, study

@@ -26,18 +26,18 @@ MEMBER_KEYS = ("seed", "data.shuffle_seed", "model.dropout_1", "model.dropout_2"
 BOOKKEEPING_KEYS = ("name", "results_dir", "metric", "optuna")
 #: The technique each chapter-net target trains with (``NoisyMLP`` names its own in ``model.noise``).
 MODEL_TECHNIQUES = {"dropout_lab.models.DropoutMLPScratch": "dropout",
-                    "dropout_lab.models.DropoutMLP": "dropout_concise"}
+                    "dropout_lab.models.DropoutMLPConcise": "dropout_concise"}
 NOISY_TARGET = "dropout_lab.models.NoisyMLP"
 #: Numeric modes of a population: float32, or bfloat16 autocast (``precision="bf16-mixed"``).
 PRECISIONS = ("fp32", "bf16")
-#: The ``engine`` of a run record trained alone.
+#: The ``engine`` of a run record trained alone, on its own network.
 PER_RUN = "per-run"
 AUTO = "auto"
 
 
-def engine_name(members: int, precision: str = "fp32") -> str:
-    """The ``engine`` of a run record trained in a population of ``members`` runs: ``population(K=8, fp32)``."""
-    return f"population(K={members}, {precision})"
+def engine_name(size: int, precision: str = "fp32") -> str:
+    """The ``engine`` of a run record trained in a population of ``size`` runs: ``population(K=8, fp32)``."""
+    return f"population(K={size}, {precision})"
 
 
 def parse_population(value: Any, field: str = "population") -> int | str:

@@ -46,7 +46,6 @@ PRUNERS: dict[str, dict[str, Any]] = {
     "successive_halving": {"_target_": "optuna.pruners.SuccessiveHalvingPruner"},
     "none": {"_target_": "optuna.pruners.NopPruner"},
 }
-SAMPLER_NAMES, PRUNER_NAMES = tuple(SAMPLERS), tuple(PRUNERS)
 GRID_SAMPLER = "optuna.samplers.GridSampler"
 HYPERBAND_PRUNER = "optuna.pruners.HyperbandPruner"
 

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import II, MISSING
+
+#: The metrics a run may optimise and select on (validation split only), with their direction.
+METRICS: dict[str, Literal["minimize", "maximize"]] = {"val_acc": "maximize", "val_loss": "minimize"}
 
 
 @dataclass
@@ -81,8 +84,8 @@ class OptunaTrialConfig:
     ``storage`` (default: SQLite under ``results_dir``), and skips a run whose config and seed are
     already complete there. ``trial`` and ``heartbeat`` (seconds between the job's beats for its trial)
     are set by ``hydra/sweeper=optuna``; the job's pruner is the one the sweeper recorded in the study.
-    With the sweeper's ``population`` above 1, a job trains the trials ``members`` (numbers) as one
-    fused population in ``population_precision`` instead of one ``trial``.
+    With the sweeper's ``population`` above 1, a job trains the trials numbered ``population_trials`` as
+    one fused population in ``population_precision`` instead of one ``trial``.
     """
 
     record: bool = True
@@ -90,7 +93,7 @@ class OptunaTrialConfig:
     study: str | None = None
     trial: int | None = None
     heartbeat: int | None = None
-    members: list[int] | None = None
+    population_trials: list[int] | None = None
     population_precision: str = "fp32"
 
 

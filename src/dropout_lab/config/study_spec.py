@@ -1,4 +1,4 @@
-"""Study definitions (``studies/definitions/<name>.yaml``), composed with overrides and validated.
+"""Study files (``studies/<name>.yaml``), composed with overrides and validated.
 
 A study is named by a *reference*: a name or a path to a YAML file, then field overrides in Hydra's
 override grammar, e.g. ``ex1_rates seeds=[0,1] epochs=2`` or ``ex7_tune technique=gamma``. A
@@ -17,11 +17,11 @@ from typing import Any, Literal, cast
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from dropout_lab.compat import parse_overrides
 from dropout_lab.config.paths import STUDIES_DIR
 from dropout_lab.config.samplers import is_grid, pruner_config, sampler_config
+from dropout_lab.config.schema import METRICS
 from dropout_lab.errors import InvalidValueError, StudySpecError
-
-METRICS: dict[str, Literal["minimize", "maximize"]] = {"val_acc": "maximize", "val_loss": "minimize"}
 
 
 @dataclass
@@ -183,11 +183,10 @@ def apply_overrides(cfg: DictConfig, overrides: Sequence[str], source: str) -> N
     """
     if not overrides:
         return
-    from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException
 
     try:
-        parsed = OverridesParser.create().parse_overrides(list(overrides))
+        parsed = parse_overrides(overrides)
     except HydraException as exc:
         raise StudySpecError(f"{source}: {str(exc).splitlines()[0]}") from None
     for override in parsed:

@@ -9,7 +9,7 @@ import lightning as L
 import torch
 from torchvision.datasets import FashionMNIST
 
-from dropout_lab.data.batches import GroupedBatches, TensorBatches
+from dropout_lab.data.batches import MemberBatches, TensorBatches
 from dropout_lab.data.files import SYSTEM_DIR, ensure_fashion_mnist
 from dropout_lab.errors import InvalidValueError
 
@@ -56,9 +56,13 @@ class FashionMNISTDataModule(L.LightningDataModule):
     test set. Otherwise ``val_size`` training images, chosen by ``split_seed``, are held out for
     model selection and the test set gives final numbers only.
 
-    ``batches_per_call`` mini-batches go to each ``training_step`` call (see ``GroupedBatches``);
-    every mini-batch still gets its own optimizer step, in the same order, so results do not
-    depend on it. Set it to 1 for callbacks that need Lightning's per-batch hooks per mini-batch.
+    Training batches are a population's (:class:`MemberBatches`): one shuffle per member, seeded with
+    its ``shuffle_seeds`` entry (a single run: ``[shuffle_seed]``); validation and test batches are the
+    same for every member. ``train_dtype`` stores the training images in that type (bf16 populations).
+
+    ``batches_per_call`` mini-batches go to each ``training_step`` call; every mini-batch still gets
+    its own optimizer step, in the same order, so results do not depend on it. Set it to 1 for
+    callbacks that need Lightning's per-batch hooks per mini-batch.
     """
 
     def __init__(
@@ -96,7 +100,8 @@ class FashionMNISTDataModule(L.LightningDataModule):
         self.validate_on_test = validate_on_test
         self.train_subset = train_subset
         self.test_subset = test_subset
-        self.shuffle_seed = shuffle_seed
+        self.shuffle_seeds = [shuffle_seed]
+        self.train_dtype: torch.dtype | None = None
         self.batches_per_call = batches_per_call
         self.splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
@@ -112,11 +117,10 @@ class FashionMNISTDataModule(L.LightningDataModule):
                             self.test_subset)
         self.splits = {name: (x.to(device), y.to(device)) for name, (x, y) in splits.items()}
 
-    def train_dataloader(self) -> TensorBatches | GroupedBatches:
-        """Shuffled training batches, in groups of ``batches_per_call`` when that is above 1."""
+    def train_dataloader(self) -> MemberBatches:
+        """Each member's shuffled training batches, in groups of ``batches_per_call`` steps."""
         X, y = self.splits["train"]
-        batches = TensorBatches(X, y, self.batch_size, shuffle=True, seed=self.shuffle_seed)
-        return GroupedBatches(batches, self.batches_per_call) if self.batches_per_call > 1 else batches
+        return MemberBatches(X, y, self.batch_size, self.shuffle_seeds, self.batches_per_call, self.train_dtype)
 
     def val_dataloader(self) -> TensorBatches:
         return TensorBatches(*self.splits["val"], self.eval_batch_size)

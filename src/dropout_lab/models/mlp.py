@@ -15,7 +15,7 @@ IMAGE_PIXELS = 28 * 28
 NOISY_HINT = "use model=noisy or noise=NAME"
 
 
-def _check_width(value: int, field: str) -> int:
+def check_width(value: int, field: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise InvalidValueError(field, value, "a positive integer")
     return value
@@ -48,9 +48,9 @@ class DropoutMLPScratch(nn.Module):
         _refuse_noise(noise, noise_kwargs)
         self.dropout_1 = check_rate(dropout_1, "model.dropout_1")
         self.dropout_2 = check_rate(dropout_2, "model.dropout_2")
-        self.lin1 = nn.Linear(num_inputs, _check_width(num_hiddens_1, "model.num_hiddens_1"))
-        self.lin2 = nn.Linear(num_hiddens_1, _check_width(num_hiddens_2, "model.num_hiddens_2"))
-        self.lin3 = nn.Linear(num_hiddens_2, _check_width(num_outputs, "model.num_outputs"))
+        self.lin1 = nn.Linear(num_inputs, check_width(num_hiddens_1, "model.num_hiddens_1"))
+        self.lin2 = nn.Linear(num_hiddens_1, check_width(num_hiddens_2, "model.num_hiddens_2"))
+        self.lin3 = nn.Linear(num_hiddens_2, check_width(num_outputs, "model.num_outputs"))
         self.relu = nn.ReLU()
 
     def forward(self, X: torch.Tensor) -> torch.Tensor:
@@ -63,7 +63,7 @@ class DropoutMLPScratch(nn.Module):
         return self.lin3(H2)
 
 
-class DropoutMLP(nn.Module):
+class DropoutMLPConcise(nn.Module):
     """The concise version: ``nn.Dropout`` layers inside an ``nn.Sequential``."""
 
     def __init__(
@@ -81,13 +81,13 @@ class DropoutMLP(nn.Module):
         _refuse_noise(noise, noise_kwargs)
         self.net = nn.Sequential(
             nn.Flatten(),
-            nn.Linear(num_inputs, _check_width(num_hiddens_1, "model.num_hiddens_1")),
+            nn.Linear(num_inputs, check_width(num_hiddens_1, "model.num_hiddens_1")),
             nn.ReLU(),
             nn.Dropout(check_rate(dropout_1, "model.dropout_1")),
-            nn.Linear(num_hiddens_1, _check_width(num_hiddens_2, "model.num_hiddens_2")),
+            nn.Linear(num_hiddens_1, check_width(num_hiddens_2, "model.num_hiddens_2")),
             nn.ReLU(),
             nn.Dropout(check_rate(dropout_2, "model.dropout_2")),
-            nn.Linear(num_hiddens_2, _check_width(num_outputs, "model.num_outputs")),
+            nn.Linear(num_hiddens_2, check_width(num_outputs, "model.num_outputs")),
         )
 
     def forward(self, X: torch.Tensor) -> torch.Tensor:

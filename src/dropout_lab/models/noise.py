@@ -1,25 +1,40 @@
 """Noise techniques for hidden layers, each unbiased (E[h'] = h) and active in training mode only.
 
-Activation techniques are ``nn.Module``s applied to a hidden activation ``h``; ``dropconnect``
-instead drops the weights of a hidden ``nn.Linear`` (:class:`DropConnectLinear`). Every
-technique takes one ``rate``; :data:`NOISE_TECHNIQUES` names them all with a one-line rationale,
-and :func:`make_noise` builds one with errors that name the config field and the allowed values.
+Every technique is written once, for one run or for the K members of a population:
+
+* ``rates`` holds one rate per member (a single run is a population of one);
+* ``draw`` fills each member's random numbers, from that member's generator (``None``: the global RNG,
+  as a single run draws), so a member's noise never depends on its mates;
+* ``perturb`` is the technique's formula on ``h`` of shape ``[K, batch, width]``, with the per-member
+  constants of its rate as ``[K, 1, 1]`` columns. A single run's ``[batch, width]`` is its ``[1, batch, width]``.
+
+A member at rate 0 draws nothing and passes ``h`` through unchanged. Activation techniques are
+``nn.Module``s applied to a hidden activation; ``dropconnect`` instead drops the weights of a hidden
+linear layer (:class:`DropConnectLinear`, and its stacked version in ``models/stacked.py``).
+:data:`NOISE_TECHNIQUES` names them all with a one-line rationale, and :func:`make_noise` builds one
+with errors that name the config field and the allowed values.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dropout_lab.compat import standard_gamma
 from dropout_lab.errors import InvalidValueError
-from dropout_lab.models.dropout import check_rate, dropout_layer
+from dropout_lab.models.dropout import check_rate
 
 HALF_OPEN_INTERVAL = "a number in [0, 1)"
+#: One generator per member; ``None`` draws from the global RNG (a single run).
+Generators = Sequence[torch.Generator | None]
+#: How a member's row of random numbers is filled: ``fill(row, rate, generator)``.
+Fill = Callable[[torch.Tensor, float, torch.Generator | None], Any]
+ONE_RUN: Generators = (None,)
 
 
 def _number(value: Any, field: str, allowed: str, ok: Callable[[float], bool]) -> float:
@@ -33,7 +48,77 @@ def _number(value: Any, field: str, allowed: str, ok: Callable[[float], bool]) -
     return number
 
 
-class _RateSpec:
+def member_column(values: Sequence[float]) -> torch.Tensor:
+    """One float32 value per member as a ``[K, 1, 1]`` tensor, broadcastable over ``[K, rows, cols]``."""
+    return torch.tensor(values, dtype=torch.float32).view(-1, 1, 1)
+
+
+@torch.no_grad()
+def keep_members(module: nn.Module, index: torch.Tensor) -> None:
+    """Keep rows ``index`` (dimension 0, the member) of ``module``'s own parameters and buffers, in that order.
+
+    Parameters keep their identity (their ``data`` shrinks), so an optimizer holding them stays valid.
+    """
+    for param in module.parameters(recurse=False):
+        param.data = param.data.index_select(0, index)
+        param.grad = None
+    for name, buffer in list(module.named_buffers(recurse=False)):
+        setattr(module, name, buffer.index_select(0, index))
+
+
+# ---------------------------------------------------------------------------------------------
+# Random numbers, one row per member
+# ---------------------------------------------------------------------------------------------
+
+def uniform(row: torch.Tensor, rate: float, generator: torch.Generator | None) -> None:
+    row.uniform_(generator=generator)
+
+
+def normal(row: torch.Tensor, rate: float, generator: torch.Generator | None) -> None:
+    row.normal_(generator=generator)
+
+
+def gamma(row: torch.Tensor, rate: float, generator: torch.Generator | None) -> None:
+    """Gamma(k, k), k = (1 - p) / p, as ``torch.distributions.Gamma(k, k).sample`` computes it."""
+    shape = torch.tensor((1.0 - rate) / rate, dtype=row.dtype, device=row.device)
+    row.copy_(standard_gamma(shape.expand(row.shape), generator) / shape)
+    row.clamp_(min=torch.finfo(row.dtype).tiny)
+
+
+class MemberDraws:
+    """Random numbers for all members in one reusable float32 buffer ``[K, *shape]`` per shape.
+
+    Row ``k`` is refilled by ``fill(row, rates[k], generators[k])`` where ``drawing[k]`` is true;
+    other rows keep ``fill_value``. The next call overwrites the buffer (autograd notices if a
+    saved buffer is overwritten before its backward pass).
+    """
+
+    def __init__(self, fill: Fill, fill_value: float = 0.0) -> None:
+        self.fill = fill
+        self.fill_value = fill_value
+        self._buffers: dict[tuple, torch.Tensor] = {}
+
+    def __call__(self, shape: Sequence[int], rates: Sequence[float], drawing: Sequence[bool],
+                 generators: Generators, device: torch.device) -> torch.Tensor:
+        key = (len(rates), *shape, device)
+        buffer = self._buffers.get(key)
+        if buffer is None:
+            buffer = self._buffers[key] = torch.full((len(rates), *shape), self.fill_value, device=device)
+        for row, rate, draw, generator in zip(buffer, rates, drawing, generators, strict=True):
+            if draw:
+                self.fill(row, rate, generator)
+        return buffer
+
+    def clear(self) -> None:
+        """Forget the buffers (after the members changed)."""
+        self._buffers.clear()
+
+
+# ---------------------------------------------------------------------------------------------
+# Rates and parameters
+# ---------------------------------------------------------------------------------------------
+
+class RateSpec:
     """What a technique accepts: its rate range (``check_rate``) and its extra parameters (``PARAMS``)."""
 
     #: Extra keyword parameters (``noise_kwargs``) and what each allows.
@@ -55,41 +140,112 @@ class _RateSpec:
         return dict(params)
 
 
-class Noise(_RateSpec, nn.Module):
-    """Base class: ``perturb`` runs in training mode when ``rate > 0``; otherwise ``h`` is returned."""
+class MemberRates(RateSpec, nn.Module):
+    """A technique's rates, one per member, checked; their constants as ``[K, 1, 1]`` buffers.
 
-    def __init__(self, rate: float) -> None:
+    ``FILL`` draws a member's random numbers; ``DRAWS(rate)`` says whether a member at that rate
+    draws any; ``CONSTANTS`` maps each constant's name to its value at a rate.
+    """
+
+    FILL: Fill = staticmethod(uniform)
+    FILL_VALUE = 0.0
+    DRAWS: Callable[[float], bool] = staticmethod(lambda p: p > 0.0)
+    CONSTANTS: dict[str, Callable[[float], float]] = {}
+
+    def __init__(self, rate: float | Sequence[float], field: str = "rate") -> None:
         super().__init__()
-        self.rate = self.check_rate(rate)
+        rates = [rate] if isinstance(rate, (int, float)) else list(rate)
+        self.rates = [self.check_rate(p, field) for p in rates]
+        self.drawing = [self.DRAWS(p) for p in self.rates]
+        self.draws = MemberDraws(self.FILL, self.FILL_VALUE)
+        for name, value in self.CONSTANTS.items():
+            self.register_buffer(name, member_column([value(p) for p in self.rates]), persistent=False)
 
-    def forward(self, h: torch.Tensor) -> torch.Tensor:
-        if not self.training or self.rate == 0.0:
-            return h
-        return self.perturb(h)
+    @property
+    def rate(self) -> float:
+        """The rate of a single run (a population of one)."""
+        if len(self.rates) != 1:
+            raise AttributeError(f"{type(self).__name__} has {len(self.rates)} members: read .rates")
+        return self.rates[0]
 
-    def perturb(self, h: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+    def draw(self, shape: Sequence[int], generators: Generators, device: torch.device) -> torch.Tensor:
+        """``[K, *shape]`` random numbers, row ``k`` from ``generators[k]`` (see :class:`MemberDraws`)."""
+        return self.draws(shape, self.rates, self.drawing, generators, device)
+
+    def keep(self, index: torch.Tensor) -> None:
+        """Keep only the members at positions ``index`` (in that order)."""
+        positions = index.tolist()
+        self.rates = [self.rates[i] for i in positions]
+        self.drawing = [self.drawing[i] for i in positions]
+        keep_members(self, index)
+        self.draws.clear()
 
     def extra_repr(self) -> str:
-        return f"rate={self.rate}"
+        return f"rate={self.rates[0]}" if len(self.rates) == 1 else f"rates={self.rates}"
+
+
+def keep_and_scale(x: torch.Tensor, u: torch.Tensor, threshold: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """Dropout's formula: keep where ``u > threshold`` (u ~ U(0, 1), threshold p), scale survivors by 1/(1-p)."""
+    return x * ((u > threshold) * scale)
+
+
+#: Dropout's constants: ``threshold`` (-1 at p = 0: keep all; 2 at p = 1: keep none) and ``scale`` (0 at p = 1).
+DROPOUT_CONSTANTS: dict[str, Callable[[float], float]] = {
+    "threshold": lambda p: -1.0 if p == 0 else 2.0 if p == 1 else p,
+    "scale": lambda p: 1.0 / (1.0 - p) if p < 1 else 0.0,
+}
+
+
+def _inside_unit_interval(p: float) -> bool:
+    return 0.0 < p < 1.0
+
+
+# ---------------------------------------------------------------------------------------------
+# Activation techniques
+# ---------------------------------------------------------------------------------------------
+
+class Noise(MemberRates):
+    """Base class: ``perturb`` runs in training mode when some rate is above 0; otherwise ``h`` is returned.
+
+    A single run calls it as ``noise(h)``, drawing from the global RNG, with ``h`` of any shape (its
+    ``[batch, width]`` is member 0 of ``[1, batch, width]``); a population passes ``h`` of shape
+    ``[K, batch, width]`` and one generator per member.
+    """
+
+    def forward(self, h: torch.Tensor, generators: Generators = ONE_RUN) -> torch.Tensor:
+        if not self.training or not any(self.rates):
+            return h
+        if generators is ONE_RUN:
+            return self.perturb(h.unsqueeze(0), generators).squeeze(0)
+        return self.perturb(h, generators)
+
+    def perturb(self, h: torch.Tensor, generators: Generators) -> torch.Tensor:
+        raise NotImplementedError
 
 
 class Dropout(Noise):
-    """The chapter's dropout from scratch: :func:`dropout_layer` (zero with prob. p, scale by 1/(1-p))."""
+    """The chapter's dropout: zero with probability p, scale survivors by 1/(1-p) (as ``dropout_layer``)."""
 
-    def perturb(self, h: torch.Tensor) -> torch.Tensor:
-        return dropout_layer(h, self.rate)
+    DRAWS = staticmethod(_inside_unit_interval)
+    CONSTANTS = DROPOUT_CONSTANTS
+    threshold: torch.Tensor
+    scale: torch.Tensor
+
+    def perturb(self, h: torch.Tensor, generators: Generators) -> torch.Tensor:
+        return keep_and_scale(h, self.draw(h.shape[1:], generators, h.device), self.threshold, self.scale)
 
 
-class DropoutConcise(Noise):
-    """The chapter's concise dropout: a wrapped ``nn.Dropout`` (follows this module's train/eval mode)."""
+class DropoutConcise(Dropout):
+    """The chapter's concise dropout: ``nn.Dropout``'s sampler for a single run.
 
-    def __init__(self, rate: float) -> None:
-        super().__init__(rate)
-        self.dropout = nn.Dropout(self.rate)
+    ``nn.Dropout`` cannot draw from a member's own generator, so in a population the members draw
+    :class:`Dropout`'s masks, which have the same distribution (and cost about 4x less on the CPU).
+    """
 
-    def perturb(self, h: torch.Tensor) -> torch.Tensor:
-        return self.dropout(h)
+    def forward(self, h: torch.Tensor, generators: Generators = ONE_RUN) -> torch.Tensor:
+        if generators is ONE_RUN:
+            return F.dropout(h, self.rate, self.training)
+        return super().forward(h, generators)
 
 
 class GaussianNoise(Noise):
@@ -99,13 +255,16 @@ class GaussianNoise(Noise):
     so rate p is comparable with dropout's; p = 1 would need infinite variance.
     """
 
+    FILL = staticmethod(normal)
+    CONSTANTS = {"scale": lambda p: math.sqrt(p / (1.0 - p))}
+    scale: torch.Tensor
+
     @classmethod
     def check_rate(cls, rate: Any, field: str = "rate") -> float:
         return _number(rate, field, HALF_OPEN_INTERVAL, lambda x: 0.0 <= x < 1.0)
 
-    def perturb(self, h: torch.Tensor) -> torch.Tensor:
-        std = math.sqrt(self.rate / (1.0 - self.rate))
-        return h * (1.0 + std * torch.randn_like(h))
+    def perturb(self, h: torch.Tensor, generators: Generators) -> torch.Tensor:
+        return h * (1.0 + self.scale * self.draw(h.shape[1:], generators, h.device))
 
 
 class AdditiveGaussianNoise(Noise):
@@ -116,13 +275,17 @@ class AdditiveGaussianNoise(Noise):
     scale with h, so zero (inactive) ReLU units are perturbed too.
     """
 
+    FILL = staticmethod(normal)
+    CONSTANTS = {"scale": float}
+    scale: torch.Tensor
+
     @classmethod
     def check_rate(cls, rate: Any, field: str = "rate") -> float:
         return _number(rate, field, "a finite number >= 0 (the noise's standard deviation)",
                        lambda x: 0.0 <= x < math.inf)
 
-    def perturb(self, h: torch.Tensor) -> torch.Tensor:
-        return h + self.rate * torch.randn_like(h)
+    def perturb(self, h: torch.Tensor, generators: Generators) -> torch.Tensor:
+        return h + self.scale * self.draw(h.shape[1:], generators, h.device)
 
 
 class UniformNoise(Noise):
@@ -134,6 +297,8 @@ class UniformNoise(Noise):
     """
 
     MAX_RATE = 0.25
+    CONSTANTS = {"half_width": lambda p: math.sqrt(3.0 * p / (1.0 - p))}
+    half_width: torch.Tensor
 
     @classmethod
     def check_rate(cls, rate: Any, field: str = "rate") -> float:
@@ -141,9 +306,9 @@ class UniformNoise(Noise):
                        "sqrt(3p/(1-p)) of the multiplier's range stays <= 1)",
                        lambda x: 0.0 <= x <= cls.MAX_RATE)
 
-    def perturb(self, h: torch.Tensor) -> torch.Tensor:
-        half_width = math.sqrt(3.0 * self.rate / (1.0 - self.rate))
-        return h * (1.0 + half_width * (2.0 * torch.rand_like(h) - 1.0))
+    def perturb(self, h: torch.Tensor, generators: Generators) -> torch.Tensor:
+        u = self.draw(h.shape[1:], generators, h.device)
+        return h * (1.0 + self.half_width * (2.0 * u - 1.0))
 
 
 class GammaNoise(Noise):
@@ -155,14 +320,15 @@ class GammaNoise(Noise):
     noise, a sign is never flipped. p = 1 is refused (infinite variance).
     """
 
+    FILL = staticmethod(gamma)
+    FILL_VALUE = 1.0
+
     @classmethod
     def check_rate(cls, rate: Any, field: str = "rate") -> float:
         return _number(rate, field, HALF_OPEN_INTERVAL, lambda x: 0.0 <= x < 1.0)
 
-    def perturb(self, h: torch.Tensor) -> torch.Tensor:
-        shape = torch.tensor((1.0 - self.rate) / self.rate, dtype=h.dtype, device=h.device)
-        g = torch.distributions.Gamma(shape, shape).sample(h.shape)
-        return h * g
+    def perturb(self, h: torch.Tensor, generators: Generators) -> torch.Tensor:
+        return h * self.draw(h.shape[1:], generators, h.device)
 
 
 class BlockDropout(Noise):
@@ -176,9 +342,13 @@ class BlockDropout(Noise):
     """
 
     PARAMS = {"group_size": "a positive integer"}
+    DRAWS = staticmethod(_inside_unit_interval)
+    CONSTANTS = DROPOUT_CONSTANTS
+    threshold: torch.Tensor
+    scale: torch.Tensor
 
-    def __init__(self, rate: float, group_size: int = 8) -> None:
-        super().__init__(rate)
+    def __init__(self, rate: float | Sequence[float], field: str = "rate", group_size: int = 8) -> None:
+        super().__init__(rate, field)
         self.group_size = self.check_params({"group_size": group_size})["group_size"]
 
     @classmethod
@@ -189,20 +359,36 @@ class BlockDropout(Noise):
             raise InvalidValueError(f"{prefix}noise_kwargs.group_size", size, cls.PARAMS["group_size"])
         return params
 
-    def perturb(self, h: torch.Tensor) -> torch.Tensor:
-        if self.rate == 1.0:
-            return torch.zeros_like(h)
+    def perturb(self, h: torch.Tensor, generators: Generators) -> torch.Tensor:
         width = h.shape[-1]
         groups = -(-width // self.group_size)
-        keep = torch.rand(*h.shape[:-1], groups, device=h.device) > self.rate
-        mask = keep.repeat_interleave(self.group_size, dim=-1)[..., :width].to(h.dtype)
-        return h * mask / (1.0 - self.rate)
+        u = self.draw((*h.shape[1:-1], groups), generators, h.device)
+        keep = (u > self.threshold).repeat_interleave(self.group_size, dim=-1)[..., :width]
+        return h * (keep * self.scale)
 
     def extra_repr(self) -> str:
-        return f"rate={self.rate}, group_size={self.group_size}"
+        return f"{super().extra_repr()}, group_size={self.group_size}"
 
 
-class DropConnectLinear(_RateSpec, nn.Linear):
+# ---------------------------------------------------------------------------------------------
+# DropConnect: noise on weights
+# ---------------------------------------------------------------------------------------------
+
+class DropConnectRates(MemberRates):
+    """DropConnect's per-member rates: a weight is kept where ``u > p`` and scaled by 1/(1-p) (dropout's constants)."""
+
+    DRAWS = staticmethod(_inside_unit_interval)
+    CONSTANTS = DROPOUT_CONSTANTS
+    threshold: torch.Tensor
+    scale: torch.Tensor
+
+    def masked(self, weight: torch.Tensor, generators: Generators) -> torch.Tensor:
+        """A fresh draw of ``W * M / (1-p)`` for every member; ``weight`` is ``[K, out, in]``."""
+        u = self.draw(weight.shape[1:], generators, weight.device)
+        return keep_and_scale(weight, u, self.threshold, self.scale)
+
+
+class DropConnectLinear(RateSpec, nn.Linear):
     """``nn.Linear`` whose weights are dropped in training: y = x (W * M / (1-p))^T + b, M ~ Bernoulli(1-p).
 
     Wan et al. (2013). E[W * M / (1-p)] = W, so the expected output is the plain layer's; the bias
@@ -218,16 +404,17 @@ class DropConnectLinear(_RateSpec, nn.Linear):
 
     def __init__(self, in_features: int, out_features: int, p: float = 0.5, bias: bool = True) -> None:
         super().__init__(in_features, out_features, bias=bias)
-        self.p = self.check_rate(p, "p")
+        self.noise = DropConnectRates(p, "p")
+
+    @property
+    def p(self) -> float:
+        return self.noise.rate
 
     def masked_weight(self) -> torch.Tensor:
         """A fresh draw of W * M / (1-p) (zeros for p = 1)."""
         if self.p == 0.0:
             return self.weight
-        if self.p == 1.0:
-            return torch.zeros_like(self.weight)
-        keep = torch.rand_like(self.weight) > self.p
-        return self.weight * keep.to(self.weight.dtype) / (1.0 - self.p)
+        return self.noise.masked(self.weight.unsqueeze(0), ONE_RUN).squeeze(0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         weight = self.masked_weight() if self.training else self.weight
@@ -237,11 +424,15 @@ class DropConnectLinear(_RateSpec, nn.Linear):
         return f"{super().extra_repr()}, p={self.p}"
 
 
+# ---------------------------------------------------------------------------------------------
+# The registry
+# ---------------------------------------------------------------------------------------------
+
 class Technique(NamedTuple):
     """A registry entry: the class that implements a technique and why one would use it.
 
-    ``rationale`` is the technique's row in the README's table of noise techniques (Markdown; a
-    test keeps the two equal).
+    ``rationale`` is the technique's row in the documentation's table of noise techniques
+    (Markdown; a test keeps the two equal).
     """
 
     cls: type[Any]  # a Noise or DropConnectLinear subclass (check_rate, check_params)
@@ -277,10 +468,12 @@ def technique(name: Any, field: str = "noise") -> Technique:
     return NOISE_TECHNIQUES[name]
 
 
-def make_noise(name: str, rate: float, *, field: str = "rate", prefix: str = "", **kwargs: Any) -> nn.Module:
-    """Build activation technique ``name`` at ``rate`` with its ``kwargs`` (``noise_kwargs``).
+def make_noise(name: str, rate: float | Sequence[float], *, field: str = "rate", prefix: str = "",
+               **kwargs: Any) -> Noise:
+    """Build activation technique ``name`` at ``rate`` (one run) or at one rate per member, with its
+    ``kwargs`` (``noise_kwargs``).
 
-    Errors name the config field: ``{prefix}noise`` for the name, ``field`` for the rate and
+    Errors name the config field: ``{prefix}noise`` for the name, ``field`` for a rate and
     ``{prefix}noise_kwargs.KEY`` for a parameter, with the allowed values.
     """
     entry = technique(name, f"{prefix}noise")
@@ -288,5 +481,4 @@ def make_noise(name: str, rate: float, *, field: str = "rate", prefix: str = "",
         activation = ", ".join(n for n in NOISE_TECHNIQUES if n not in WEIGHT_TECHNIQUES)
         allowed = f"an activation technique ({activation}); {name} drops weights: use DropConnectLinear or NoisyMLP"
         raise InvalidValueError(f"{prefix}noise", name, allowed)
-    rate = entry.cls.check_rate(rate, field)
-    return entry.cls(rate, **entry.cls.check_params(kwargs, prefix))
+    return entry.cls(rate, field, **entry.cls.check_params(kwargs, prefix))

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from dropout_lab.errors import InvalidValueError
-from dropout_lab.models.mlp import IMAGE_PIXELS, _check_width
+from dropout_lab.models.mlp import IMAGE_PIXELS, check_width
 from dropout_lab.models.noise import WEIGHT_TECHNIQUES, make_noise, technique
 
 
@@ -39,9 +39,9 @@ class NoisyMLP(nn.Module):
     ) -> None:
         super().__init__()
         kwargs = dict(noise_kwargs or {})
-        widths = (_check_width(num_hiddens_1, "model.num_hiddens_1"),
-                  _check_width(num_hiddens_2, "model.num_hiddens_2"),
-                  _check_width(num_outputs, "model.num_outputs"))
+        widths = (check_width(num_hiddens_1, "model.num_hiddens_1"),
+                  check_width(num_hiddens_2, "model.num_hiddens_2"),
+                  check_width(num_outputs, "model.num_outputs"))
         if callable(noise):  # a user's technique, built per layer from its rate
             self.noise = _factory_name(noise)
             self.noise1: nn.Module = _user_noise(noise, dropout_1, kwargs)

@@ -1,18 +1,31 @@
-"""K independent linear layers computed as one: the building block of a fused population.
+"""K independent networks computed as one: the building blocks of a fused population.
 
 Member ``k`` of a :class:`StackedLinear` is an ``nn.Linear(in, out)`` whose weight is stored
 transposed as ``weight[k]`` (``[in, out]``) so that the forward pass is one batched matmul,
 ``torch.baddbmm(bias, x, weight)`` over ``x`` of shape ``[K, batch, in]``. Nothing mixes members:
 member ``k``'s output and gradients depend on member ``k``'s inputs and parameters only.
+:class:`StackedMLP` is K of the chapter's MLPs with a noise technique of ``models/noise.py``.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import nn
+
+from dropout_lab.models.mlp import IMAGE_PIXELS, check_width
+from dropout_lab.models.noise import (
+    WEIGHT_TECHNIQUES,
+    DropConnectRates,
+    Generators,
+    Noise,
+    keep_members,
+    make_noise,
+    technique,
+)
 
 
 def init_linear(num_inputs: int, num_outputs: int,
@@ -29,24 +42,6 @@ def init_linear(num_inputs: int, num_outputs: int,
     return weight, bias
 
 
-def member_column(values: Sequence[float]) -> torch.Tensor:
-    """One float32 value per member as a ``[K, 1, 1]`` tensor, broadcastable over ``[K, rows, cols]``."""
-    return torch.tensor(values, dtype=torch.float32).view(-1, 1, 1)
-
-
-@torch.no_grad()
-def keep_members(module: nn.Module, index: torch.Tensor) -> None:
-    """Keep rows ``index`` (dimension 0, the member) of ``module``'s own parameters and buffers, in that order.
-
-    Parameters keep their identity (their ``data`` shrinks), so an optimizer holding them stays valid.
-    """
-    for param in module.parameters(recurse=False):
-        param.data = param.data.index_select(0, index)
-        param.grad = None
-    for name, buffer in list(module.named_buffers(recurse=False)):
-        setattr(module, name, buffer.index_select(0, index))
-
-
 class StackedLinear(nn.Module):
     """``K`` independent ``nn.Linear(in, out)`` layers: ``weight`` is ``[K, in, out]``, ``bias`` is ``[K, 1, out]``.
 
@@ -61,7 +56,7 @@ class StackedLinear(nn.Module):
         self.weight = nn.Parameter(torch.stack([w.t() for w in weights]).contiguous())
         self.bias = nn.Parameter(torch.stack(biases).unsqueeze(1))
 
-    def forward(self, x: torch.Tensor, generators: Sequence[torch.Generator] = ()) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, generators: Generators = ()) -> torch.Tensor:
         """``x @ weight[k] + bias[k]`` for every member ``k`` (``generators`` is for noisy subclasses)."""
         return self.affine(x, self.weight)
 
@@ -78,3 +73,103 @@ class StackedLinear(nn.Module):
     def extra_repr(self) -> str:
         K, num_inputs, num_outputs = self.weight.shape
         return f"members={K}, in_features={num_inputs}, out_features={num_outputs}"
+
+
+class StackedDropConnectLinear(StackedLinear):
+    """Per-member :class:`~dropout_lab.models.noise.DropConnectLinear`: member ``k``'s weights are dropped
+    with probability ``rates[k]`` (one mask per batch and member, from ``generators[k]``), scaled by 1/(1-p).
+
+    Each mask is drawn in ``nn.Linear``'s ``[out, in]`` layout, the numbers ``DropConnectLinear``
+    draws, and used transposed.
+    """
+
+    def __init__(self, num_inputs: int, num_outputs: int, generators: Sequence[torch.Generator],
+                 rates: Sequence[float], field: str = "p") -> None:
+        super().__init__(num_inputs, num_outputs, generators)
+        self.noise = DropConnectRates(rates, field)
+
+    def forward(self, x: torch.Tensor, generators: Generators = ()) -> torch.Tensor:
+        if not (self.training and any(self.noise.rates)):
+            return self.affine(x, self.weight)
+        masked = self.noise.masked(self.weight.transpose(1, 2), generators).transpose(1, 2)
+        return self.affine(x, masked)
+
+    def keep(self, index: torch.Tensor) -> None:
+        super().keep(index)
+        self.noise.keep(index)
+
+
+class StackedMLP(nn.Module):
+    """``K`` independent 784-h1-h2-out ReLU MLPs with technique ``noise`` after hidden layer k.
+
+    Member ``k`` is initialised from ``generators[k]`` as ``NoisyMLP`` (or either chapter net) is
+    after ``torch.manual_seed``, has its own rates ``dropout_1[k]``, ``dropout_2[k]``, and draws its
+    noise from ``self.generators[k]`` (set them on the training device before training). Layers
+    and noise modules have ``NoisyMLP``'s names. ``forward`` maps ``[K, batch, ...]`` images (one
+    batch per member) or ``[batch, ...]`` (one batch for all) to ``[K, batch, out]`` logits.
+    """
+
+    def __init__(
+        self,
+        generators: Sequence[torch.Generator],
+        dropout_1: Sequence[float],
+        dropout_2: Sequence[float],
+        num_hiddens_1: int = 256,
+        num_hiddens_2: int = 256,
+        num_outputs: int = 10,
+        noise: str = "dropout",
+        noise_kwargs: Mapping[str, Any] | None = None,
+        num_inputs: int = IMAGE_PIXELS,
+    ) -> None:
+        super().__init__()
+        technique(noise, "model.noise")
+        self.noise = noise
+        kwargs = dict(noise_kwargs or {})
+        widths = (check_width(num_hiddens_1, "model.num_hiddens_1"),
+                  check_width(num_hiddens_2, "model.num_hiddens_2"),
+                  check_width(num_outputs, "model.num_outputs"))
+        self.num_inputs = num_inputs
+        self.noise1: Noise | None = None
+        self.noise2: Noise | None = None
+        if noise in WEIGHT_TECHNIQUES:
+            technique(noise).cls.check_params(kwargs, "model.")
+            self.lin1: StackedLinear = StackedDropConnectLinear(num_inputs, widths[0], generators, dropout_1,
+                                                                "model.dropout_1")
+            self.lin2: StackedLinear = StackedDropConnectLinear(widths[0], widths[1], generators, dropout_2,
+                                                                "model.dropout_2")
+        else:
+            self.noise1 = make_noise(noise, dropout_1, field="model.dropout_1", prefix="model.", **kwargs)
+            self.noise2 = make_noise(noise, dropout_2, field="model.dropout_2", prefix="model.", **kwargs)
+            self.lin1 = StackedLinear(num_inputs, widths[0], generators)
+            self.lin2 = StackedLinear(widths[0], widths[1], generators)
+        self.lin3 = StackedLinear(widths[1], widths[2], generators)
+        self.generators: list[torch.Generator] = list(generators)
+
+    @property
+    def size(self) -> int:
+        """K, the members still in the stack."""
+        return self.lin3.weight.shape[0]
+
+    def forward(self, X: torch.Tensor) -> torch.Tensor:
+        gens = self.generators
+        if X.shape[-1] != self.num_inputs:  # images: flatten [..., 1, 28, 28] to [..., 784]
+            X = X.flatten(-3)
+        H1 = torch.relu(self.lin1(X, gens))
+        if self.noise1 is not None:
+            H1 = self.noise1(H1, gens)
+        H2 = torch.relu(self.lin2(H1, gens))
+        if self.noise2 is not None:
+            H2 = self.noise2(H2, gens)
+        return self.lin3(H2)
+
+    def keep(self, index: torch.Tensor) -> None:
+        """Keep only the members at positions ``index`` (in that order), with their generators."""
+        for layer in (self.lin1, self.lin2, self.lin3):
+            layer.keep(index)
+        for noise in (self.noise1, self.noise2):
+            if noise is not None:
+                noise.keep(index)
+        self.generators = [self.generators[i] for i in index.tolist()]
+
+    def extra_repr(self) -> str:
+        return f"members={self.size}, noise={self.noise!r}"

@@ -1,4 +1,4 @@
-"""A study worker's settings, and where each of its trials' runs is composed and written."""
+"""A study worker's settings, its population size, and where each of its trials' runs is composed and written."""
 
 from __future__ import annotations
 
@@ -8,9 +8,12 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+from omegaconf import DictConfig
 
+from dropout_lab.config.engine import AUTO
 from dropout_lab.config.study_grid import run_overrides
 from dropout_lab.config.study_spec import StudySpec
+from dropout_lab.training.sizing import auto_population_size
 
 
 @dataclass
@@ -18,7 +21,7 @@ class WorkerSettings:
     """Where a worker stores and writes, what it adds to every run's overrides, and how it trains.
 
     ``population``: ``1`` trains one run at a time (the per-run engine); K > 1 or ``"auto"`` trains up
-    to K compatible runs as one fused population (``studies/populations.py``), in ``population_precision``
+    to K compatible runs as one fused population (``runners/trial_runs.py``), in ``population_precision``
     (``fp32`` or ``bf16``). ``workers``: how many workers share the study on this host (``auto``
     splits the free memory and the queue between them).
     """
@@ -42,3 +45,10 @@ def trial_overrides(spec: StudySpec, settings: WorkerSettings, params: Mapping[s
 def trial_output_dir(spec: StudySpec, settings: WorkerSettings, trial: optuna.Trial) -> str:
     """The folder of a trial's ``run.json`` copy."""
     return str(Path(settings.results_dir) / "studies" / spec.name / f"trial_{trial.number:05d}")
+
+
+def population_size(settings: WorkerSettings, cfg: DictConfig) -> int:
+    """K for runs like ``cfg``: the setting, or for ``auto`` the device and memory rule."""
+    if settings.population == AUTO:
+        return auto_population_size(cfg, settings.workers)
+    return int(settings.population)

@@ -2,19 +2,36 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 import optuna
-from optuna.storages import BaseStorage
-from optuna.trial import FrozenTrial, TrialState
+from filelock import FileLock
+from optuna.storages import BaseStorage, fail_stale_trials
+from optuna.trial import FrozenTrial
 
-from dropout_lab.store.backends import heartbeat_interval, quiet_experimental, retry_callback
+from dropout_lab.compat import claim_trial
+from dropout_lab.store.heartbeat import heartbeat_interval, quiet_experimental
 
 #: User attribute naming the worker process (host, pid) that runs or ran a trial.
 WORKER_ATTR = "worker"
+
+
+def queue_lock(url: str) -> contextlib.AbstractContextManager:
+    """A lock around claiming queued runs and re-queueing stale ones, across all local workers.
+
+    SQLite has no row locks (Optuna's ``SELECT ... FOR UPDATE`` is a plain read there), so two
+    workers can both see a stale run RUNNING and both re-queue it, and the run is then done
+    twice (seen in a test: two workers relaunched at once re-queued each killed run twice). A file
+    lock next to the database serializes those steps; SQLite is single-host anyway. PostgreSQL's
+    row locks already serialize them, and the journal storage has no heartbeats.
+    """
+    if url.startswith("sqlite:///"):
+        return FileLock(url[len("sqlite:///"):] + ".lock")
+    return contextlib.nullcontext()
 
 
 def claim_waiting(study: optuna.Study, storage: BaseStorage, trials: Iterable[FrozenTrial],
@@ -32,15 +49,18 @@ def claim_waiting(study: optuna.Study, storage: BaseStorage, trials: Iterable[Fr
     for trial in trials:
         if limit is not None and len(claimed) >= limit:
             break
-        try:
-            trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, trial.number)
-            if record_heartbeat:
-                record_heartbeat(trial_id)
-            if storage.set_trial_state_values(trial_id, state=TrialState.RUNNING):
-                claimed.append(trial_id)
-        except (optuna.exceptions.UpdateFinishedTrialError, optuna.exceptions.StorageInternalError):
-            continue
+        trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, trial.number)
+        if record_heartbeat:
+            record_heartbeat(trial_id)
+        if claim_trial(storage, trial_id):
+            claimed.append(trial_id)
     return claimed
+
+
+def requeue_stale(study: optuna.Study) -> None:
+    """Fail the RUNNING trials whose heartbeats stopped and queue them again (Optuna's retry callback)."""
+    with quiet_experimental():
+        fail_stale_trials(study)
 
 
 def suggest_fixed(trial: optuna.Trial, fixed: Mapping[str, Any], choices: Mapping[str, list]) -> None:
@@ -53,12 +73,6 @@ def suggest_fixed(trial: optuna.Trial, fixed: Mapping[str, Any], choices: Mappin
             trial.suggest_int(key, value, value)
         else:
             trial.suggest_float(key, float(value), float(value))
-
-
-def requeue_interrupted(study: optuna.Study, trial: optuna.Trial) -> None:
-    """Fail an interrupted run and queue it again, as the heartbeat does for a killed worker."""
-    with quiet_experimental():
-        retry_callback()(study, study.tell(trial, state=TrialState.FAIL))
 
 
 def mark_worker(trial: optuna.Trial) -> None:

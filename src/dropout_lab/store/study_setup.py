@@ -69,7 +69,7 @@ def make_pruner(spec: StudySpec) -> optuna.pruners.BasePruner:
     return build_pruner(spec.pruner, spec.epochs)
 
 
-def load_study(spec: StudySpec, storage: BaseStorage) -> optuna.Study:
+def open_study(spec: StudySpec, storage: BaseStorage) -> optuna.Study:
     """Load an existing study with the spec's sampler and pruner (they are not stored)."""
     return optuna.load_study(study_name=spec.name, storage=storage, sampler=make_sampler(spec),
                              pruner=make_pruner(spec))
@@ -116,7 +116,7 @@ def prepare_study(spec: StudySpec, storage: BaseStorage, wait_s: float = 60.0) -
                                     sampler=make_sampler(spec), pruner=make_pruner(spec))
         created = True
     except optuna.exceptions.DuplicatedStudyError:
-        study = load_study(spec, storage)
+        study = open_study(spec, storage)
         created = False
     if created:
         for key, value in (("question", spec.question), ("metric", spec.metric), ("epochs", spec.epochs),

@@ -1,20 +1,25 @@
-"""Runs as Optuna trials: writing a run record into its trial, and which trials count as final.
+"""Runs as Optuna trials: a run record written into its trial, the one way a trial is told its run's end,
+and which trials count as final.
 
 The tables read back out of the trials are in :mod:`dropout_lab.store.run_tables`.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import math
+from collections.abc import Mapping
+from typing import Any
 
 import optuna
+from optuna.distributions import BaseDistribution
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
-from dropout_lab.store.backends import quiet_experimental
+from dropout_lab.store.heartbeat import quiet_experimental, retry_callback
+from dropout_lab.training.run_record import RunRecord, Status
 
-if TYPE_CHECKING:  # the record is only passed through: no training package at import time
-    from dropout_lab.training.run_record import RunRecord
+#: What a trial ended as: its metric (COMPLETE), ``TrialState.PRUNED`` or ``TrialState.FAIL``.
+Outcome = float | TrialState
 
 
 def save_record(trial: optuna.Trial, record: RunRecord, output_dir: str) -> None:
@@ -24,9 +29,47 @@ def save_record(trial: optuna.Trial, record: RunRecord, output_dir: str) -> None
 
 
 def save_failure(trial: optuna.Trial, reason: str) -> None:
-    """Record why a run failed before it produced a record."""
-    trial.set_user_attr("status", "failed")
+    """Record why a run failed before it produced a record (a bad value or override)."""
+    trial.set_user_attr("status", Status.FAILED.value)
     trial.set_user_attr("reason", reason)
+
+
+def stored_record(attrs: Mapping[str, Any]) -> RunRecord | None:
+    """The run record a trial's user attributes hold, or None if its run stopped before it had one."""
+    return RunRecord.from_trial_attrs(dict(attrs)) if "config" in attrs and "status" in attrs else None
+
+
+def outcome(record: RunRecord | None, metric: str) -> Outcome:
+    """A run's outcome for its trial: its final ``metric`` when it completed with a finite value, else
+    PRUNED or FAIL (no record, failed, interrupted)."""
+    if record is not None and record.status is Status.COMPLETED:
+        value = record.final.get(metric)
+        if value is not None and math.isfinite(value):
+            return float(value)
+    if record is not None and record.status is Status.PRUNED:
+        return TrialState.PRUNED
+    return TrialState.FAIL
+
+
+def tell(study: optuna.Study, trial: optuna.Trial | int, record: RunRecord | None, metric: str) -> None:
+    """Finish a RUNNING trial from its run's record: COMPLETE with the metric, PRUNED, or FAIL; an interrupted
+    run (Ctrl-C) is failed and queued again, as the heartbeat does for a killed worker."""
+    result = outcome(record, metric)
+    told = {"values": result} if isinstance(result, float) else {"state": result}
+    frozen = study.tell(trial, **told, skip_if_finished=True)
+    if record is not None and record.status is Status.INTERRUPTED:
+        with quiet_experimental():
+            retry_callback()(study, frozen)
+
+
+def add_run(study: optuna.Study, record: RunRecord, output_dir: str, params: dict[str, Any],
+            distributions: dict[str, BaseDistribution], metric: str) -> None:
+    """Store a run trained outside any study worker (``dropout-lab train``) as a finished trial of ``study``."""
+    result = outcome(record, metric)
+    study.add_trial(optuna.trial.create_trial(
+        state=TrialState.COMPLETE if isinstance(result, float) else result,
+        value=result if isinstance(result, float) else None,
+        params=params, distributions=distributions, user_attrs=record.trial_attrs(output_dir)))
 
 
 def retry_history(trial: FrozenTrial) -> list[int]:

@@ -1,5 +1,5 @@
 """Lightning module, callbacks, the run record and the train entry point.
 
-Import from the modules (``dropout_lab.training.train.train``, ``dropout_lab.training.run_record.RunRecord``):
+Import from the modules (``dropout_lab.training.fit.train``, ``dropout_lab.training.run_record.RunRecord``):
 this package re-exports nothing, so that reading run records (``study status``) never imports Lightning.
 """

@@ -1,33 +1,33 @@
-"""Model selection on the validation split: the best-validation epoch and its weights, kept in memory.
+"""Model selection on the validation split: each member's best-validation epoch and its weights, kept in memory.
 
 Every run records, beside its last-epoch metrics (``final``), the metrics at its best-validation
 epoch (``best``): ``epoch``, ``val_loss``, ``val_acc`` and the test metrics of the weights it had
 then. That is early stopping's answer without stopping: the same run, selected on validation only.
-Lightning's ``ModelCheckpoint`` keeps the best weights in files; a chapter MLP's weights are about
-1 MB, so they are kept in memory here instead.
+Lightning's ``ModelCheckpoint`` keeps the best weights of one model in files; here each member of a
+population has its own best epoch, and a chapter MLP's weights are about 1 MB, so they are kept in
+memory: one copy of the net's state whose row ``k`` (a population) holds member ``k``'s best weights.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping, Sequence
 
-import lightning as L
 import torch
+from torch import nn
 
-#: How each selection metric is optimised.
-SELECTION = {"val_acc": "max", "val_loss": "min"}
+from dropout_lab.config.schema import METRICS
 
 
 def selection_metric(metric: str) -> str:
     """The run's metric when it is a validation metric, else ``val_acc``."""
-    return metric if metric in SELECTION else "val_acc"
+    return metric if metric in METRICS else "val_acc"
 
 
 def improves(new: float, best: float | None, metric: str) -> bool:
     """True if ``new`` is strictly better than ``best`` (ties keep the earlier epoch)."""
     if best is None:
         return new == new  # not NaN
-    return new > best if SELECTION[metric] == "max" else new < best
+    return new > best if METRICS[metric] == "maximize" else new < best
 
 
 def best_row(curves: list[dict[str, float]], metric: str) -> dict[str, float] | None:
@@ -39,34 +39,50 @@ def best_row(curves: list[dict[str, float]], metric: str) -> dict[str, float] | 
     return best
 
 
-def best_metrics(row: dict[str, float], tested: dict[str, float]) -> dict[str, float]:
+def best_metrics(row: Mapping[str, float], tested: Mapping[str, float]) -> dict[str, float]:
     """The ``best`` block of a run record: the epoch, its validation metrics, the test metrics of its weights."""
     return {"epoch": int(row["epoch"]), "val_loss": row["val_loss"], "val_acc": row["val_acc"],
             "test_loss": float(tested["test_loss"]), "test_acc": float(tested["test_acc"])}
 
 
-class BestWeights(L.Callback):
-    """Keeps a copy of the module's weights at the best ``metric`` seen on validation so far."""
+class BestWeights:
+    """Each member's best ``metric`` on validation so far, its epoch, and its weights then.
+
+    ``net`` is a single run's network (one member) or a stacked population (dimension 0 of every
+    tensor of its state is the member); ``rows`` below are positions in its current stack.
+    """
 
     def __init__(self, metric: str = "val_acc") -> None:
-        if metric not in SELECTION:
-            raise ValueError(f"metric={metric!r}: one of {sorted(SELECTION)}")
+        if metric not in METRICS:
+            raise ValueError(f"metric={metric!r}: one of {sorted(METRICS)}")
         self.metric = metric
-        self.value: float | None = None
-        self.epoch = 0
-        self.state: dict[str, Any] | None = None
+        self.values: dict[int, float] = {}
+        self.epochs: dict[int, int] = {}
+        self.state: dict[str, torch.Tensor] = {}
 
-    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        """After the epoch's validation (as ``EpochRecorder`` reads it)."""
-        if self.metric not in trainer.callback_metrics:
+    def update(self, net: nn.Module, epoch: int, numbers: Sequence[int], values: Sequence[float | None]) -> None:
+        """After an epoch: member ``numbers[row]`` (stack row ``row``) scored ``values[row]``; keep the weights of those
+        that improved."""
+        rows = [row for row, (number, value) in enumerate(zip(numbers, values, strict=True))
+                if value is not None and improves(value, self.values.get(number), self.metric)]
+        if not rows:
             return
-        value = float(trainer.callback_metrics[self.metric])
-        if improves(value, self.value, self.metric):
-            self.value, self.epoch = value, trainer.current_epoch + 1
-            self.state = {k: v.detach().clone() for k, v in pl_module.state_dict().items()}
+        for row in rows:
+            self.values[numbers[row]], self.epochs[numbers[row]] = float(values[row]), epoch  # type: ignore[arg-type]
+        current = net.state_dict()
+        if not self.state or len(rows) == len(numbers):
+            self.state = {name: tensor.detach().clone() for name, tensor in current.items()}
+            return
+        index = torch.tensor(rows, dtype=torch.long, device=next(iter(current.values())).device)
+        for name, tensor in current.items():
+            self.state[name][index] = tensor.detach()[index]
 
-    def restore(self, pl_module: torch.nn.Module) -> None:
-        """Load the best weights into ``pl_module`` (its last weights are overwritten)."""
-        if self.state is None:
+    def keep(self, index: torch.Tensor) -> None:
+        """Keep stack rows ``index`` (members left a population)."""
+        self.state = {name: tensor.index_select(0, index) for name, tensor in self.state.items()}
+
+    def restore(self, net: nn.Module) -> None:
+        """Load every member's best weights into ``net`` (its last weights are overwritten)."""
+        if not self.state:
             raise RuntimeError("no validation epoch was recorded")
-        pl_module.load_state_dict(self.state)
+        net.load_state_dict(self.state)

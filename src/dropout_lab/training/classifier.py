@@ -1,114 +1,214 @@
-"""The Lightning classifier that wraps either of the chapter's networks."""
+"""The Lightning module of every run: cross-entropy training of one network or of a population of K.
+
+A single run is a population of one: its net maps ``[batch, ...]`` images to ``[batch, classes]``
+logits (the chapter's ``DropoutMLPScratch``, ``DropoutMLPConcise``, ``NoisyMLP`` or a user's network),
+and the module views them as ``[1, batch, classes]``. A :class:`~dropout_lab.models.stacked.StackedMLP`
+computes all K members at once as ``[K, batch, classes]``. Everything else is the same code for both:
+each member's mean cross-entropy, summed for one backward pass (so each member's gradients are those
+of its own loss), per-member SGD, and per-member loss and accuracy on the validation and test sets.
+
+``records[k]`` is the run record of member ``k``; ``active`` lists the members still training, in
+the order of the stacked rows. Members leave between epochs (:meth:`leave`: diverged or pruned,
+decided by ``training/epoch_end.py``); the stacked tensors, the optimizer and the batches shrink
+with them, so leavers stop costing compute.
+
+The training step is the hot path: a ``StepGroup`` of consecutive mini-batches
+(``data.batches_per_call``) is trained in one call with one optimizer step per mini-batch, so
+Lightning's per-batch loop runs once per group; optimization is manual (``zero_grad``,
+``manual_backward``, ``step`` through Lightning's optimizer wrapper, so ``global_step`` and the
+optimizer hooks still work); the losses are summed in a tensor (no ``.item()`` sync per step).
+"""
 
 from __future__ import annotations
 
-import inspect
-from typing import Any
+import time
+from collections.abc import Callable, Sequence
 
 import lightning as L
 import torch
 import torch.nn.functional as F
-from lightning.pytorch.core.optimizer import LightningOptimizer
 from torch import nn
 
-from dropout_lab.data.batches import BatchGroup
+from dropout_lab.data.batches import MemberBatches, StepGroup
+from dropout_lab.models.stacked import StackedMLP
+from dropout_lab.training.best_weights import BestWeights
+from dropout_lab.training.optim import MemberSGD
+from dropout_lab.training.run_record import RunRecord, Status
 
-#: Types that ``nn.Module.__setattr__`` stores as plain attributes (never parameters, buffers or modules).
-_PLAIN_TYPES = frozenset({str, bool, int, float, type(None)})
+#: Called with a member's number when it leaves the population before the end (its record is final).
+OnLeave = Callable[[int], None]
 
 
 class Classifier(L.LightningModule):
-    """Cross-entropy training with plain SGD; logs loss and accuracy per epoch for each split.
+    """Cross-entropy training with SGD for ``records`` (one per member), each with its own lr, momentum and
+    weight decay; per-member epoch metrics in :attr:`epoch_metrics`, test metrics in :attr:`tested`, and
+    each member's best-validation weights (on ``metric``) in :attr:`best`."""
 
-    The training step is the hot path (196 steps per epoch in the chapter setting), so it keeps
-    Lightning's per-step work small (issue 6, see ``benchmarks/README.md``):
-
-    * a ``BatchGroup`` of consecutive mini-batches (``data.batches_per_call``) is trained in one
-      call, one optimizer step per mini-batch, so Lightning's per-batch loop runs once per group;
-    * manual optimization (``zero_grad``, ``manual_backward``, ``step`` through Lightning's
-      optimizer wrapper, so ``global_step`` and the optimizer hooks still work) instead of the
-      automatic optimization's closure;
-    * ``train_loss`` is summed in a tensor (no ``.item()`` sync) and logged once, at the epoch's
-      last batch, as the batch-size-weighted mean: the value ``self.log(..., on_epoch=True)``
-      would give, in ``trainer.callback_metrics`` before callbacks' ``on_train_epoch_end``;
-    * plain attribute writes skip ``nn.Module.__setattr__``'s checks (see ``__setattr__``);
-    * ``training_step`` carries its ``__signature__`` (see the end of this module).
-    """
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        """Store plain values directly; everything else goes through ``nn.Module.__setattr__``.
-
-        Lightning sets plain attributes on the module (``_current_fx_name`` and the like) about 30
-        times per training step, and ``nn.Module``'s checks (``isinstance`` against the Parameter
-        and Buffer metaclasses) cost about 45 us a step on this CPU. A str/bool/int/float/None
-        value for a name that is not a parameter, buffer or submodule ends up as a plain attribute
-        either way (``object.__setattr__`` still honours property setters).
-        """
-        d = self.__dict__
-        if (type(value) in _PLAIN_TYPES and "_modules" in d and name not in d["_parameters"]
-                and name not in d["_buffers"] and name not in d["_modules"]):
-            object.__setattr__(self, name, value)
-        else:
-            super().__setattr__(name, value)
-
-    def __init__(self, net: nn.Module, lr: float = 0.1, momentum: float = 0.0,
-                 weight_decay: float = 0.0) -> None:
+    def __init__(self, net: nn.Module, records: Sequence[RunRecord], lr: Sequence[float],
+                 momentum: Sequence[float], weight_decay: Sequence[float], metric: str = "val_acc") -> None:
         super().__init__()
         self.net = net
-        self.save_hyperparameters(ignore=["net"])
+        self.stacked = isinstance(net, StackedMLP)
+        if not self.stacked and len(records) != 1:
+            raise ValueError(f"{type(net).__name__} trains one run, not {len(records)}: use a StackedMLP")
+        self.records = list(records)
+        self.active = list(range(len(self.records)))
+        self.optim_values = {"lr": list(lr), "momentum": list(momentum), "weight_decay": list(weight_decay)}
+        self.save_hyperparameters(self.optim_values)
         self.automatic_optimization = False
-        self._loss_sum = torch.zeros(())
+        self.best = BestWeights(metric)
+        self.on_leave: OnLeave | None = None
+        #: The metrics of the last training epoch, validation and test pass: name -> one value per active member.
+        self.epoch_metrics: dict[str, list[float]] = {}
+        self.tested: dict[str, list[float]] = {}
+        #: Seconds each member spent before its first epoch (set-up) and in test passes: its share of the population's.
+        self.fit_start = time.perf_counter()
+        self.setup_share = 0.0
+        self.test_share = 0.0
+        self._loss_sum = torch.zeros(len(self.records))
         self._seen = 0
+        self._eval: dict[str, torch.Tensor] = {}
+        self._test_start = 0.0
 
     def forward(self, X: torch.Tensor) -> torch.Tensor:
         return self.net(X)
 
-    def _loss_and_accuracy(self, batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        X, y = batch
-        logits = self(X)
-        loss = F.cross_entropy(logits, y)
-        accuracy = (logits.argmax(dim=1) == y).float().mean()
-        return loss, accuracy
+    def _logits(self, X: torch.Tensor, per_member: bool) -> torch.Tensor:
+        """``[K, batch, classes]`` logits: ``X`` holds one batch per member (training) or one for all (evaluation)."""
+        if self.stacked:
+            return self(X)
+        return self(X[0] if per_member else X).unsqueeze(0)
 
-    def on_train_epoch_start(self) -> None:
-        self._loss_sum = torch.zeros((), device=self.device)
-        self._seen = 0
+    def _log(self, name: str, values: torch.Tensor, batch_size: int) -> None:
+        """Log each member's value (``name``; ``name/k`` for member k of a population) for loggers and callbacks."""
+        for row, number in enumerate(self.active):
+            self.log(name if len(self.records) == 1 else f"{name}/{number}", values[row], on_step=False, on_epoch=True,
+                     batch_size=batch_size)
 
-    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor] | BatchGroup, batch_idx: int) -> torch.Tensor:
-        optimizer = self.optimizers()
-        assert isinstance(optimizer, LightningOptimizer)  # configure_optimizers returns one optimizer
-        for X, y in batch if isinstance(batch, BatchGroup) else (batch,):
-            loss = F.cross_entropy(self(X), y)
-            optimizer.zero_grad(set_to_none=True)
-            self.manual_backward(loss)
-            optimizer.step()
-            self._loss_sum += loss.detach() * len(y)
-            self._seen += len(y)
-        if batch_idx + 1 >= self.trainer.num_training_batches:
-            self.log("train_loss", self._loss_sum / self._seen, on_step=False, on_epoch=True,
-                     batch_size=self._seen)
-        return loss
+    # set-up
 
-    def _evaluate(self, batch: tuple[torch.Tensor, torch.Tensor], split: str) -> None:
-        loss, accuracy = self._loss_and_accuracy(batch)
-        n = len(batch[1])
-        self.log(f"{split}_loss", loss, batch_size=n)
-        self.log(f"{split}_acc", accuracy, batch_size=n)
+    def on_fit_start(self) -> None:
+        """Members' noise generators on the training device (on the CPU the init generators simply continue)."""
+        if self.stacked and self.device.type != "cpu":
+            assert isinstance(self.net, StackedMLP)
+            self.net.generators = [torch.Generator(self.device).manual_seed(self.records[m].seed) for m in self.active]
 
-    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        self._evaluate(batch, "val")
-
-    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        self._evaluate(batch, "test")
+    def on_train_start(self) -> None:
+        self.setup_share = (time.perf_counter() - self.fit_start) / len(self.active)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.SGD(self.parameters(), lr=self.hparams["lr"], momentum=self.hparams["momentum"],
-                               weight_decay=self.hparams["weight_decay"])
+        values = self.optim_values
+        if self.stacked:
+            return MemberSGD(self.parameters(), **values)
+        return torch.optim.SGD(self.parameters(), lr=values["lr"][0], momentum=values["momentum"][0],
+                               weight_decay=values["weight_decay"][0])
 
+    # training
 
-# Lightning's manual loop checks ``training_step``'s signature on every step
-# (``is_param_in_hook_signature`` through ``inspect``, about 30 us on this CPU); with
-# ``__signature__`` set, ``inspect`` returns it at once. It is the method's own signature, so what
-# Lightning concludes is unchanged.
-Classifier.training_step.__signature__ = inspect.signature(  # type: ignore[attr-defined]  # functions take attributes
-    Classifier.training_step)
+    def on_train_epoch_start(self) -> None:
+        self._loss_sum = torch.zeros(len(self.active), device=self.device)
+        self._seen = 0
+
+    def training_step(self, batch: StepGroup, batch_idx: int) -> None:
+        optimizer = self.optimizers()
+        assert not isinstance(optimizer, list)  # configure_optimizers returns one optimizer
+        for X, y in batch:
+            K, b = y.shape
+            logits = self._logits(X, per_member=True)
+            losses = F.cross_entropy(logits.reshape(K * b, -1), y.reshape(-1), reduction="none").view(K, b).mean(1)
+            optimizer.zero_grad(set_to_none=True)
+            self.manual_backward(losses.sum())
+            optimizer.step()
+            self._loss_sum += losses.detach() * b
+            self._seen += b
+        if batch_idx + 1 >= self.trainer.num_training_batches:
+            train_loss = self._loss_sum / self._seen
+            self.epoch_metrics = {"train_loss": train_loss.tolist()}
+            self._log("train_loss", train_loss, self._seen)
+
+    # evaluation: every member on the same batches
+
+    def _start_evaluation(self) -> None:
+        K = len(self.active)
+        self._eval = {"loss": torch.zeros(K, device=self.device), "correct": torch.zeros(K, device=self.device),
+                      "n": torch.zeros((), device=self.device)}
+
+    def _evaluate(self, batch: tuple[torch.Tensor, torch.Tensor]) -> None:
+        X, y = batch
+        logits = self._logits(X, per_member=False)
+        K, b, _ = logits.shape
+        losses = F.cross_entropy(logits.reshape(K * b, -1), y.repeat(K), reduction="none")
+        self._eval["loss"] += losses.view(K, b).sum(1)
+        self._eval["correct"] += (logits.argmax(-1) == y).sum(1)
+        self._eval["n"] += b
+
+    def _evaluated(self, split: str) -> dict[str, list[float]]:
+        n = self._eval["n"]
+        loss, accuracy = self._eval["loss"] / n, self._eval["correct"] / n
+        self._log(f"{split}_loss", loss, int(n))
+        self._log(f"{split}_acc", accuracy, int(n))
+        return {f"{split}_loss": loss.tolist(), f"{split}_acc": accuracy.tolist()}
+
+    def on_validation_epoch_start(self) -> None:
+        self._start_evaluation()
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        self._evaluate(batch)
+
+    def on_validation_epoch_end(self) -> None:
+        if not self.trainer.sanity_checking:
+            self.epoch_metrics.update(self._evaluated("val"))
+
+    def on_test_epoch_start(self) -> None:
+        self._start_evaluation()
+        self._test_start = time.perf_counter()
+
+    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        self._evaluate(batch)
+
+    def on_test_epoch_end(self) -> None:
+        """The members' test metrics (noise off), and each member's share of the pass's time."""
+        self.tested = self._evaluated("test")
+        self.test_share += (time.perf_counter() - self._test_start) / len(self.active)
+
+    # members leaving
+
+    def end(self, number: int, status: Status, reason: str | None = None) -> None:
+        """Record how member ``number`` ended; its wall time is its share of the set-up, of each epoch it trained
+        and of the test passes so far."""
+        record = self.records[number]
+        record.status, record.reason = status, reason
+        record.wall_time_s = self.setup_share + sum(row["seconds"] for row in record.curves) + self.test_share
+
+    def leave(self, leaving: dict[int, tuple[Status, str]]) -> None:
+        """End the members ``leaving`` (number -> status, reason) and take them out of the population.
+
+        Called between epochs, with the trainer attached: parameters, optimizer state, generators and
+        batches keep the other members' rows; with nobody left, training stops.
+        """
+        if not leaving:
+            return
+        for number, (status, reason) in leaving.items():
+            self.end(number, status, reason)
+        rows = [row for row, number in enumerate(self.active) if number not in leaving]
+        if rows:
+            index = torch.tensor(rows, dtype=torch.long, device=self.device)
+            self.keep_rows(index)
+        else:
+            self.trainer.should_stop = True
+        self.active = [self.active[row] for row in rows]
+        for number in leaving:
+            if self.on_leave is not None:
+                self.on_leave(number)
+
+    def keep_rows(self, index: torch.Tensor) -> None:
+        """Keep stack rows ``index`` of the net, its best weights, the optimizer state and the batches."""
+        assert isinstance(self.net, StackedMLP)
+        self.net.keep(index)
+        self.best.keep(index)
+        for optimizer in self.trainer.optimizers:
+            if isinstance(optimizer, MemberSGD):
+                optimizer.keep(index)
+        if isinstance(batches := self.trainer.train_dataloader, MemberBatches):
+            batches.keep(index)
+        self._loss_sum = self._loss_sum.index_select(0, index)

@@ -7,11 +7,14 @@ import json
 import platform
 import socket
 from dataclasses import asdict, dataclass, field, fields
+from enum import StrEnum
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
+
+from dropout_lab.config.engine import PER_RUN
 
 RECORD_NAME = "run.json"
 #: The trial user attribute that names the folder holding the run's ``run.json`` copy and logs.
@@ -53,22 +56,35 @@ def library_versions() -> dict[str, str]:
     return out
 
 
+class Status(StrEnum):
+    """How a run ended (``running`` while it trains); stored as its text value."""
+
+    RUNNING = "running"
+    COMPLETED = "completed"
+    #: Stopped early by its pruner (a tuning trial).
+    PRUNED = "pruned"
+    #: Diverged (a non-finite training loss), or an error while it trained; ``reason`` says which.
+    FAILED = "failed"
+    #: Stopped by Ctrl-C or a termination signal; its trial is re-queued.
+    INTERRUPTED = "interrupted"
+
+
 @dataclass
 class RunRecord:
-    """Everything a run produced; ``status`` is ``completed``, ``pruned`` or ``failed`` (with ``reason``).
+    """Everything a run produced; ``status`` says how it ended (:class:`Status`), ``reason`` why if not completed.
 
     ``final``: validation and test metrics of the last epoch's weights. ``best``: the best-validation
     epoch (``epoch``, selected on the run's ``metric``), its validation metrics and the test metrics of
     its weights (``training/best_weights.py``); both are empty unless the run completed.
 
-    ``engine`` says how it was trained: ``per-run`` (``train()``), or ``population(K=8, fp32)``: as one
-    of K members of a fused population (``training/population.py``), in float32 or bf16 autocast.
+    ``engine`` says how it was trained: ``per-run`` (its own network), or ``population(K=8, fp32)``: as one
+    of K members of a fused population, in float32 or bf16 autocast (``training/fit.py``).
     """
 
     config: dict[str, Any]
     seed: int
     config_hash: str
-    status: str = "running"
+    status: Status = Status.RUNNING
     reason: str | None = None
     curves: list[dict[str, float]] = field(default_factory=list)
     final: dict[str, float] = field(default_factory=dict)
@@ -79,7 +95,10 @@ class RunRecord:
     overrides: list[str] = field(default_factory=list)
     activations: list[dict[str, Any]] = field(default_factory=list)
     test_time: list[dict[str, Any]] = field(default_factory=list)
-    engine: str = "per-run"
+    engine: str = PER_RUN
+
+    def __post_init__(self) -> None:
+        self.status = Status(self.status)  # a record read back from JSON holds the text
 
     def write(self, folder: str | Path) -> Path:
         """Write ``run.json`` atomically into ``folder`` and return its path."""

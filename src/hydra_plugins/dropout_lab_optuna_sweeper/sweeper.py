@@ -9,8 +9,8 @@ every trial (jobs beat while they train), stale trials re-queued, live ones neve
 
 With ``population`` K > 1 it asks ``n_jobs * K`` trials at a time, packs compatible ones (equal
 but for seed, rates, learning rate, momentum and weight decay) K to a job, and each job trains its
-members as one fused population (``dropout_lab.app.trial_link.train_sweep_population``); every
-member stays its own trial with its own record and pruning. Runs that need the per-run engine
+members as one fused population (``dropout_lab.runners.sweeper_job``); every job stores each
+trial's record in it, and the sweeper tells each trial from that record. Runs that need the per-run engine
 (instruments, loggers, networks of your own) are launched one per job, with a warning.
 """
 
@@ -21,10 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, Override, RangeSweep
 from hydra.core.plugins import Plugins
-from hydra.core.utils import JobReturn, JobStatus
 from hydra.plugins.launcher import Launcher
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
@@ -32,10 +30,11 @@ from omegaconf import DictConfig, OmegaConf
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
+from dropout_lab.compat import parse_overrides
 from dropout_lab.config.engine import check_precision, group_key, is_member_key, per_run_reason
 from dropout_lab.config.samplers import is_grid, pruner_config, sampler_config
 from dropout_lab.errors import InvalidValueError
-from dropout_lab.runners.tuner import Outcome, Tuner, outcome_of
+from dropout_lab.runners.tuner import Tuner
 from dropout_lab.store.backends import default_storage_url
 
 log = logging.getLogger(__name__)
@@ -85,8 +84,8 @@ class OptunaSweeper(Sweeper):
             hydra_context=hydra_context, task_function=task_function, config=config)
 
     def _split(self, arguments: list[str]) -> tuple[list[str], dict[str, BaseDistribution]]:
-        parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
-        overrides = parser.parse_overrides([f"{k}={v}" for k, v in self.params.items()] + list(arguments))
+        overrides = parse_overrides([f"{k}={v}" for k, v in self.params.items()] + list(arguments),
+                                    self.hydra_context.config_loader)
         fixed, space = [], {}
         for override in overrides:
             key = override.get_key_element()
@@ -106,8 +105,10 @@ class OptunaSweeper(Sweeper):
             raise InvalidValueError("hydra.sweeper.sampler", "grid", "only with choice(...) or range(...) sweeps")
         study_name = self.study_name or self.config.name
         url = self.storage_url or default_storage_url(self.config.results_dir)
+        metric = str(self.config.get("optimized_metric") or self.config.metric)
         tuner = Tuner.open(url, study_name, direction=self.direction, space=space, n_trials=self.n_trials,
-                           sampler=self.sampler, pruner=self.pruner, max_epochs=int(self.config.trainer.max_epochs),
+                           metric=metric, sampler=self.sampler, pruner=self.pruner,
+                           max_epochs=int(self.config.trainer.max_epochs),
                            base_seed=self.seed, heartbeat_interval=self.heartbeat)
         sweep_dir = Path(self.config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
@@ -115,31 +116,28 @@ class OptunaSweeper(Sweeper):
         job_index = 0
         links = [f"optuna.storage={url}", f"optuna.study={study_name}", f"optuna.heartbeat={self.heartbeat}"]
 
-        def launch(trials: list[optuna.Trial]) -> list[Outcome]:
+        def launch(trials: list[optuna.Trial]) -> None:
             nonlocal job_index
             # One folder per trial, so sweeps on one study started in the same second never share one.
             batch = [fixed + [f"{k}={v}" for k, v in t.params.items()] + links +
                      [f"optuna.trial={t.number}", f"hydra.sweep.subdir=trial_{t.number:05d}"] for t in trials]
-            results = self.launcher.launch(batch, initial_job_idx=job_index)
+            self.launcher.launch(batch, initial_job_idx=job_index)
             job_index += len(batch)
-            return [self._outcome(tuner, t, r) for t, r in zip(trials, results, strict=True)]
 
         population = self._population_size(fixed)
-        metric = str(self.config.get("optimized_metric") or self.config.metric)
 
-        def launch_populations(trials: list[optuna.Trial]) -> list[Outcome]:
+        def launch_populations(trials: list[optuna.Trial]) -> None:
             nonlocal job_index
             groups: dict[tuple, list[optuna.Trial]] = {}
             for t in trials:
                 groups.setdefault(group_key(t.params), []).append(t)
             chunks = [g[i:i + population] for g in groups.values() for i in range(0, len(g), population)]
             batch = [fixed + [f"{k}={v}" for k, v in chunk[0].params.items() if not is_member_key(k)] + links +
-                     [f"optuna.members=[{','.join(str(t.number) for t in chunk)}]",
+                     [f"optuna.population_trials=[{','.join(str(t.number) for t in chunk)}]",
                       f"optuna.population_precision={self.population_precision}",
                       f"hydra.sweep.subdir=population_{chunk[0].number:05d}"] for chunk in chunks]
             self.launcher.launch(batch, initial_job_idx=job_index)
             job_index += len(batch)
-            return [outcome_of_member(tuner, t, metric) for t in trials]
 
         with tuner:
             if population > 1:
@@ -163,19 +161,3 @@ class OptunaSweeper(Sweeper):
             return 1
         log.info("trials train in populations of up to %d (%s)", self.population, self.population_precision)
         return self.population
-
-    @staticmethod
-    def _outcome(tuner: Tuner, trial: optuna.Trial, result: JobReturn) -> Outcome:
-        """Pruned if the job says so in its trial, else the job's returned metric (FAIL if it raised)."""
-        if tuner.trial_user_attrs(trial).get("status") == "pruned":
-            return TrialState.PRUNED
-        if result.status != JobStatus.COMPLETED:
-            return TrialState.FAIL
-        value = result.return_value
-        return float(value) if isinstance(value, (int, float)) else TrialState.FAIL
-
-
-def outcome_of_member(tuner: Tuner, trial: optuna.Trial, metric: str) -> Outcome:
-    """A population member's outcome, from the record its job stored in its trial (FAIL if there is none)."""
-    attrs = tuner.trial_user_attrs(trial)
-    return outcome_of(attrs, metric) if "status" in attrs and "final" in attrs else TrialState.FAIL

@@ -1,0 +1,73 @@
+"""The trials a worker holds: each RUNNING and beating from its claim (or ask) until it is told, and told once.
+
+Grid workers hold the queued trials they claimed, tuners the trials they asked for, sweeper jobs the
+trials their sweeper launched them for. When a session closes (the worker ends, Ctrl-C, an error),
+the trials it still holds are failed and queued again for the next worker; a trial that is already
+finished is left alone.
+"""
+
+from __future__ import annotations
+
+from types import TracebackType
+
+import optuna
+from optuna.storages import BaseStorage
+from optuna.trial import TrialState
+
+from dropout_lab.compat import running_trial
+from dropout_lab.store import trial_records
+from dropout_lab.store.heartbeat import Heartbeat, quiet_experimental, retry_callback
+from dropout_lab.training.run_record import RunRecord
+
+
+class TrialSession:
+    """Holds trials of ``study`` (beating for each) and tells each its run's end on ``metric``."""
+
+    def __init__(self, study: optuna.Study, storage: BaseStorage, metric: str,
+                 heartbeat_interval: int | None = None) -> None:
+        self.study, self.storage, self.metric = study, storage, metric
+        self.heartbeat = Heartbeat(storage, heartbeat_interval)
+        self._study_id = storage.get_study_id_from_name(study.study_name)
+        self.pending: dict[int, int] = {}  # trial number -> trial id, held and not yet told
+
+    def trial_id(self, number: int) -> int:
+        return self.pending.get(number) or self.storage.get_trial_id_from_study_id_trial_number(self._study_id, number)
+
+    def hold(self, trial_id: int, trial: optuna.Trial | None = None) -> optuna.Trial:
+        """Beat for the RUNNING trial ``trial_id`` until it is told; its handle (``trial``, e.g. from ``Study.ask``,
+        or a new one), to report and to suggest with."""
+        self.heartbeat.add(trial_id)
+        trial = trial or running_trial(self.study, trial_id)
+        self.pending[trial.number] = trial_id
+        return trial
+
+    def held(self, trial: optuna.Trial) -> bool:
+        return trial.number in self.pending
+
+    def tell(self, trial: optuna.Trial, record: RunRecord | None) -> None:
+        """Finish ``trial`` from its run's record (see ``store.trial_records.tell``) and stop beating for it."""
+        try:
+            trial_records.tell(self.study, trial, record, self.metric)
+        finally:
+            self.heartbeat.discard(self.pending.pop(trial.number, -1))
+
+    def stored_record(self, trial: optuna.Trial) -> RunRecord | None:
+        """The record a trial holds now (a job in another process may have stored it)."""
+        return trial_records.stored_record(self.storage.get_trial(self.trial_id(trial.number)).user_attrs)
+
+    def close(self) -> None:
+        """Fail and re-queue the trials held and not told (the next worker takes them); stop beating."""
+        callback = retry_callback()
+        for number, trial_id in list(self.pending.items()):
+            if self.storage.get_trial(trial_id).state == TrialState.RUNNING:  # not failed as stale already
+                with quiet_experimental():
+                    callback(self.study, self.study.tell(number, state=TrialState.FAIL, skip_if_finished=True))
+            self.heartbeat.discard(self.pending.pop(number))
+        self.heartbeat.close()
+
+    def __enter__(self) -> TrialSession:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 traceback: TracebackType | None) -> None:
+        self.close()

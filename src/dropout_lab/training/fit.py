@@ -1,0 +1,203 @@
+"""The one training path: a run trained on its own network, or K compatible runs as one fused population.
+
+``train(cfg, output_dir)`` trains one run on the network its config names (the chapter's
+``DropoutMLPScratch`` or ``DropoutMLPConcise``, ``NoisyMLP``, or a user's), with the optional
+instruments (activation monitor, test-time evaluation, checkpoint); its record's ``engine`` is
+``per-run``. ``train_population(runs)`` trains K runs as one :class:`~dropout_lab.models.stacked.StackedMLP`
+in float32 or bf16 autocast; their ``engine`` is ``population(K=8, bf16)``. Both go through
+:func:`fit_runs`: one :class:`~dropout_lab.training.classifier.Classifier`, one Lightning ``Trainer``,
+the same epoch rows, divergence check, best-epoch selection and pruning (``epoch_end.py``), the same
+test passes and the same records, each written to its ``run.json`` the moment its run ends.
+
+A run's record says how it ended (:class:`~dropout_lab.training.run_record.Status`): ``completed``
+(``final``: the last epoch's validation and test metrics; ``best``: those of its best-validation
+epoch, whose weights are tested too), ``pruned``, ``failed`` (diverged, or an error while training,
+named in ``reason``) or ``interrupted`` (Ctrl-C or SystemExit, which are re-raised after recording).
+Bad configuration raises before anything is trained or written.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from hydra.utils import execution_whitelist, instantiate
+from omegaconf import DictConfig
+
+from dropout_lab.config.engine import PER_RUN, check_precision, engine_name
+from dropout_lab.config.targets import run_whitelist
+from dropout_lab.config.validate import validate_config
+from dropout_lab.errors import DropoutLabError
+from dropout_lab.evaluation.checkpoint import save_checkpoint, split_tensors
+from dropout_lab.evaluation.mc_evaluation import evaluate_test_time
+from dropout_lab.training.activation_monitor import ActivationMonitor
+from dropout_lab.training.best_weights import best_metrics, selection_metric
+from dropout_lab.training.classifier import Classifier
+from dropout_lab.training.epoch_end import EpochEnd, Pruning
+from dropout_lab.training.population_net import check_population, resolved, stacked_net
+from dropout_lab.training.profiler import NoProfiler
+from dropout_lab.training.run_record import RunRecord, Status, config_hash
+
+log = logging.getLogger(__name__)
+
+QUIET_LOGGERS = ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.accelerators.cuda",
+                 "lightning.fabric.utilities.seed")
+#: Refuse to start a run with less free space than this in its output folder.
+MIN_FREE_BYTES = 50 * 2**20
+#: Called once per run when it ends (left early, completed, or stopped by an exception), after its
+#: ``run.json`` is written: ``on_finish(position in runs, record)``.
+OnFinish = Callable[[int, RunRecord], None]
+
+
+@dataclass
+class RunSpec:
+    """One run to train: its composed config, the folder of its ``run.json`` (and logs), its overrides."""
+
+    cfg: DictConfig
+    output_dir: str | Path
+    overrides: list[str] = field(default_factory=list)
+
+
+def quiet_lightning() -> None:
+    """Lightning's start-up chatter (GPU/TPU available, tips) at WARNING."""
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def prepare_output_dir(folder: str | Path) -> Path:
+    """Create the run's folder; fail clearly if it cannot be written or its disk is (nearly) full."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / ".write-check"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise DropoutLabError(f"results folder {folder} cannot be written: {exc.strerror}") from None
+    free = shutil.disk_usage(folder).free
+    if free < MIN_FREE_BYTES:
+        raise DropoutLabError(f"results folder {folder} has only {free // 2**20} MiB free; "
+                              f"at least {MIN_FREE_BYTES // 2**20} MiB are needed")
+    return folder
+
+
+def train(cfg: DictConfig, output_dir: str | Path, overrides: Sequence[str] = (),
+          callbacks: Sequence[L.Callback] = (), prune: Pruning | None = None,
+          on_finish: OnFinish | None = None) -> RunRecord:
+    """Train one run on its own network; return its record (also in ``output_dir/run.json``)."""
+    validate_config(cfg)
+    (record,) = fit_runs([RunSpec(cfg, output_dir, list(overrides))], population=False, callbacks=callbacks,
+                         prune=prune, on_finish=on_finish)
+    return record
+
+
+def train_population(runs: Sequence[RunSpec], precision: str = "fp32", callbacks: Sequence[L.Callback] = (),
+                     prune: Pruning | None = None, on_finish: OnFinish | None = None) -> list[RunRecord]:
+    """Train ``runs`` as one fused population in ``precision`` (``fp32``, or ``bf16`` autocast: matmuls in
+    bfloat16, weights, optimizer and losses in float32); one record per run, in order."""
+    check_precision(precision)
+    check_population([run.cfg for run in runs])
+    return fit_runs(runs, population=True, precision=precision, callbacks=callbacks, prune=prune,
+                    on_finish=on_finish)
+
+
+def fit_runs(runs: Sequence[RunSpec], *, population: bool, precision: str = "fp32",
+             callbacks: Sequence[L.Callback] = (), prune: Pruning | None = None,
+             on_finish: OnFinish | None = None) -> list[RunRecord]:
+    """Train, validate every epoch and test (noise off) ``runs``, checked by the caller; see the module docstring."""
+    cfgs = [run.cfg for run in runs]
+    first = cfgs[0]
+    folders = [prepare_output_dir(run.output_dir) for run in runs]
+    engine = engine_name(len(runs), precision) if population else PER_RUN
+    records = [RunRecord(config=resolved(cfg), seed=int(cfg.seed), config_hash=config_hash(cfg),
+                         overrides=list(run.overrides), engine=engine) for run, cfg in zip(runs, cfgs, strict=True)]
+    finished: set[int] = set()
+
+    def finish(number: int) -> None:
+        if number not in finished:
+            finished.add(number)
+            records[number].write(folders[number])
+            if on_finish is not None:
+                on_finish(number, records[number])
+
+    if first.threads:
+        torch.set_num_threads(first.threads)
+    quiet_lightning()
+    L.seed_everything(first.seed, verbose=False)
+    monitor = (ActivationMonitor(first.monitor.every_n_steps, first.monitor.probe_size)
+               if first.monitor.enabled else None)
+    with execution_whitelist(run_whitelist(first)):
+        datamodule = instantiate(first.data)
+        net = stacked_net(cfgs) if population else instantiate(first.model)
+        logger = instantiate(first.logger) if first.logger else False
+        options: dict[str, Any] = {} if first.trainer.get("profiler") else {"profiler": NoProfiler()}
+        if precision == "bf16":
+            options["precision"] = "bf16-mixed"
+        trainer = instantiate(first.trainer, logger=logger, **options,
+                              callbacks=[EpochEnd(prune), *([monitor] if monitor else []), *callbacks])
+    datamodule.shuffle_seeds = [int(cfg.data.shuffle_seed) for cfg in cfgs]
+    if precision == "bf16":  # autocast casts the images to bf16: gather them as such
+        datamodule.train_dtype = torch.bfloat16
+    module = Classifier(net, records, lr=[c.optim.lr for c in cfgs], momentum=[c.optim.momentum for c in cfgs],
+                        weight_decay=[c.optim.weight_decay for c in cfgs], metric=selection_metric(first.metric))
+    module.on_leave = finish
+    try:
+        trainer.fit(module, datamodule=datamodule)
+        if trainer.interrupted:
+            raise KeyboardInterrupt("training interrupted")
+        if module.active:
+            _test(trainer, module, datamodule, runs if not population else [])
+    except BaseException as exc:  # record why, including Ctrl-C and SystemExit
+        interrupted = not isinstance(exc, Exception)
+        for number in module.active:
+            if records[number].status is Status.RUNNING:
+                module.end(number, Status.INTERRUPTED if interrupted else Status.FAILED, f"{type(exc).__name__}: {exc}")
+        if interrupted:
+            raise
+        if not isinstance(exc, DropoutLabError):  # a bug or an unexpected error: keep its traceback in the log
+            log.exception("training of %d run(s) failed", len(runs))
+    finally:
+        if monitor is not None:
+            records[0].activations = monitor.rows
+        for number in range(len(records)):
+            finish(number)
+    return records
+
+
+def _test(trainer: L.Trainer, module: Classifier, datamodule: Any, instrumented: Sequence[RunSpec]) -> None:
+    """Test the members still training on their last weights (and a single run's instruments), then on their
+    best-validation weights where those differ; record ``final`` and ``best``; they completed."""
+    trainer.test(module, datamodule=datamodule, verbose=False)
+    last = module.tested
+    for run in instrumented:  # a single run: its checkpoint and test-time evaluation, on its last weights
+        record, cfg = module.records[0], run.cfg
+        if cfg.test_time.checkpoint:
+            save_checkpoint(module.net, record.config, run.output_dir)
+        if cfg.test_time.enabled:
+            net = module.net.to(trainer.strategy.root_device)  # teardown moved it to the CPU
+            record.test_time = evaluate_test_time(net, *split_tensors(datamodule.test_dataloader()),
+                                                  T=cfg.test_time.T, seed=cfg.seed, batch_size=cfg.data.eval_batch_size)
+    epochs = module.best.epochs
+    best = last
+    if any(epochs.get(n) not in (None, len(module.records[n].curves)) for n in module.active):
+        module.best.restore(module.net)  # selection on validation: test the best epochs' weights too
+        trainer.test(module, datamodule=datamodule, verbose=False)
+        best = module.tested
+    for row, number in enumerate(module.active):
+        record = module.records[number]
+        curve = record.curves[-1]
+        record.final = {**{k: curve[k] for k in ("val_loss", "val_acc") if k in curve},
+                        "test_loss": last["test_loss"][row], "test_acc": last["test_acc"][row]}
+        epoch = epochs.get(number)
+        if epoch is not None:
+            tested = last if epoch == len(record.curves) else best
+            record.best = best_metrics(record.curves[epoch - 1], {k: v[row] for k, v in tested.items()})
+        module.end(number, Status.COMPLETED)
+        log.info("seed %d: test_acc=%.4f test_loss=%.4f", record.seed, record.final["test_acc"],
+                 record.final["test_loss"])

@@ -27,15 +27,15 @@ $(STAMP): pyproject.toml requirements.lock
 # Fashion-MNIST: Debian's copy when apt is usable as root; otherwise say how to get it.
 data:
 	@if [ -f $(SYSTEM_DATA)/train-images-idx3-ubyte.gz ]; then \
-	  echo "data: Fashion-MNIST found in $(SYSTEM_DATA)"; \
+	  echo "data: Fashion-MNIST found in $(SYSTEM_DATA) (read in place)"; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	  echo "data: installing Debian's dataset-fashion-mnist"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist >/dev/null; \
 	else \
 	  echo "data: $(SYSTEM_DATA) is missing and apt-get is not usable as root. Either run"; \
 	  echo "        sudo apt-get install dataset-fashion-mnist"; \
-	  echo "      or put the four Fashion-MNIST .gz files in ./data (or set DROPOUT_LAB_DATA),"; \
-	  echo "      or let torchvision download them on first run (needs the internet)."; \
+	  echo "      or put the four Fashion-MNIST .gz files in a folder and set DROPOUT_LAB_DATA (or data.root) to it,"; \
+	  echo "      or let torchvision download them on first run into ~/.cache/dropout-lab (needs the internet)."; \
 	fi
 
 # PostgreSQL server binaries, for the multi-host tests (the tests start a throw-away server on loopback).

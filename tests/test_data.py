@@ -1,16 +1,41 @@
 """Real Fashion-MNIST files: found, verified, split honestly, and clear errors when missing or corrupt."""
 
+import gzip
 import os
+import re
 import shutil
 from pathlib import Path
 
 import pytest
 import torch
 
+from dropout_lab.config.compose import compose_train_config
 from dropout_lab.data import FashionMNISTDataModule, ensure_fashion_mnist
 from dropout_lab.data.batches import MemberBatches
-from dropout_lab.data.files import RAW_FILES, raw_folder
+from dropout_lab.data.files import (
+    GZ_NAMES,
+    RAW_FILES,
+    SYSTEM_DIR,
+    locate_fashion_mnist,
+    raw_folder,
+    read_fashion_mnist,
+    user_cache_dir,
+)
 from dropout_lab.errors import DataNotFoundError, InvalidValueError
+
+needs_debian_copy = pytest.mark.skipif(not all((SYSTEM_DIR / n).is_file() for n in GZ_NAMES),
+                                       reason=f"no Debian copy in {SYSTEM_DIR} (apt-get install dataset-fashion-mnist)")
+
+
+@pytest.fixture
+def no_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty working folder (returned), no ``DROPOUT_LAB_DATA``, and the per-user cache in ``tmp_path/cache``."""
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    monkeypatch.delenv("DROPOUT_LAB_DATA", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    return work
 
 
 def _splits(data_root: Path, **kwargs) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
@@ -87,6 +112,64 @@ def test_missing_data_names_all_three_remedies(tmp_path: Path) -> None:
     message = str(info.value)
     assert "data.root" in message and "apt-get install -y dataset-fashion-mnist" in message
     assert "data.download=true" in message
+
+
+@needs_debian_copy
+def test_without_a_root_the_debian_copy_is_read_in_place(no_root: Path, data_root: Path) -> None:
+    cfg = compose_train_config([]).data
+    assert cfg.root is None and cfg.system_dir == str(SYSTEM_DIR)
+    dm = FashionMNISTDataModule(root=cfg.root, system_dir=cfg.system_dir, download=False, validate_on_test=True)
+    dm.setup("fit")
+    unpacked = _splits(data_root, validate_on_test=True)
+    for split, size in (("train", 60_000), ("test", 10_000)):
+        (x, y), (ux, uy) = dm.splits[split], unpacked[split]
+        assert len(y) == size and torch.equal(x, ux) and torch.equal(y, uy)
+    assert locate_fashion_mnist(None, download=False) == SYSTEM_DIR
+    assert list(no_root.iterdir()) == [] and not user_cache_dir().exists()  # no data/, nothing unpacked
+
+
+def test_without_a_root_or_debian_copy_the_user_cache_is_used(no_root: Path, data_root: Path, tmp_path: Path) -> None:
+    assert user_cache_dir() == tmp_path / "cache" / "dropout-lab"
+    with pytest.raises(DataNotFoundError) as info:
+        locate_fashion_mnist(None, system_dir=tmp_path / "nowhere", download=False)
+    message = str(info.value)
+    assert f"data.root is not set (nor DROPOUT_LAB_DATA), and the per-user cache has no files in " \
+           f"{raw_folder(user_cache_dir())}" in message
+    assert "apt-get install -y dataset-fashion-mnist" in message and "data.download=true" in message
+    shutil.copytree(raw_folder(data_root), raw_folder(user_cache_dir()))  # as a download would leave it
+    location = locate_fashion_mnist(None, system_dir=tmp_path / "nowhere", download=False)
+    assert location == user_cache_dir()
+    assert [len(y) for _, y in read_fashion_mnist(location).values()] == [60_000, 10_000]
+    assert list(no_root.iterdir()) == []
+
+
+def test_the_user_cache_ignores_a_relative_xdg_cache_home(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", "relative/cache")  # the XDG spec: only absolute paths count
+    assert user_cache_dir() == Path.home() / ".cache" / "dropout-lab"
+
+
+@needs_debian_copy
+def test_a_corrupt_gz_read_in_place_is_named(tmp_path: Path) -> None:
+    copy = tmp_path / "gz"
+    copy.mkdir()
+    for gz in GZ_NAMES:
+        (copy / gz).symlink_to(SYSTEM_DIR / gz)
+    labels = copy / "train-labels-idx1-ubyte.gz"
+    data = bytearray(gzip.decompress(labels.read_bytes()))
+    data[100] = (data[100] + 1) % 10
+    labels.unlink()
+    labels.write_bytes(gzip.compress(bytes(data)))
+    assert locate_fashion_mnist(None, system_dir=copy, download=False) == copy
+    name = re.escape(str(labels))
+    with pytest.raises(DataNotFoundError, match=rf"{name} has the right size but the MD5 of train-labels-idx1-ubyte"):
+        read_fashion_mnist(copy)
+    labels.write_bytes(gzip.compress(bytes(data))[:-20])  # a cut-short download
+    with pytest.raises(DataNotFoundError, match=rf"Fashion-MNIST file {name} cannot be read .*reinstall"):
+        read_fashion_mnist(copy)
+    labels.write_bytes(gzip.compress(bytes(data[:-10])))
+    short = rf"{name} holds 59998 bytes of train-labels-idx1-ubyte, expected 60008"
+    with pytest.raises(DataNotFoundError, match=short):
+        read_fashion_mnist(copy)
 
 
 def test_truncated_file_is_named(data_root: Path, tmp_path: Path) -> None:

@@ -29,7 +29,8 @@ def _venv_with_wheel(tmp_path: Path) -> Path:
     """A throw-away venv that sees this environment's packages (a .pth line) and holds the wheel, without deps."""
     env = {**os.environ}
     source = tmp_path / "source"  # a copy, so that the build leaves nothing in the working tree
-    shutil.copytree(ROOT / "src", source / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    for folder in ("src", "conf", "studies"):
+        shutil.copytree(ROOT / folder, source / folder, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(ROOT / name, source / name)
     wheels = tmp_path / "wheels"
@@ -37,9 +38,12 @@ def _venv_with_wheel(tmp_path: Path) -> Path:
          cwd=tmp_path, env=env)
     (wheel,) = wheels.glob("dropout_lab-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
-    assert {"dropout_lab/py.typed", "dropout_lab/conf/train.yaml", "dropout_lab/conf/experiment/smoke.yaml",
-            "dropout_lab/studies/definitions/ex7_tune.yaml",
-            "hydra_plugins/dropout_lab_optuna_sweeper/__init__.py"} <= names
+    # Every config and study file, mapped from the top-level conf/ and studies/ (nothing else from there).
+    top = {f"dropout_lab/{path.relative_to(ROOT).as_posix()}"
+           for folder in ("conf", "studies") for path in (ROOT / folder).rglob("*.yaml")}
+    assert {"dropout_lab/conf/train.yaml", "dropout_lab/conf/noise/gamma.yaml", "dropout_lab/studies/demo.yaml"} <= top
+    assert top == {n for n in names if n.startswith(("dropout_lab/conf/", "dropout_lab/studies/"))}
+    assert {"dropout_lab/py.typed", "hydra_plugins/dropout_lab_optuna_sweeper/__init__.py"} <= names
 
     venv = tmp_path / "venv"
     _run([sys.executable, "-m", "venv", "--without-pip", venv], cwd=tmp_path, env=env)
@@ -50,6 +54,18 @@ def _venv_with_wheel(tmp_path: Path) -> Path:
     _run([sys.executable, "-m", "pip", "--python", python, "install", "-q", "--no-deps", "--no-index", wheel],
          cwd=tmp_path, env=env)
     return venv
+
+
+def test_the_package_list_names_every_package_under_src() -> None:
+    """``pyproject.toml`` lists packages explicitly (a find directive cannot add the mapped conf/ and studies/)."""
+    import tomllib
+
+    from setuptools import find_namespace_packages
+
+    setuptools_cfg = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    found = find_namespace_packages(str(ROOT / "src"), include=["dropout_lab*", "hydra_plugins*"])
+    assert sorted(setuptools_cfg["packages"]) == sorted([*found, "dropout_lab.conf", "dropout_lab.studies"])
+    assert setuptools_cfg["package-dir"] == {"": "src", "dropout_lab.conf": "conf", "dropout_lab.studies": "studies"}
 
 
 @pytest.mark.slow

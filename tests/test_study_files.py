@@ -113,6 +113,23 @@ def test_bad_field_overrides_name_the_field(override: str, message: str) -> None
     assert message in str(info.value) and "ex1_rates.yaml (with " in str(info.value)
 
 
+@pytest.mark.parametrize("name", ["../../escaped", "..", "a/b", "/tmp/x", ".hidden", "a..b", "-x", "", "a b"])
+def test_a_study_name_must_be_a_safe_folder_name(name: str) -> None:
+    with pytest.raises(StudySpecError) as info:
+        load_spec("ex1_rates", [f"name='{name}'"])
+    assert f"name={name!r} is invalid: allowed letters, digits, '_', '.' and '-'" in str(info.value)
+    assert load_spec("ex1_rates", ["name=ex1_rates.v2-b"]).name == "ex1_rates.v2-b"
+
+
+def test_a_study_file_named_to_escape_the_results_folder_is_refused_before_writing(run_cli, tmp_path: Path) -> None:
+    study = tmp_path / "escape.yaml"
+    study.write_text("name: ../../escaped\nquestion: q\nepochs: 1\ngrid: {model: [scratch]}\n")
+    out = run_cli("study", "run", str(study), "--results-dir", str(tmp_path / "a" / "b" / "results"))
+    assert out.returncode != 0 and "Traceback" not in out.stderr
+    assert f"{study}: name='../../escaped' is invalid: allowed letters" in out.stderr
+    assert [p.name for p in tmp_path.iterdir()] == ["escape.yaml"]  # no results folder, nothing above it
+
+
 def test_study_references_round_trip_through_shell_quoting(tmp_path: Path) -> None:
     ref = study_ref(str(tmp_path / "my study.yaml"), ["question=a b", "seeds=[0,1]"])
     assert split_ref(ref) == (str(tmp_path / "my study.yaml"), ["question=a b", "seeds=[0,1]"])

@@ -17,7 +17,7 @@ class DataConfig:
     """Fashion-MNIST location, split and batching (see ``FashionMNISTDataModule``)."""
 
     _target_: str = "dropout_lab.data.FashionMNISTDataModule"
-    root: str = "${oc.env:DROPOUT_LAB_DATA,data}"
+    root: str | None = "${oc.env:DROPOUT_LAB_DATA,null}"
     system_dir: str | None = "/usr/share/datasets/fashion-mnist"
     download: bool = True
     batch_size: int = 256

@@ -8,6 +8,7 @@ command line ``NAME=VALUE`` sets one (short for ``params.NAME=VALUE``).
 
 from __future__ import annotations
 
+import re
 import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
@@ -22,6 +23,10 @@ from dropout_lab.config.paths import STUDIES_DIR
 from dropout_lab.config.samplers import is_grid, pruner_config, sampler_config
 from dropout_lab.config.schema import METRICS
 from dropout_lab.errors import InvalidValueError, StudySpecError
+
+#: A study's name names folders (``results/studies/NAME``, ``reports/NAME``) and the stored Optuna study.
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+NAME_ALLOWED = "letters, digits, '_', '.' and '-', starting with a letter or digit, without '..' (it names folders)"
 
 
 @dataclass
@@ -82,10 +87,17 @@ def available_studies(folder: Path = STUDIES_DIR) -> list[str]:
     return sorted(p.stem for p in Path(folder).glob("*.yaml"))
 
 
+def is_safe_name(name: str) -> bool:
+    """True if ``name`` is a single safe path component (see :data:`NAME_PATTERN`), never ``..`` or a path."""
+    return NAME_PATTERN.fullmatch(name) is not None and ".." not in name
+
+
 def _check(spec: StudySpec, source: str) -> StudySpec:
     def bad(field_: str, value: Any, allowed: str) -> StudySpecError:
         return StudySpecError(f"{source}: {field_}={value!r} is invalid: allowed {allowed}")
 
+    if not is_safe_name(spec.name):  # the resolved name: ex7_tune builds it from ${params.technique}
+        raise bad("name", spec.name, NAME_ALLOWED)
     if spec.epochs < 1:
         raise bad("epochs", spec.epochs, "an integer >= 1")
     if not spec.seeds:

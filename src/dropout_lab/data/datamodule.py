@@ -7,10 +7,9 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from torchvision.datasets import FashionMNIST
 
 from dropout_lab.data.batches import MemberBatches, TensorBatches
-from dropout_lab.data.files import SYSTEM_DIR, ensure_fashion_mnist
+from dropout_lab.data.files import SYSTEM_DIR, locate_fashion_mnist, read_fashion_mnist
 from dropout_lab.errors import InvalidValueError
 
 TRAIN_IMAGES = 60_000
@@ -18,12 +17,12 @@ TRAIN_IMAGES = 60_000
 
 @functools.lru_cache(maxsize=2)
 def load_tensors(root: str) -> dict[str, torch.Tensor]:
-    """Read the verified files once per process; pixels scaled to [0, 1] as ``ToTensor`` does."""
+    """Read and verify the files of data location ``root`` (``locate_fashion_mnist``) once per process;
+    pixels scaled to [0, 1] as ``ToTensor`` does."""
     out = {}
-    for split, train in (("train", True), ("test", False)):
-        ds = FashionMNIST(root, train=train, download=False)
-        out[f"{split}_x"] = ds.data.unsqueeze(1).to(torch.float32).div_(255.0)
-        out[f"{split}_y"] = ds.targets.to(torch.long)
+    for split, (images, labels) in read_fashion_mnist(root).items():
+        out[f"{split}_x"] = images.unsqueeze(1).to(torch.float32).div_(255.0)
+        out[f"{split}_y"] = labels.to(torch.long)
     return out
 
 
@@ -67,7 +66,7 @@ class FashionMNISTDataModule(L.LightningDataModule):
 
     def __init__(
         self,
-        root: str = "data",
+        root: str | None = None,
         system_dir: str | None = str(SYSTEM_DIR),
         download: bool = True,
         batch_size: int = 256,
@@ -90,7 +89,7 @@ class FashionMNISTDataModule(L.LightningDataModule):
         for field, subset in (("data.train_subset", train_subset), ("data.test_subset", test_subset)):
             if subset is not None and subset < 1:
                 raise InvalidValueError(field, subset, "null or an integer >= 1")
-        self.root = str(Path(root).expanduser())
+        self.root = str(Path(root).expanduser()) if root else None  # None: the Debian copy or the user's cache
         self.system_dir = system_dir
         self.download = download
         self.batch_size = batch_size
@@ -106,14 +105,14 @@ class FashionMNISTDataModule(L.LightningDataModule):
         self.splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def prepare_data(self) -> None:
-        ensure_fashion_mnist(self.root, self.system_dir, self.download)
+        locate_fashion_mnist(self.root, self.system_dir, self.download)
 
     def setup(self, stage: str | None = None) -> None:
         if self.splits:
             return
-        ensure_fashion_mnist(self.root, self.system_dir, self.download)
+        location = str(locate_fashion_mnist(self.root, self.system_dir, self.download))
         device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
-        splits = cpu_splits(self.root, self.val_size, self.split_seed, self.validate_on_test, self.train_subset,
+        splits = cpu_splits(location, self.val_size, self.split_seed, self.validate_on_test, self.train_subset,
                             self.test_subset)
         self.splits = {name: (x.to(device), y.to(device)) for name, (x, y) in splits.items()}
 

@@ -1,4 +1,5 @@
-"""``dropout_lab.reports.stats``, function by function, against scipy/statsmodels or hand-computed values."""
+"""``dropout_lab.reports.stats`` (against scipy/statsmodels or hand-computed values) and ``reports.wording``,
+function by function."""
 
 import math
 
@@ -8,30 +9,32 @@ import pytest
 from scipy import stats as sp
 from statsmodels.stats.multitest import multipletests
 
-from dropout_lab.reports import stats
+from dropout_lab.reports import stats, wording
 from dropout_lab.reports.stats import (
-    ci_text,
-    describe_test,
-    direction,
-    equivalence_text,
     excludes_zero,
     geometric_mean,
     holm,
-    holm_text,
-    level_ci,
     log_t_band,
     paired_differences,
     paired_log_ratios,
     paired_test,
-    pct,
-    ratio_ci,
-    significance,
     summarize_metrics,
     summarize_over_seeds,
     t_interval,
     tost_paired,
     two_way_anova,
     with_holm,
+)
+from dropout_lab.reports.wording import (
+    ci_text,
+    describe_test,
+    direction,
+    equivalence_text,
+    holm_text,
+    level_ci,
+    pct,
+    ratio_ci,
+    significance,
 )
 
 A = [0.80, 0.82, 0.81, 0.83, 0.79]
@@ -300,6 +303,10 @@ def test_stats_is_the_only_statistics_module() -> None:
     assert not hasattr(figures, "t_errorbar") and not hasattr(instruments, "interval")
     with pytest.raises(ImportError):
         __import__("dropout_lab.reports.analyses.grid_stats")
+    # statistics and words apart: the sentence fragments live in ``wording`` only
+    fragments = ("pct", "ci_text", "level_ci", "ratio_ci", "significance", "holm_text", "direction",
+                 "describe_test", "equivalence_text", "row_equivalence_text", "seed_flip_text")
+    assert all(hasattr(wording, name) and not hasattr(stats, name) for name in fragments)
 
 
 # ---------------------------------------------------------------- prediction, verdicts, robustness
@@ -322,7 +329,7 @@ def test_paired_differences_with_a_margin_add_tost() -> None:
     tost = tost_paired(np.array(B) - np.array(A), 0.005)
     assert table["tost_p"] == pytest.approx(tost["p_value"]) and table["equivalent"] == tost["equivalent"]
     assert (table["ci90_low"], table["ci90_high"]) == pytest.approx((tost["ci_low"], tost["ci_high"]))
-    assert stats.row_equivalence_text(table, 0.005) == equivalence_text(tost, 0.005)
+    assert wording.row_equivalence_text(table, 0.005) == equivalence_text(tost, 0.005)
     assert "tost_p" not in paired_differences(runs, ["model"], "test_acc", {"model": "a"})
 
 
@@ -346,9 +353,9 @@ def test_seed_flips_names_the_seeds_that_change_a_verdict() -> None:
     assert word(diff) == "inconclusive"
     flips = stats.seed_flips(diff, word)
     assert flips == [(14, "higher")]
-    assert stats.seed_flip_text(flips, "inconclusive").startswith(
+    assert wording.seed_flip_text(flips, "inconclusive").startswith(
         "One seed can change the verdict “inconclusive”: leaving out seed 14 alone changes it to “higher”")
-    assert stats.seed_flip_text([], "higher") is None
+    assert wording.seed_flip_text([], "higher") is None
     frame = pd.DataFrame({"seed": [0, 0, 1, 1, 2], "x": [1, 2, 3, 4, 0]})
     assert stats.seed_flips(frame, lambda f: "big" if f["x"].sum() > 5 else "small", seed="seed") == [(1, "small")]
     assert stats.seed_flips(diff.iloc[:2], lambda d: str(len(d))) == []  # one seed left: nothing to learn

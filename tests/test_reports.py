@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import optuna
 import pandas as pd
 import pytest
@@ -20,6 +21,13 @@ from dropout_lab.reports.build import build_report
 from dropout_lab.reports.inputs import StudyData
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+@pytest.fixture(autouse=True)
+def _close_figures():
+    """Analyses called directly hand back open figures (the writer closes them): close them after each test."""
+    yield
+    plt.close("all")
 
 
 def _spec(**fields) -> StudySpec:
@@ -284,7 +292,7 @@ def test_tuning_report_reads_the_run_table(tmp_path: Path) -> None:
 
 
 def test_writer_ships_tidy_tables_and_shows_long_tables_as_excerpts(tmp_path: Path) -> None:
-    from dropout_lab.reports.model import Report, Table
+    from dropout_lab.reports.report_parts import Report, Table
     from dropout_lab.reports.writer import write_report
 
     spec = _spec(grid={"model": ["scratch", "concise"]}, seeds=[0, 1])
@@ -310,7 +318,7 @@ def test_writer_ships_tidy_tables_and_shows_long_tables_as_excerpts(tmp_path: Pa
 
 def test_index_is_built_from_the_answer_files(tmp_path: Path) -> None:
     from dropout_lab.reports.figures import plt
-    from dropout_lab.reports.model import Figure, Report
+    from dropout_lab.reports.report_parts import Figure, Report
     from dropout_lab.reports.writer import write_index, write_report
 
     runs = _runs("model", {"scratch": [0.84, 0.85], "concise": [0.85, 0.84]})  # 4 runs of 1 s each
@@ -340,3 +348,21 @@ def test_index_is_built_from_the_answer_files(tmp_path: Path) -> None:
     assert "| [tune_c](tune_c/README.md) | Best a \\| b. | 0.1 |" in index
     assert index.endswith("Total training compute of these studies: 0.0 h (the sum of the runs' wall times on the "
                           "machines that ran them).\n")
+
+
+def test_report_building_leaves_no_figure_open(tmp_path: Path) -> None:
+    from dropout_lab.reports.figures import closing_new_figures
+    from dropout_lab.reports.report_parts import Figure
+    from dropout_lab.reports.writer import save_figures
+
+    plt.close("all")
+    save_figures([Figure(name, plt.subplots()[0], name) for name in ("a", "b")], tmp_path)
+    assert (tmp_path / "a.png").is_file() and (tmp_path / "b.png").is_file() and plt.get_fignums() == []
+    with pytest.raises(FileNotFoundError):  # a failed save still closes every figure
+        save_figures([Figure("missing/a", plt.subplots()[0], "a"), Figure("b", plt.subplots()[0], "b")], tmp_path)
+    assert plt.get_fignums() == []
+    kept = plt.figure()
+    with pytest.raises(ValueError), closing_new_figures():  # an analysis failing half-way leaves none open
+        plt.subplots()
+        raise ValueError("analysis failed")
+    assert plt.get_fignums() == [kept.number]  # figures opened before are left alone

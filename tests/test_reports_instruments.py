@@ -13,6 +13,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import numpy as np
 import optuna
 import pandas as pd
@@ -27,6 +28,13 @@ from dropout_lab.reports.build import build_report
 from dropout_lab.reports.inputs import StudyData
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+@pytest.fixture(autouse=True)
+def _close_figures():
+    """Analyses called directly hand back open figures (the writer closes them): close them after each test."""
+    yield
+    plt.close("all")
 
 SEEDS = [0, 1, 2, 3]
 

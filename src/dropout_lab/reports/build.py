@@ -9,7 +9,7 @@ import optuna
 from dropout_lab.config.study_spec import StudySpec
 from dropout_lab.errors import StudySpecError
 from dropout_lab.reports.analyses import ANALYSES
-from dropout_lab.reports.figures import report_theme
+from dropout_lab.reports.figures import closing_new_figures, report_theme
 from dropout_lab.reports.inputs import load_study_data
 from dropout_lab.reports.writer import REPORTS_DIR, write_index, write_report
 
@@ -19,9 +19,10 @@ def build_report(spec: StudySpec, study: optuna.Study, reports_dir: Path = REPOR
     if spec.analysis not in ANALYSES:
         raise StudySpecError(f"analysis={spec.analysis!r} is invalid: allowed one of {', '.join(sorted(ANALYSES))}")
     data = load_study_data(spec, study)
-    with report_theme():
-        report = ANALYSES[spec.analysis](data)
-    tidy = {"curves": data.curves, **data.instruments}
-    path = write_report(spec, data.all_runs, report, Path(reports_dir) / spec.name, tidy)
+    with closing_new_figures():
+        with report_theme():
+            report = ANALYSES[spec.analysis](data)
+        tidy = {"curves": data.curves, **data.instruments}
+        path = write_report(spec, data.all_runs, report, Path(reports_dir) / spec.name, tidy)
     write_index(Path(reports_dir))
     return path

@@ -20,6 +20,18 @@ def report_theme() -> Iterator[None]:
         yield
 
 
+@contextmanager
+def closing_new_figures() -> Iterator[None]:
+    """Close every pyplot figure opened inside on the way out, saved or not (an analysis that failed half-way
+    included), so that building a report leaves no figure open."""
+    before = set(plt.get_fignums())
+    try:
+        yield
+    finally:
+        for number in set(plt.get_fignums()) - before:
+            plt.close(number)
+
+
 def point_plot(runs: pd.DataFrame, x: str, y: str, hue: str | None = None, xlabel: str = "",
                ylabel: str = "") -> Figure:
     """Mean of ``y`` per ``x`` (and ``hue``) with 95% t-based CI bars, seeds as dots."""

@@ -1,4 +1,4 @@
-"""Every statistic the reports use, in one place: intervals, paired tests, Holm, TOST, ANOVA and their wording.
+"""Every statistic the reports use, in one place: intervals, paired tests, Holm, TOST, ANOVA, seed flips.
 
 Conventions, shared by every table, figure and sentence:
 
@@ -9,10 +9,12 @@ Conventions, shared by every table, figure and sentence:
 * **Multiple comparisons**: :func:`holm` / :func:`with_holm` (statsmodels' Holm step-down; NaN p stays NaN).
 * **Equivalence**: :func:`tost_paired` (two one-sided paired t-tests against a margin); a report may say "no
   difference" only when it says equivalent. :func:`paired_with_tost` gives both tests of one set of differences,
-  :func:`difference_verdict` the one word a sentence follows (higher, lower, equivalent, inconclusive).
+  :func:`difference_verdict` the one verdict a sentence follows (higher, lower, equivalent, inconclusive).
 * **Prediction**: :func:`prediction_interval`, where one new run is expected to fall (not the mean's CI).
 * **Robustness**: :func:`seed_flips`, the seeds whose omission alone changes a verdict.
 * **ANOVA**: :func:`two_way_anova` (statsmodels OLS, two factors with interaction, optional block).
+
+The sentence fragments that put these results into words are in :mod:`dropout_lab.reports.wording`.
 """
 
 from __future__ import annotations
@@ -210,12 +212,12 @@ def paired_with_tost(diff: Values, margin: float) -> dict[str, Any]:
 
 
 def tost_of(row: Row) -> dict[str, Any]:
-    """The :func:`tost_paired` result stored in a :func:`paired_with_tost` row (for :func:`equivalence_text`)."""
+    """The :func:`tost_paired` result stored in a :func:`paired_with_tost` row (for ``wording.equivalence_text``)."""
     return {"n": row["n_pairs"], "mean_diff": row["mean_diff"], "ci_low": row["ci90_low"],
             "ci_high": row["ci90_high"], "p_value": row["tost_p"], "equivalent": bool(row["equivalent"])}
 
 
-#: The words of :func:`difference_verdict`.
+#: The verdicts of :func:`difference_verdict`.
 HIGHER, LOWER, EQUIVALENT, INCONCLUSIVE = "higher", "lower", "equivalent", "inconclusive"
 
 
@@ -232,6 +234,16 @@ def difference_verdict(row: Row, p_column: str = "p_holm", estimate: str = "mean
     if "equivalent" in row and bool(row["equivalent"]):
         return EQUIVALENT
     return INCONCLUSIVE
+
+
+def excludes_zero(row: Row) -> int:
+    """+1 if the 95% CI lies above 0, -1 if below, 0 if it contains 0 (or is undefined)."""
+    low, high = row["ci_low"], row["ci_high"]
+    if pd.notna(low) and low > 0:
+        return 1
+    if pd.notna(high) and high < 0:
+        return -1
+    return 0
 
 
 def seed_flips(frame: pd.DataFrame | pd.Series, verdict: Callable[[Any], str],
@@ -335,92 +347,3 @@ def _with_repeated_measures(table: pd.DataFrame, data: pd.DataFrame, names: list
     for column, source in (("F_rm", "F Value"), ("df_rm_error", "Den DF"), ("p_rm", "Pr > F")):
         out[column] = [rm.loc[by_name[t], source] if t in by_name else np.nan for t in table["term"]]
     return out
-
-
-# ---------------------------------------------------------------- wording
-
-def pct(value: float) -> str:
-    """An accuracy or difference in percentage points, e.g. 0.0123 -> '1.23 pp'."""
-    return f"{100 * value:.2f} pp"
-
-
-def ci_text(low: float, high: float) -> str:
-    """A 95% interval of a difference, in percentage points."""
-    return f"95% CI [{100 * low:.2f}, {100 * high:.2f}] pp"
-
-
-def level_ci(low: float, high: float) -> str:
-    """A 95% interval of an accuracy level."""
-    return f"95% CI [{low:.4f}, {high:.4f}]"
-
-
-def ratio_ci(low: float, high: float) -> str:
-    """A 95% interval of a ratio."""
-    return f"95% CI [{low:.3g}, {high:.3g}]"
-
-
-def significance(p_value: float, alpha: float = ALPHA) -> str:
-    """'significant' or 'not significant' at ``alpha``, with the p-value."""
-    word = "significant" if p_value < alpha else "not significant"
-    return f"{word} (p = {p_value:.3g})"
-
-
-def holm_text(p_holm: float) -> str:
-    """'Holm-adjusted significant (p = ...)', or why there is no test."""
-    if pd.isna(p_holm):
-        return "no test (fewer than two pairs)"
-    return f"Holm-adjusted {significance(p_holm)}"
-
-
-def excludes_zero(row: Row) -> int:
-    """+1 if the 95% CI lies above 0, -1 if below, 0 if it contains 0 (or is undefined)."""
-    low, high = row["ci_low"], row["ci_high"]
-    if pd.notna(low) and low > 0:
-        return 1
-    if pd.notna(high) and high < 0:
-        return -1
-    return 0
-
-
-def direction(row: Row, up: str, down: str, same: str, center: float = 0.0, estimate: str = "mean_diff",
-              alpha: float = ALPHA) -> str:
-    """``up``/``down`` when the Holm-adjusted test is significant in that direction, else ``same``."""
-    if not row["p_holm"] < alpha:
-        return same
-    return up if row[estimate] > center else down
-
-
-def describe_test(row: Row, p_column: str = "p_value") -> str:
-    """'+1.23 pp (95% CI [..] pp, paired t-test over n seeds, significant (p = ..), Cohen's d_z = ..)'."""
-    dz = row["cohens_dz"]
-    label = "Holm-adjusted " if p_column == "p_holm" else ""
-    return (f"{100 * row['mean_diff']:+.2f} pp ({ci_text(row['ci_low'], row['ci_high'])}, paired t-test over "
-            f"{int(row['n_pairs'])} seeds, {label}{significance(row[p_column])}, "
-            f"Cohen's d_z = {'n/a' if pd.isna(dz) else f'{dz:.2f}'})")
-
-
-def equivalence_text(result: Mapping[str, Any], margin: float) -> str:
-    """A :func:`tost_paired` result in words, the margin and interval in percentage points."""
-    within = f"±{100 * margin:g} pp"
-    if pd.isna(result["p_value"]):
-        return "no equivalence test (fewer than two pairs)"
-    if result["equivalent"]:
-        return f"equivalent within {within} (TOST p = {result['p_value']:.3g})"
-    ci = f"90% CI [{100 * result['ci_low']:.2f}, {100 * result['ci_high']:.2f}] pp"
-    if result["ci_low"] >= margin or result["ci_high"] <= -margin:
-        return f"not equivalent: {ci} lies beyond {within} (TOST p = {result['p_value']:.3g})"
-    return f"inconclusive at this budget: {ci} reaches beyond {within} (TOST p = {result['p_value']:.3g})"
-
-
-def row_equivalence_text(row: Row, margin: float) -> str:
-    """:func:`equivalence_text` of a :func:`paired_with_tost` row."""
-    return equivalence_text(tost_of(row), margin)
-
-
-def seed_flip_text(flips: Sequence[tuple[Hashable, str]], verdict: str) -> str | None:
-    """'Leaving out seed 3 alone changes the verdict from X to Y; ...', or None when no single seed does."""
-    if not flips:
-        return None
-    parts = [f"leaving out seed {s} alone changes it to “{word}”" for s, word in flips]
-    return (f"One seed can change the verdict “{verdict}”: " + "; ".join(parts)
-            + ", so it rests on few seeds.")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -12,7 +12,7 @@ import pandas as pd
 
 from dropout_lab.config.study_grid import grid_cells
 from dropout_lab.config.study_spec import StudySpec
-from dropout_lab.reports.model import Report
+from dropout_lab.reports.report_parts import Figure, Report
 
 #: Where ``study report`` writes by default: ``reports/`` under the current folder.
 REPORTS_DIR = Path("reports")
@@ -55,6 +55,17 @@ def write_tidy(tables: Mapping[str, pd.DataFrame], out_dir: Path) -> list[str]:
             rounded(frame).to_csv(out_dir / f"{name}.csv", index=False)
             written.append(name)
     return written
+
+
+def save_figures(figures: Sequence[Figure], out_dir: Path) -> None:
+    """Write each figure as ``NAME.png`` and close it; a failed save still closes every figure."""
+    try:
+        for figure in figures:
+            figure.figure.savefig(out_dir / f"{figure.name}.png", dpi=110)
+            plt.close(figure.figure)
+    finally:
+        for figure in figures:
+            plt.close(figure.figure)  # those left unsaved by a failure (closing twice is harmless)
 
 
 def design_lines(spec: StudySpec, runs: pd.DataFrame) -> list[str]:
@@ -124,9 +135,7 @@ def write_report(spec: StudySpec, runs: pd.DataFrame, report: Report, out_dir: P
     out_dir.mkdir(parents=True, exist_ok=True)
     runs.to_csv(out_dir / "runs.csv", index=False)
     shipped = write_tidy(tidy or {}, out_dir)
-    for figure in report.figures:
-        figure.figure.savefig(out_dir / f"{figure.name}.png", dpi=110)
-        plt.close(figure.figure)
+    save_figures(report.figures, out_dir)
     key = report.key_figure
     parts = [f"# {spec.name}", "", f"**Question.** {spec.question}", "", "## Answer", "", report.answer, "",
              *(_figure_lines(f"{key.name}.png", key.caption) if key else []),

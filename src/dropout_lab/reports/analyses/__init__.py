@@ -17,7 +17,7 @@ from dropout_lab.reports.analyses import (
     variance,
 )
 from dropout_lab.reports.inputs import StudyData
-from dropout_lab.reports.model import Report
+from dropout_lab.reports.report_parts import Report
 
 ANALYSES: dict[str, Callable[[StudyData], Report]] = {
     "variance": variance.analyze,

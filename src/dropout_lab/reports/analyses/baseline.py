@@ -13,8 +13,9 @@ from dropout_lab.reports.analyses.compare import (
 )
 from dropout_lab.reports.figures import curve_plot, point_plot
 from dropout_lab.reports.inputs import StudyData
-from dropout_lab.reports.model import Figure, Report, Table
-from dropout_lab.reports.stats import EQUIVALENT, INCONCLUSIVE, difference_verdict, level_ci, prediction_interval
+from dropout_lab.reports.report_parts import Figure, Report, Table
+from dropout_lab.reports.stats import EQUIVALENT, INCONCLUSIVE, difference_verdict, prediction_interval
+from dropout_lab.reports.wording import level_ci
 
 HEADS = {EQUIVALENT: "The two implementations are equivalent",
          INCONCLUSIVE: "Whether the two implementations differ is inconclusive at this budget"}

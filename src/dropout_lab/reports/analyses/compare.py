@@ -8,22 +8,17 @@ import pandas as pd
 
 from dropout_lab.reports.figures import point_plot
 from dropout_lab.reports.inputs import StudyData
-from dropout_lab.reports.model import Figure, Report, Table
+from dropout_lab.reports.report_parts import Figure, Report, Table
 from dropout_lab.reports.stats import (
     HIGHER,
     LOWER,
-    ci_text,
     difference_verdict,
-    level_ci,
     paired_differences,
-    pct,
-    row_equivalence_text,
-    seed_flip_text,
     seed_flips,
-    significance,
     summarize_over_seeds,
     with_holm,
 )
+from dropout_lab.reports.wording import ci_text, level_ci, pct, row_equivalence_text, seed_flip_text, significance
 
 METRIC = "test_acc"
 #: The test accuracy at each run's best-validation epoch (early stopping's choice); older stores lack it.

@@ -14,24 +14,19 @@ import pandas as pd
 
 from dropout_lab.reports.figures import point_plot
 from dropout_lab.reports.inputs import StudyData
-from dropout_lab.reports.model import Figure, Report, Table
+from dropout_lab.reports.report_parts import Figure, Report, Table
 from dropout_lab.reports.stats import (
     EQUIVALENT,
     HIGHER,
     INCONCLUSIVE,
     LOWER,
-    ci_text,
     difference_verdict,
-    holm_text,
-    level_ci,
     paired_differences,
-    pct,
-    row_equivalence_text,
-    seed_flip_text,
     seed_flips,
     summarize_over_seeds,
     with_holm,
 )
+from dropout_lab.reports.wording import ci_text, holm_text, level_ci, pct, row_equivalence_text, seed_flip_text
 
 METRIC = "test_acc"
 TECHNIQUE = "noise"

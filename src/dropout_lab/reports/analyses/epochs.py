@@ -12,20 +12,17 @@ from matplotlib.figure import Figure as MplFigure
 from dropout_lab.reports.analyses.compare import BEST_METRIC, SELECTION_NOTE, has_best
 from dropout_lab.reports.inputs import StudyData
 from dropout_lab.reports.labels import levels_by_rates, total_rate
-from dropout_lab.reports.model import Figure, Report, Table
+from dropout_lab.reports.report_parts import Figure, Report, Table
 from dropout_lab.reports.stats import (
     ALPHA,
-    ci_text,
-    describe_test,
-    equivalence_text,
     paired_test,
     paired_with_tost,
-    pct,
     summarize_over_seeds,
     t_interval,
     tost_of,
     with_holm,
 )
+from dropout_lab.reports.wording import ci_text, describe_test, equivalence_text, pct
 
 CONFIG = "configuration"
 CURVES = (("train_loss", "training loss (dropout on)"), ("val_loss", "validation loss"),

@@ -17,14 +17,10 @@ from matplotlib.figure import Figure as MplFigure
 from dropout_lab.reports.analyses.compare import BEST_METRIC, SELECTION_NOTE
 from dropout_lab.reports.inputs import StudyData
 from dropout_lab.reports.labels import key_name, levels_by_rates, value_text
-from dropout_lab.reports.model import Figure, Report, Table
+from dropout_lab.reports.report_parts import Figure, Report, Table
 from dropout_lab.reports.stats import (
-    ci_text,
-    describe_test,
-    equivalence_text,
     excludes_zero,
     paired_with_tost,
-    seed_flip_text,
     seed_flips,
     summarize_over_seeds,
     t_interval,
@@ -32,6 +28,7 @@ from dropout_lab.reports.stats import (
     two_way_anova,
     with_holm,
 )
+from dropout_lab.reports.wording import ci_text, describe_test, equivalence_text, seed_flip_text
 
 METRIC = "test_acc"
 

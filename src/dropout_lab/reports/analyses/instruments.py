@@ -1,6 +1,7 @@
 """Shared helpers of the instrument analyses (variance, test_time, dropconnect): their tidy tables.
 
-Their statistics (intervals, paired tests, Holm, wording) are in :mod:`dropout_lab.reports.stats`.
+Their statistics (intervals, paired tests, Holm) are in :mod:`dropout_lab.reports.stats`, their sentence
+fragments in :mod:`dropout_lab.reports.wording`.
 """
 
 from __future__ import annotations

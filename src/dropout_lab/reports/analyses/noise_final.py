@@ -15,8 +15,9 @@ from dropout_lab.reports.analyses.compare import (
 )
 from dropout_lab.reports.figures import point_plot
 from dropout_lab.reports.inputs import StudyData
-from dropout_lab.reports.model import Figure, Report, Table
-from dropout_lab.reports.stats import HIGHER, INCONCLUSIVE, difference_verdict, level_ci
+from dropout_lab.reports.report_parts import Figure, Report, Table
+from dropout_lab.reports.stats import HIGHER, INCONCLUSIVE, difference_verdict
+from dropout_lab.reports.wording import level_ci
 
 BASELINE = "dropout"
 #: The label of runs whose rates are both 0: every technique is the identity there (ex7_tune technique=none).

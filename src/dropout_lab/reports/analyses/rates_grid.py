@@ -12,24 +12,21 @@ import seaborn as sns
 from matplotlib.figure import Figure as MplFigure
 
 from dropout_lab.reports.inputs import StudyData
-from dropout_lab.reports.model import Figure, Report, Table
+from dropout_lab.reports.report_parts import Figure, Report, Table
 from dropout_lab.reports.stats import (
     EQUIVALENT,
     HIGHER,
     INCONCLUSIVE,
     LOWER,
-    describe_test,
     difference_verdict,
     excludes_zero,
-    level_ci,
     paired_with_tost,
-    row_equivalence_text,
-    seed_flip_text,
     seed_flips,
     summarize_over_seeds,
     t_interval,
     with_holm,
 )
+from dropout_lab.reports.wording import describe_test, level_ci, row_equivalence_text, seed_flip_text
 
 P1, P2 = "model.dropout_1", "model.dropout_2"
 METRIC = "test_acc"

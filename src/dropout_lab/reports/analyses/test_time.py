@@ -17,24 +17,26 @@ from matplotlib.ticker import NullFormatter, ScalarFormatter
 
 from dropout_lab.reports.analyses.instruments import instrument_rows
 from dropout_lab.reports.inputs import StudyData
-from dropout_lab.reports.model import Figure, Report, Table
+from dropout_lab.reports.report_parts import Figure, Report, Table
 from dropout_lab.reports.stats import (
     EQUIVALENT,
     HIGHER,
     LOWER,
-    ci_text,
     difference_verdict,
-    direction,
-    holm_text,
     paired_differences,
-    pct,
-    ratio_ci,
-    row_equivalence_text,
-    seed_flip_text,
     seed_flips,
     summarize_metrics,
     t_interval,
     with_holm,
+)
+from dropout_lab.reports.wording import (
+    ci_text,
+    direction,
+    holm_text,
+    pct,
+    ratio_ci,
+    row_equivalence_text,
+    seed_flip_text,
 )
 
 METRICS = ("accuracy", "nll", "ece", "entropy", "seconds")

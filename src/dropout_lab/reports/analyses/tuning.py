@@ -9,7 +9,7 @@ import seaborn as sns
 
 from dropout_lab.config.samplers import MEDIAN_WARMUP_EPOCHS, TPE_STARTUP_TRIALS
 from dropout_lab.reports.inputs import StudyData
-from dropout_lab.reports.model import Figure, Report, Table
+from dropout_lab.reports.report_parts import Figure, Report, Table
 
 
 def _history(trials: pd.DataFrame, maximize: bool) -> Figure:
@@ -83,7 +83,7 @@ def analyze(data: StudyData) -> Report:
                               f"{states.get('COMPLETE', 0)} complete, {states.get('PRUNED', 0)} pruned, "
                               f"{states.get('FAIL', 0)} failed.")
     report.conclusions.append(near_ties(complete, trials.at[best, "value"], data.spec.margin))
-    try:  # Optuna's fANOVA evaluator needs the study's trials with their distributions
+    try:  # Optuna's default importance evaluator (PED-ANOVA in Optuna 5) reads the trials' distributions
         importances = optuna.importance.get_param_importances(data.study) if data.study is not None else {}
     except (RuntimeError, ValueError):  # too few complete trials to fit the importance model
         importances = {}

@@ -19,7 +19,7 @@ class Table:
 
 @dataclass
 class Figure:
-    """A seaborn/matplotlib figure, written as PNG."""
+    """A seaborn/matplotlib figure, written as PNG; it stays open until the writer saves and closes it."""
 
     name: str
     figure: MplFigure

@@ -1,6 +1,8 @@
 """The ``dropout-lab`` command: single runs, multiruns over comma lists, and one-line errors."""
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -72,3 +74,87 @@ def test_missing_data_is_explained(run_cli, tmp_path: Path) -> None:
 def test_unknown_command_lists_commands(run_cli) -> None:
     out = run_cli("fly")
     assert out.returncode == 2 and "choose one of: train, worker, study, runs" in out.stderr
+
+
+def test_hydra_commands_get_their_arguments_untouched() -> None:
+    from dropout_lab.cli.parser import parse
+
+    argv = ["--multirun", "+key=value", "~key", "-m", "--cfg", "job", "model=scratch,concise", "--", "x"]
+    assert parse(["train", *argv]).overrides == argv
+    assert parse(["worker", "study=demo", "--help"]).overrides == ["study=demo", "--help"]
+
+
+@pytest.mark.parametrize("action", ["run", "status", "export", "show", "report"])
+def test_every_study_action_takes_name_and_fields_around_its_options(action: str) -> None:
+    from dropout_lab.cli.parser import parse
+
+    option = {"run": ["--jobs", "2"], "status": ["--storage", "sqlite:///x.db"], "export": ["--out", "o"],
+              "show": [], "report": ["--reports-dir", "r"]}[action]
+    args = parse(["study", action, "ex1_rates", "seeds=[0,1]", *option, "epochs=2"])
+    assert (args.action, args.name, args.fields) == (action, "ex1_rates", ["seeds=[0,1]", "epochs=2"])
+
+
+def test_usage_errors_name_the_command(capsys: pytest.CaptureFixture[str]) -> None:
+    from dropout_lab.cli import main
+
+    assert main(["study", "show", "demo", "--jobs", "2"]) == 2
+    assert "dropout-lab study show: error: unrecognized arguments: --jobs" in capsys.readouterr().err
+    assert main(["runs", "a", "b"]) == 2
+    assert "dropout-lab runs: error: unrecognized arguments: b" in capsys.readouterr().err
+    assert main([]) == 2
+    assert "commands:" in capsys.readouterr().out
+
+
+def test_help_is_argparse_and_lists_every_command_and_option(capsys: pytest.CaptureFixture[str]) -> None:
+    from dropout_lab.cli import main
+    from dropout_lab.cli.parser import COMMANDS
+    from dropout_lab.config.paths import STUDIES_DIR
+
+    assert main(["--help"]) == 0
+    top = capsys.readouterr().out
+    assert top.startswith("usage: dropout-lab [-h] COMMAND ...") and all(f"\n    {c} " in top for c in COMMANDS)
+    assert main(["study", "run", "--help"]) == 0
+    run = capsys.readouterr().out
+    assert f"a study in {STUDIES_DIR}" in run and "'local': one process per worker (default)" in run
+    assert all(option in run for option in ("--jobs", "--heartbeat", "--launcher", "--population-precision",
+                                            "--override", "--storage", "--results-dir"))
+
+
+def test_help_imports_neither_hydra_nor_optuna() -> None:
+    code = ("import sys; from dropout_lab.cli import main; code = main(['--help']); "
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'hydra', 'optuna', 'torch'}), code)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip().endswith("[] 0"), out.stderr
+
+
+@pytest.mark.slow
+def test_train_help_is_hydras(run_cli) -> None:
+    out = run_cli("train", "--help")
+    assert out.returncode == 0 and "== Configuration groups ==" in out.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("args", "expected"), [
+    (["study", "run", "nonexistent"], "error: unknown study 'nonexistent'"),
+    (["study", "run", "demo", "seedz=1"], "seedz=1 is invalid: unknown field 'seedz'"),
+    (["train", "experiment=smoke", "model.dropout_1=1.5"], "error: model.dropout_1=1.5 is invalid"),
+    (["train", "experiment=smoke", "optim.lr=-1"], "error: optim.lr=-1.0 is invalid"),
+    (["train", "experiment=smoke", "seed=${oc.env:DROPOUT_LAB_NO_SUCH_VAR}"], "error: seed='${oc.env:"),
+    (["worker"], "error: study='???' is invalid"),
+    (["evaluate", "/nonexistent"], "error: no model.pt in /nonexistent"),
+    (["dashboard", "--storage", "bogus://x"], "error: storage 'bogus://x' is not supported"),
+])
+def test_refusals_are_one_line_without_traceback(run_cli, monkeypatch: pytest.MonkeyPatch, args: list[str],
+                                                 expected: str) -> None:
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    out = run_cli(*args)
+    errors = [line for line in out.stderr.splitlines() if line.startswith("error:")]
+    assert out.returncode != 0 and len(errors) == 1 and expected in errors[0], out.stderr[-2000:]
+    assert "Traceback" not in out.stderr + out.stdout
+
+
+@pytest.mark.slow
+def test_hydras_own_config_errors_have_no_traceback(run_cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    out = run_cli("train", "model=resnet")
+    assert out.returncode != 0 and "Could not find 'model/resnet'" in out.stderr and "Traceback" not in out.stderr

@@ -77,3 +77,45 @@ def test_a_users_targets_from_the_command_line(run_cli, tmp_path: Path, monkeypa
     refused = run_cli("train", "experiment=smoke", "model._target_=user_plugins.my_noise.TinyNet")
     assert refused.returncode != 0
     assert "error: model._target_='user_plugins.my_noise.TinyNet' is invalid" in refused.stderr
+
+
+def test_an_interpolated_target_is_checked_as_it_resolves(make_cfg) -> None:
+    with pytest.raises(InvalidValueError) as info:
+        run_whitelist(make_cfg("+evil=builtins.print", "model._target_=${evil}"))
+    assert info.value.field == "model._target_" and info.value.value == "builtins.print"
+    created = {"model": {"_target_": "dropout_lab.models.NoisyMLP", "noise": "${oc.create:'{_target_: os.system}'}"}}
+    with pytest.raises(InvalidValueError, match=r"^model\.noise\._target_='os\.system' is invalid"):
+        run_whitelist(created)  # a target built by a resolver
+    allowed = make_cfg("+mine=dropout_lab.models.DropoutMLP", "model._target_=${mine}")
+    assert run_whitelist(allowed) == INSTANTIABLE_TARGETS
+
+
+def test_a_target_whose_interpolation_does_not_resolve_is_refused(make_cfg) -> None:
+    with pytest.raises(InvalidValueError) as info:
+        run_whitelist(make_cfg("model._target_=${nope}"))
+    assert info.value.field == "model._target_" and info.value.value == "${nope}"
+    assert "Interpolation key 'nope' not found" in str(info.value) and "\n" not in str(info.value)
+
+
+def test_check_complete_names_where_a_chain_breaks_and_missing_values() -> None:
+    from omegaconf import OmegaConf
+
+    from dropout_lab.config.targets import check_complete
+
+    chain = OmegaConf.create({"data": {"shuffle_seed": "${seed}"}, "seed": "${oc.env:DROPOUT_LAB_NO_SUCH_VAR}"})
+    with pytest.raises(InvalidValueError, match=r"^seed='\$\{oc\.env:DROPOUT_LAB_NO_SUCH_VAR\}' is invalid"):
+        check_complete(chain)
+    with pytest.raises(InvalidValueError, match=r"^model\.dropout_1='\?\?\?' is invalid: allowed a value"):
+        check_complete(OmegaConf.create({"model": {"dropout_1": "???"}}))
+    check_complete(OmegaConf.create({"a": 1, "b": "${a}", "c": ["${b}"]}))
+
+
+def test_an_interpolated_target_from_the_command_line_is_one_clear_line(run_cli, tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)  # Hydra's own tracebacks stay hidden
+    out = run_cli("train", "data=subset", "trainer.max_epochs=1", "+evil=builtins.print", "model._target_=${evil}")
+    assert out.returncode != 0
+    errors = [line for line in out.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and errors[0].startswith("error: model._target_='builtins.print' is invalid: allowed ")
+    assert "Traceback" not in out.stderr
+    assert not list(tmp_path.rglob("run.json"))

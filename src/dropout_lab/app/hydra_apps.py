@@ -5,14 +5,16 @@ from __future__ import annotations
 import logging
 import os
 import socket
+from typing import cast
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from dropout_lab.config.paths import CONF_DIR
 from dropout_lab.config.schema import METRICS
+from dropout_lab.config.targets import check_complete, run_whitelist
 from dropout_lab.errors import DropoutLabError, InvalidValueError, RunFailedError
 from dropout_lab.training.run_record import Status
 
@@ -43,7 +45,12 @@ def train_app(cfg: DictConfig) -> float:
 
     hydra_cfg = HydraConfig.get()
     output_dir = hydra_cfg.runtime.output_dir
-    overrides = list(hydra_cfg.overrides.task)
+    overrides = cast(list[str], OmegaConf.to_container(hydra_cfg.overrides.task))  # as typed: ${...} kept
+    try:  # refused before its trial is made
+        check_complete(cfg)
+        run_whitelist(cfg)
+    except DropoutLabError as exc:
+        return _fail(exc)
     if cfg.optimized_metric:  # lightning-hydra-template's key (hparams_search files) names the metric
         cfg.metric = cfg.optimized_metric
     if cfg.metric not in METRICS:
@@ -76,6 +83,7 @@ def worker_app(cfg: DictConfig) -> float:
     from dropout_lab.store.backends import default_storage_url
 
     try:
+        check_complete(cfg)
         spec = load_study_ref(cfg.study)  # a name or path, then field overrides
         settings = WorkerSettings(
             storage_url=cfg.storage or default_storage_url(cfg.results_dir),

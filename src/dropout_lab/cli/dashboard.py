@@ -3,32 +3,21 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-from collections.abc import Sequence
 from pathlib import Path
 
 from dropout_lab.errors import DropoutLabError, StorageError
+from dropout_lab.runners.launch import RunOptions
 from dropout_lab.store.backends import default_storage_url, open_storage
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="dropout-lab dashboard",
-                                     description="Serve optuna-dashboard for a study store until Ctrl-C.")
-    parser.add_argument("--storage", help="storage URL (default: the embedded store RESULTS_DIR/studies.db)")
-    parser.add_argument("--results-dir", default=os.environ.get("DROPOUT_LAB_RESULTS", "results"))
-    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: this host only)")
-    parser.add_argument("--port", type=int, default=8080)
-    return parser
-
-
-def dashboard_main(argv: Sequence[str]) -> int:
-    """Entry point of ``dropout-lab dashboard``; returns the exit status."""
-    args = _parser().parse_args(argv)
-    url = args.storage or default_storage_url(args.results_dir)
+def dashboard_main(args: argparse.Namespace) -> int:
+    """Run ``dropout-lab dashboard``, parsed; returns the exit status."""
+    results_dir = args.results_dir or RunOptions().results_dir
+    url = args.storage or default_storage_url(results_dir)
     try:
-        if not args.storage and not (Path(args.results_dir) / "studies.db").is_file():
-            raise StorageError(f"no study store at {Path(args.results_dir).resolve() / 'studies.db'}: "
+        if not args.storage and not (Path(results_dir) / "studies.db").is_file():
+            raise StorageError(f"no study store at {Path(results_dir).resolve() / 'studies.db'}: "
                                "run a study first, or pass --storage URL or --results-dir DIR")
         storage = open_storage(url, heartbeat_interval=None)
     except DropoutLabError as exc:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from dropout_lab.cli.parser import parse
 from dropout_lab.config.validate import check_T
 from dropout_lab.errors import DropoutLabError
 from dropout_lab.evaluation.checkpoint import split_tensors
@@ -19,16 +20,12 @@ CSV_NAME = "test_time.csv"
 
 
 def evaluate_main(argv: Sequence[str]) -> int:
+    """``dropout-lab evaluate ARGV``: parse, then :func:`evaluate`; returns the exit status."""
+    return evaluate(parse(["evaluate", *argv]))
+
+
+def evaluate(args: argparse.Namespace) -> int:
     """Evaluate RUN_DIR's ``model.pt`` on its test split; print the table and write ``RUN_DIR/test_time.csv``."""
-    parser = argparse.ArgumentParser(prog="dropout-lab evaluate",
-                                     description="Test-time evaluation (noise off, single noisy passes, MC "
-                                                 "averages) of a run trained with test_time.checkpoint=true.")
-    parser.add_argument("run_dir", metavar="RUN_DIR")
-    parser.add_argument("--T", type=int, nargs="+", default=None,
-                        help="numbers of passes to average (default: the run's test_time.T)")
-    parser.add_argument("--seed", type=int, default=None, help="seed of the noisy passes (default: the run's)")
-    parser.add_argument("--data-root", default=None, help="Fashion-MNIST folder, if not the recorded one")
-    args = parser.parse_args(argv)
     try:
         record, net, datamodule = load_run(args.run_dir, args.data_root)
         T = check_T(args.T if args.T is not None else record.config.get("test_time", {}).get("T", DEFAULT_T),

@@ -173,7 +173,7 @@ def table(rows: pd.DataFrame, ratios: pd.DataFrame, peaks: dict[str, float], n_t
 
 def ratio_text(row: pd.Series) -> str:
     """'95% CI [a, b], Holm p = c' of a ratio row."""
-    from dropout_lab.reports.stats import ratio_ci
+    from dropout_lab.reports.wording import ratio_ci
 
     return f"{ratio_ci(row['ratio_ci_low'], row['ratio_ci_high'])}, Holm p = {row['p_holm']:.2g}"
 

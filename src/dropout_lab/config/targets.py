@@ -17,7 +17,7 @@ from typing import Any
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError, MissingMandatoryValue, OmegaConfBaseException
 
-from dropout_lab.errors import InvalidValueError
+from dropout_lab.errors import DropoutLabError, InvalidValueError
 
 #: Targets every run config may instantiate (``_target_`` of data, model, noise, trainer and logger).
 INSTANTIABLE_TARGETS = ("dropout_lab.*", "lightning.Trainer", "lightning.pytorch.loggers.CSVLogger",
@@ -121,3 +121,15 @@ def run_whitelist(cfg: DictConfig | Mapping[str, Any]) -> tuple[str, ...]:
                 allowed += f"; allow yours with {INSTANTIABLE_KEY}=[{target.rsplit('.', 1)[0]}.*]"
             raise InvalidValueError(field, target, allowed)
     return patterns
+
+
+def build(cfg: DictConfig, key: str, **kwargs: Any) -> Any:
+    """``instantiate(cfg[key], **kwargs)`` under the run's whitelist; a keyword the target does not take
+    (``+model.extra=1`` for a net without it) is refused naming the node, not as a traceback."""
+    from hydra.utils import execution_whitelist, instantiate
+
+    with execution_whitelist(run_whitelist(cfg)):
+        try:
+            return instantiate(cfg[key], **kwargs)
+        except TypeError as exc:
+            raise DropoutLabError(f"{key}: {cfg[key]._target_} cannot be built from this config: {exc}") from None

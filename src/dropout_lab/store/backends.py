@@ -52,7 +52,7 @@ def open_storage(url: str, heartbeat_interval: int | None = 30, grace_period: in
         path = Path(url[len("sqlite:///"):])
         _check_writable_folder(path.parent, url)
         engine = {"connect_args": {"timeout": 60}}
-    elif url.startswith(("postgresql://", "postgresql+psycopg2://")):
+    elif url.startswith(("postgresql://", "postgresql+psycopg://")):  # psycopg 3, SQLAlchemy's default driver
         engine = {"pool_pre_ping": True, "connect_args": {"connect_timeout": 10}}
     elif url.startswith("journal:///"):
         path = Path(url[len("journal:///") - 1:])

@@ -27,11 +27,10 @@ from typing import Any
 
 import lightning as L
 import torch
-from hydra.utils import execution_whitelist, instantiate
 from omegaconf import DictConfig
 
 from dropout_lab.config.engine import PER_RUN, check_precision, engine_name
-from dropout_lab.config.targets import run_whitelist
+from dropout_lab.config.targets import build
 from dropout_lab.config.validate import validate_config
 from dropout_lab.errors import DropoutLabError
 from dropout_lab.evaluation.checkpoint import save_checkpoint, split_tensors
@@ -132,15 +131,13 @@ def fit_runs(runs: Sequence[RunSpec], *, population: bool, precision: str = "fp3
     L.seed_everything(first.seed, verbose=False)
     monitor = (ActivationMonitor(first.monitor.every_n_steps, first.monitor.probe_size)
                if first.monitor.enabled else None)
-    with execution_whitelist(run_whitelist(first)):
-        datamodule = instantiate(first.data)
-        net = stacked_net(cfgs) if population else instantiate(first.model)
-        logger = instantiate(first.logger) if first.logger else False
-        options: dict[str, Any] = {} if first.trainer.get("profiler") else {"profiler": NoProfiler()}
-        if precision == "bf16":
-            options["precision"] = "bf16-mixed"
-        trainer = instantiate(first.trainer, logger=logger, **options,
-                              callbacks=[EpochEnd(prune), *([monitor] if monitor else []), *callbacks])
+    datamodule = build(first, "data")
+    net = stacked_net(cfgs) if population else build(first, "model")
+    options: dict[str, Any] = {} if first.trainer.get("profiler") else {"profiler": NoProfiler()}
+    if precision == "bf16":
+        options["precision"] = "bf16-mixed"
+    trainer = build(first, "trainer", logger=build(first, "logger") if first.logger else False, **options,
+                    callbacks=[EpochEnd(prune), *([monitor] if monitor else []), *callbacks])
     datamodule.shuffle_seeds = [int(cfg.data.shuffle_seed) for cfg in cfgs]
     if precision == "bf16":  # autocast casts the images to bf16: gather them as such
         datamodule.train_dtype = torch.bfloat16

@@ -14,11 +14,10 @@ from collections.abc import Sequence
 from typing import Any, cast
 
 import torch
-from hydra.utils import execution_whitelist, instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from dropout_lab.config.engine import MEMBER_KEYS, MODEL_TECHNIQUES, NOISY_TARGET, is_member_key
-from dropout_lab.config.targets import INSTANTIABLE_TARGETS
+from dropout_lab.config.targets import build
 from dropout_lab.config.validate import validate_config
 from dropout_lab.errors import InvalidValueError
 from dropout_lab.models.stacked import StackedMLP
@@ -49,8 +48,8 @@ def check_population(cfgs: Sequence[DictConfig]) -> None:
         raise InvalidValueError("population", [], "at least one run config")
     for cfg in cfgs:
         validate_config(cfg)
-        with execution_whitelist(INSTANTIABLE_TARGETS), torch.device("meta"):
-            instantiate(cfg.model)  # the single run's checks of rates, widths and noise, without drawing weights
+        with torch.device("meta"):
+            build(cfg, "model")  # the single run's checks of rates, widths and noise, without drawing weights
     first = _flat(resolved(cfgs[0]))
     for number, cfg in enumerate(cfgs[1:], start=1):
         flat = _flat(resolved(cfg))

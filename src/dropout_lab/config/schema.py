@@ -16,7 +16,7 @@ METRICS: dict[str, Literal["minimize", "maximize"]] = {"val_acc": "maximize", "v
 class DataConfig:
     """Fashion-MNIST location, split and batching (see ``FashionMNISTDataModule``)."""
 
-    _target_: str = "dropout_lab.data.FashionMNISTDataModule"
+    _target_: str = MISSING  # conf/data: dropout_lab.data.FashionMNISTDataModule
     root: str | None = "${oc.env:DROPOUT_LAB_DATA,null}"
     system_dir: str | None = "/usr/share/datasets/fashion-mnist"
     download: bool = True

@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import matplotlib.pyplot as plt
+import numpy as np
 import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
@@ -15,9 +16,18 @@ from dropout_lab.reports.stats import t_interval
 
 @contextmanager
 def report_theme() -> Iterator[None]:
-    """The look of every report figure (seaborn's whitegrid style, notebook sizes), for figures made inside."""
-    with sns.axes_style("whitegrid"), sns.plotting_context("notebook"):
-        yield
+    """The look of every report figure (seaborn's whitegrid style, notebook sizes), for figures made inside.
+
+    Seaborn's strip plots jitter their dots with numpy's global random generator: it is seeded inside
+    (and restored on the way out), so a report rebuilt from the same runs is the same file.
+    """
+    state = np.random.get_state()
+    np.random.seed(0)
+    try:
+        with sns.axes_style("whitegrid"), sns.plotting_context("notebook"):
+            yield
+    finally:
+        np.random.set_state(state)
 
 
 @contextmanager

@@ -17,7 +17,7 @@ from optuna.trial import TrialState
 from dropout_lab.compat import running_trial
 from dropout_lab.store import trial_records
 from dropout_lab.store.heartbeat import Heartbeat, quiet_experimental, retry_callback
-from dropout_lab.training.run_record import RunRecord
+from dropout_lab.training.run_record import RunRecord, Status
 
 
 class TrialSession:
@@ -55,11 +55,16 @@ class TrialSession:
         """The record a trial holds now (a job in another process may have stored it)."""
         return trial_records.stored_record(self.storage.get_trial(self.trial_id(trial.number)).user_attrs)
 
-    def close(self) -> None:
-        """Fail and re-queue the trials held and not told (the next worker takes them); stop beating."""
+    def close(self, reason: str = "the worker stopped before this run ended") -> None:
+        """Fail and re-queue the trials held and not told (the next worker takes them), recording ``reason`` in
+        those that hold no record of their own; stop beating."""
         callback = retry_callback()
         for number, trial_id in list(self.pending.items()):
-            if self.storage.get_trial(trial_id).state == TrialState.RUNNING:  # not failed as stale already
+            stored = self.storage.get_trial(trial_id)
+            if stored.state == TrialState.RUNNING:  # not failed as stale already
+                if "status" not in stored.user_attrs:
+                    self.storage.set_trial_user_attr(trial_id, "status", Status.INTERRUPTED.value)
+                    self.storage.set_trial_user_attr(trial_id, "reason", reason)
                 with quiet_experimental():
                     callback(self.study, self.study.tell(number, state=TrialState.FAIL, skip_if_finished=True))
             self.heartbeat.discard(self.pending.pop(number))
@@ -70,4 +75,4 @@ class TrialSession:
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  traceback: TracebackType | None) -> None:
-        self.close()
+        self.close(*([f"{type(exc).__name__}: {exc}"] if exc is not None else []))

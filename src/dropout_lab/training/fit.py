@@ -131,20 +131,11 @@ def fit_runs(runs: Sequence[RunSpec], *, population: bool, precision: str = "fp3
     L.seed_everything(first.seed, verbose=False)
     monitor = (ActivationMonitor(first.monitor.every_n_steps, first.monitor.probe_size)
                if first.monitor.enabled else None)
-    datamodule = build(first, "data")
-    net = stacked_net(cfgs) if population else build(first, "model")
-    options: dict[str, Any] = {} if first.trainer.get("profiler") else {"profiler": NoProfiler()}
-    if precision == "bf16":
-        options["precision"] = "bf16-mixed"
-    trainer = build(first, "trainer", logger=build(first, "logger") if first.logger else False, **options,
-                    callbacks=[EpochEnd(prune), *([monitor] if monitor else []), *callbacks])
-    datamodule.shuffle_seeds = [int(cfg.data.shuffle_seed) for cfg in cfgs]
-    if precision == "bf16":  # autocast casts the images to bf16: gather them as such
-        datamodule.train_dtype = torch.bfloat16
-    module = Classifier(net, records, lr=[c.optim.lr for c in cfgs], momentum=[c.optim.momentum for c in cfgs],
-                        weight_decay=[c.optim.weight_decay for c in cfgs], metric=selection_metric(first.metric))
-    module.on_leave = finish
+    module: Classifier | None = None
     try:
+        trainer, datamodule, module = _build(cfgs, records, population, precision,
+                                             [EpochEnd(prune), *([monitor] if monitor else []), *callbacks])
+        module.on_leave = finish
         trainer.fit(module, datamodule=datamodule)
         if trainer.interrupted:
             raise KeyboardInterrupt("training interrupted")
@@ -152,19 +143,49 @@ def fit_runs(runs: Sequence[RunSpec], *, population: bool, precision: str = "fp3
             _test(trainer, module, datamodule, runs if not population else [])
     except BaseException as exc:  # record why, including Ctrl-C and SystemExit
         interrupted = not isinstance(exc, Exception)
-        for number in module.active:
-            if records[number].status is Status.RUNNING:
-                module.end(number, Status.INTERRUPTED if interrupted else Status.FAILED, f"{type(exc).__name__}: {exc}")
+        if module is None and not interrupted:
+            raise  # refused while building (a target that cannot take its config): nothing trained or written
+        reason = f"{type(exc).__name__}: {exc}"
+        for number, record in enumerate(records):
+            if record.status is Status.RUNNING:
+                record.status, record.reason = Status.INTERRUPTED if interrupted else Status.FAILED, reason
+                if module is not None:
+                    module.end(number, record.status, reason)
+        if not interrupted and not isinstance(exc, DropoutLabError):  # a bug or unexpected error: keep its traceback
+            log.exception("training of %d run(s) failed", len(runs))
+        _finish_all(records, monitor, finish)
         if interrupted:
             raise
-        if not isinstance(exc, DropoutLabError):  # a bug or an unexpected error: keep its traceback in the log
-            log.exception("training of %d run(s) failed", len(runs))
-    finally:
-        if monitor is not None:
-            records[0].activations = monitor.rows
-        for number in range(len(records)):
-            finish(number)
+    else:
+        _finish_all(records, monitor, finish)
     return records
+
+
+def _build(cfgs: Sequence[DictConfig], records: list[RunRecord], population: bool, precision: str,
+           callbacks: list[L.Callback]) -> tuple[L.Trainer, Any, Classifier]:
+    """The trainer, data module and Lightning module of ``cfgs`` (their first config's trainer and data)."""
+    first = cfgs[0]
+    datamodule = build(first, "data")
+    net = stacked_net(cfgs) if population else build(first, "model")
+    options: dict[str, Any] = {} if first.trainer.get("profiler") else {"profiler": NoProfiler()}
+    if precision == "bf16":
+        options["precision"] = "bf16-mixed"
+    trainer = build(first, "trainer", logger=build(first, "logger") if first.logger else False, **options,
+                    callbacks=callbacks)
+    datamodule.shuffle_seeds = [int(cfg.data.shuffle_seed) for cfg in cfgs]
+    if precision == "bf16":  # autocast casts the images to bf16: gather them as such
+        datamodule.train_dtype = torch.bfloat16
+    module = Classifier(net, records, lr=[c.optim.lr for c in cfgs], momentum=[c.optim.momentum for c in cfgs],
+                        weight_decay=[c.optim.weight_decay for c in cfgs], metric=selection_metric(first.metric))
+    return trainer, datamodule, module
+
+
+def _finish_all(records: list[RunRecord], monitor: ActivationMonitor | None, finish: Callable[[int], None]) -> None:
+    """Every record not yet finished is written and handed on (the monitor's rows with a single run's)."""
+    if monitor is not None:
+        records[0].activations = monitor.rows
+    for number in range(len(records)):
+        finish(number)
 
 
 def _test(trainer: L.Trainer, module: Classifier, datamodule: Any, instrumented: Sequence[RunSpec]) -> None:

@@ -87,9 +87,11 @@ def analyze(data: StudyData) -> Report:
         importances = optuna.importance.get_param_importances(data.study) if data.study is not None else {}
     except (RuntimeError, ValueError):  # too few complete trials to fit the importance model
         importances = {}
-    if importances:
-        table = pd.DataFrame({"param": list(importances), "importance": list(importances.values())})
-        report.tables.append(Table("importances", table, "Parameter importances (Optuna's fANOVA evaluator)"))
+    if importances:  # ties (often 0.0) in name order: the evaluator's own order of ties varies from run to run
+        ordered = sorted(importances.items(), key=lambda item: (-item[1], item[0]))
+        table = pd.DataFrame(ordered, columns=["param", "importance"])
+        report.tables.append(Table("importances", table, "Parameter importances (Optuna's default evaluator, "
+                                                         "PED-ANOVA)"))
         top = table.iloc[0]
         report.conclusions.append(f"The most important parameter is {top['param']} "
                                   f"(importance {top['importance']:.2f}).")

@@ -75,12 +75,13 @@ lint: setup
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/mypy
 
+# Tests run in parallel, one pytest-xdist worker per core (-n auto).
 test: setup postgres lint
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto
 
-# The quick tier: everything but subprocess studies, sweeps, benchmarks and packaging (about 1-2 min).
+# The quick tier: no dropout-lab subprocess, study, sweep, server, benchmark or packaging test (under 2 min).
 test-quick: setup
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest -q -n auto -m "not slow"
 
 # Speed at full budget (about 1 h on 2 cores; results in temporary folders): one run vs. a
 # hand-written loop, the book's DataLoader and the book's own d2l code (installed here without its

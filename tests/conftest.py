@@ -98,6 +98,13 @@ def study_if_ready(db: Path, name: str) -> optuna.Study | None:
         return None
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test that runs ``dropout-lab`` in a subprocess (the ``run_cli`` fixture) belongs to the slow tier."""
+    for item in items:
+        if "run_cli" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(scope="session")
 def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One unpacked, verified copy of the real data for the whole session."""

@@ -85,6 +85,7 @@ def test_bench_overhead_measures_step_and_monitor_costs_and_writes_its_section(d
 POPULATION = BENCH.with_name("bench_population.py")
 
 
+@pytest.mark.slow  # over 5 s
 def test_bench_population_measures_both_engines_independence_and_tost_and_ends_with_its_line(
         data_root: Path, tmp_path: Path) -> None:
     out, text = run_bench(POPULATION, "bench_population", [

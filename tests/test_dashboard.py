@@ -10,10 +10,12 @@ import urllib.request
 from pathlib import Path
 
 import optuna
+import pytest
 
 from conftest import CLI
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
+pytestmark = pytest.mark.slow  # a server in a subprocess
 
 
 def _free_port() -> int:

@@ -271,6 +271,7 @@ def test_factorial_verdict_follows_the_numbers(cells: tuple[float, ...], word: s
     assert f"{100 * effects.loc['both together', 'mean_diff']:+.2f} pp" in report.answer
 
 
+@pytest.mark.slow  # over 5 s
 def test_factorial_calls_additive_only_when_the_interaction_is_equivalent_to_zero() -> None:
     # Same cell means as the additive case, 8x the noise: the interaction's CI contains 0, yet TOST cannot
     # say it is within ±0.5 pp, so "additive" would say more than the data show.
@@ -285,6 +286,7 @@ def test_factorial_calls_additive_only_when_the_interaction_is_equivalent_to_zer
     assert any("±0.5 pp" in n for n in additive.notes) and any(n.startswith("Selection: ") for n in additive.notes)
 
 
+@pytest.mark.slow  # over 5 s
 def test_factorial_names_a_seed_that_alone_changes_the_verdict() -> None:
     report = factorial.analyze(factorial_data(0.850, 0.860, 0.855, 0.865, rng_seed=5))
     assert report.answer.startswith("The effects of dropout and weight decay on test accuracy are additive")
@@ -294,6 +296,7 @@ def test_factorial_names_a_seed_that_alone_changes_the_verdict() -> None:
     assert not any(c.startswith("One seed") for c in steady.conclusions)
 
 
+@pytest.mark.slow  # over 5 s
 def test_factorial_tables_plot_and_general_factors() -> None:
     report = factorial.analyze(factorial_data(0.85, 0.86, 0.855, 0.865))
     tables = {t.name: t.frame for t in report.tables}

@@ -164,6 +164,7 @@ def tt_data(single_gap: float = -0.03, mc_ece: float = 0.01) -> StudyData:
     return _data({"model": ["concise"]}, runs, {"test_time": rows})
 
 
+@pytest.mark.slow  # over 5 s
 def test_test_time_tables_figures_and_conclusions() -> None:
     report = tt.analyze(tt_data())
     tables = {t.name: t.frame for t in report.tables}
@@ -179,7 +180,6 @@ def test_test_time_tables_figures_and_conclusions() -> None:
 
     # MC minus deterministic per run is -0.03/T + 0.0005 (odd seeds): the verdict comes from these paired
     # differences (Holm over T, TOST within ±0.5 pp), not from overlapping between-seed intervals.
-    assert not hasattr(tt, "reach_T")
     verdicts = tt.mc_verdicts(comp, "concise", 0.005).set_index("T")
     assert verdicts.loc[10, "mean_diff"] == pytest.approx(-0.003 + 0.00025, abs=1e-9)
     assert verdicts["verdict"].tolist() == ["significantly worse"] * 3 + ["significantly worse yet equivalent within "
@@ -201,6 +201,7 @@ def test_test_time_tables_figures_and_conclusions() -> None:
     assert f"{cost.loc[('mc', 10), 'time_ratio_mean']:.1f}x the deterministic" in report.conclusions[-1]
 
 
+@pytest.mark.slow  # over 5 s
 def test_test_time_conclusions_follow_the_numbers() -> None:
     report = tt.analyze(tt_data(single_gap=+0.03, mc_ece=0.05))
     assert "a single noisy pass gains 3.05 pp" in report.answer
@@ -220,6 +221,7 @@ def test_test_time_holm_families_are_the_T_values_and_the_single_pass_alone() ->
         assert mc.loc[mc["p_value"].idxmin(), "p_holm"] == pytest.approx(min(1.0, len(T_VALUES) * smallest))
 
 
+@pytest.mark.slow  # over 5 s
 def test_test_time_names_a_seed_that_alone_changes_a_verdict() -> None:
     data = tt_data(single_gap=0.0)
     assert tt.seed_robustness(tt.test_time_table(data), "concise", 0.005) is None
@@ -281,6 +283,7 @@ def test_dropconnect_names_a_seed_whose_omission_flips_a_verdict() -> None:
             "so it rests on few seeds.") in report.conclusions
 
 
+@pytest.mark.slow  # over 5 s
 def test_dropconnect_says_equivalent_or_inconclusive_by_tost_not_by_a_missing_p_value() -> None:
     equal = dc.analyze(dropconnect_data(gain=0.0))  # differences 0 or 0.1 pp: not significant, within ±0.5 pp
     assert equal.answer.startswith("At matched rates dropconnect is equivalent (within ±0.5 pp) to dropout")

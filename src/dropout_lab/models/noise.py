@@ -200,6 +200,24 @@ def _inside_unit_interval(p: float) -> bool:
     return 0.0 < p < 1.0
 
 
+class KeepRates(MemberRates):
+    """The rates of techniques that keep a unit (or weight) where ``u > p`` and scale it by 1/(1-p): dropout's."""
+
+    DRAWS = staticmethod(_inside_unit_interval)  # p = 0 keeps all and p = 1 none, without drawing
+    CONSTANTS = DROPOUT_CONSTANTS
+    threshold: torch.Tensor
+    scale: torch.Tensor
+
+    def kept(self, x: torch.Tensor, generators: Generators, group_size: int = 1) -> torch.Tensor:
+        """``x`` with each member's entries kept or dropped, ``group_size`` neighbours along the last dimension
+        together (one draw per group; a last group may be shorter)."""
+        width = x.shape[-1]
+        u = self.draw((*x.shape[1:-1], -(-width // group_size)), generators, x.device)
+        if group_size > 1:
+            u = u.repeat_interleave(group_size, dim=-1)[..., :width]
+        return keep_and_scale(x, u, self.threshold, self.scale)
+
+
 # ---------------------------------------------------------------------------------------------
 # Activation techniques
 # ---------------------------------------------------------------------------------------------
@@ -223,16 +241,11 @@ class Noise(MemberRates):
         raise NotImplementedError
 
 
-class Dropout(Noise):
+class Dropout(KeepRates, Noise):
     """The chapter's dropout: zero with probability p, scale survivors by 1/(1-p) (as ``dropout_layer``)."""
 
-    DRAWS = staticmethod(_inside_unit_interval)
-    CONSTANTS = DROPOUT_CONSTANTS
-    threshold: torch.Tensor
-    scale: torch.Tensor
-
     def perturb(self, h: torch.Tensor, generators: Generators) -> torch.Tensor:
-        return keep_and_scale(h, self.draw(h.shape[1:], generators, h.device), self.threshold, self.scale)
+        return self.kept(h, generators)
 
 
 class DropoutConcise(Dropout):
@@ -331,7 +344,7 @@ class GammaNoise(Noise):
         return h * self.draw(h.shape[1:], generators, h.device)
 
 
-class BlockDropout(Noise):
+class BlockDropout(KeepRates, Noise):
     """Feature-group dropout: units ``[i*g, (i+1)*g)`` (g = ``group_size``) are dropped together.
 
     Rationale: one Bernoulli draw per group per example removes g neighbouring units at once, so
@@ -342,10 +355,6 @@ class BlockDropout(Noise):
     """
 
     PARAMS = {"group_size": "a positive integer"}
-    DRAWS = staticmethod(_inside_unit_interval)
-    CONSTANTS = DROPOUT_CONSTANTS
-    threshold: torch.Tensor
-    scale: torch.Tensor
 
     def __init__(self, rate: float | Sequence[float], field: str = "rate", group_size: int = 8) -> None:
         super().__init__(rate, field)
@@ -360,11 +369,7 @@ class BlockDropout(Noise):
         return params
 
     def perturb(self, h: torch.Tensor, generators: Generators) -> torch.Tensor:
-        width = h.shape[-1]
-        groups = -(-width // self.group_size)
-        u = self.draw((*h.shape[1:-1], groups), generators, h.device)
-        keep = (u > self.threshold).repeat_interleave(self.group_size, dim=-1)[..., :width]
-        return h * (keep * self.scale)
+        return self.kept(h, generators, self.group_size)
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, group_size={self.group_size}"
@@ -374,18 +379,12 @@ class BlockDropout(Noise):
 # DropConnect: noise on weights
 # ---------------------------------------------------------------------------------------------
 
-class DropConnectRates(MemberRates):
-    """DropConnect's per-member rates: a weight is kept where ``u > p`` and scaled by 1/(1-p) (dropout's constants)."""
-
-    DRAWS = staticmethod(_inside_unit_interval)
-    CONSTANTS = DROPOUT_CONSTANTS
-    threshold: torch.Tensor
-    scale: torch.Tensor
+class DropConnectRates(KeepRates):
+    """DropConnect's per-member rates: a weight is kept where ``u > p`` and scaled by 1/(1-p), as a unit by dropout."""
 
     def masked(self, weight: torch.Tensor, generators: Generators) -> torch.Tensor:
         """A fresh draw of ``W * M / (1-p)`` for every member; ``weight`` is ``[K, out, in]``."""
-        u = self.draw(weight.shape[1:], generators, weight.device)
-        return keep_and_scale(weight, u, self.threshold, self.scale)
+        return self.kept(weight, generators)
 
 
 class DropConnectLinear(RateSpec, nn.Linear):

@@ -72,7 +72,7 @@ class StackedLinear(nn.Module):
 
     def extra_repr(self) -> str:
         K, num_inputs, num_outputs = self.weight.shape
-        return f"members={K}, in_features={num_inputs}, out_features={num_outputs}"
+        return f"size={K}, in_features={num_inputs}, out_features={num_outputs}"
 
 
 class StackedDropConnectLinear(StackedLinear):
@@ -172,4 +172,4 @@ class StackedMLP(nn.Module):
         self.generators = [self.generators[i] for i in index.tolist()]
 
     def extra_repr(self) -> str:
-        return f"members={self.size}, noise={self.noise!r}"
+        return f"size={self.size}, noise={self.noise!r}"

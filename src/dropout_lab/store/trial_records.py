@@ -56,10 +56,15 @@ def tell(study: optuna.Study, trial: optuna.Trial | int, record: RunRecord | Non
     run (Ctrl-C) is failed and queued again, as the heartbeat does for a killed worker."""
     result = outcome(record, metric)
     told = {"values": result} if isinstance(result, float) else {"state": result}
-    frozen = study.tell(trial, **told, skip_if_finished=True)
-    if record is not None and record.status is Status.INTERRUPTED:
-        with quiet_experimental():
-            retry_callback()(study, frozen)
+    if record is None or record.status is not Status.INTERRUPTED:
+        study.tell(trial, **told, skip_if_finished=True)  # finished already: failed as stale meanwhile
+        return
+    try:
+        frozen = study.tell(trial, **told)
+    except ValueError:  # failed as stale meanwhile, and re-queued then: not twice
+        return
+    with quiet_experimental():
+        retry_callback()(study, frozen)
 
 
 def add_run(study: optuna.Study, record: RunRecord, output_dir: str, params: dict[str, Any],

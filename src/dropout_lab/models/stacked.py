@@ -16,16 +16,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from dropout_lab.models.member_rates import Generators, keep_members
 from dropout_lab.models.mlp import IMAGE_PIXELS, check_width
-from dropout_lab.models.noise import (
-    WEIGHT_TECHNIQUES,
-    DropConnectRates,
-    Generators,
-    Noise,
-    keep_members,
-    make_noise,
-    technique,
-)
+from dropout_lab.models.noise import WEIGHT_TECHNIQUES, DropConnectRates, Noise, make_noise, technique
 
 
 def init_linear(num_inputs: int, num_outputs: int,

@@ -16,13 +16,13 @@ import optuna
 import pytest
 import yaml
 from omegaconf import OmegaConf
-from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
 from conftest import CLI, heartbeat_age_s, kill_worker_and_finish, process_gone, study_if_ready, wait_for
 from dropout_lab.config.engine import engine_name, group_key, parse_population, per_run_reason
 from dropout_lab.errors import InvalidValueError
 from dropout_lab.store.run_tables import runs_table
+from dropout_lab.store.trial_records import retry_history
 from dropout_lab.training import sizing
 from dropout_lab.training.fit import RunSpec, train_population
 from dropout_lab.training.run_record import RunRecord, Status
@@ -235,7 +235,7 @@ def test_a_killed_population_worker_leaves_its_members_stale_and_each_is_redone_
     for number in victims:  # every member of the killed population went stale and was redone once, elsewhere
         killed = study.trials[number]
         assert killed.user_attrs.get("worker", {"pid": pid})["pid"] == pid  # claimed (and marked) by it
-        (retry,) = [t for t in trials if number in RetryHeartbeatStaleTrialCallback.retry_history(t)]
+        (retry,) = [t for t in trials if number in retry_history(t)]
         assert retry.state == TrialState.COMPLETE and retry.params == killed.params
         assert retry.user_attrs["worker"]["pid"] != pid and retry.user_attrs["engine"].startswith("population(K=")
     assert not study.get_trials(states=(TrialState.RUNNING, TrialState.WAITING))

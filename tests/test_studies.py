@@ -109,10 +109,9 @@ def test_killed_study_resumes_without_duplicates(data_root, write_spec, tmp_path
 @pytest.mark.slow
 def test_worker_killed_right_after_its_claim_leaves_a_stale_run_that_is_requeued(tmp_path: Path) -> None:
     """The window between claiming a queued run and the heartbeat thread's first beat."""
-    from optuna.storages import fail_stale_trials
-
     from dropout_lab.runners.grid_worker import GridQueue
     from dropout_lab.store.backends import open_storage
+    from dropout_lab.store.claims import requeue_stale
 
     storage = open_storage(f"sqlite:///{tmp_path / 'claim.db'}", heartbeat_interval=1, grace_period=1)
     study = optuna.create_study(study_name="claim", storage=storage, direction="maximize")
@@ -121,7 +120,7 @@ def test_worker_killed_right_after_its_claim_leaves_a_stale_run_that_is_requeued
     assert size == 1 and storage.get_trial(trial_id).state == TrialState.RUNNING  # no heartbeat thread starts
 
     def requeued() -> bool:  # what the next worker does each time it looks at the queue
-        fail_stale_trials(study)
+        requeue_stale(study)
         return [t.state for t in study.get_trials()] == [TrialState.FAIL, TrialState.WAITING]
 
     wait_for(requeued, "the run to be failed as stale and queued again", timeout=60)

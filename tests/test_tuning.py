@@ -91,8 +91,9 @@ def test_target_configs_are_instantiated_with_their_arguments() -> None:
     assert isinstance(sampler, optuna.samplers.TPESampler)
     pruner = build_pruner("hyperband", max_epochs=7)
     assert isinstance(pruner, optuna.pruners.HyperbandPruner)
-    wrapped = build_pruner({"_target_": "optuna.pruners.PatientPruner", "patience": 2,
-                            "wrapped_pruner": {"_target_": "optuna.pruners.MedianPruner"}})
+    with pytest.warns(optuna.exceptions.ExperimentalWarning, match="PatientPruner"):  # Optuna's own mark
+        wrapped = build_pruner({"_target_": "optuna.pruners.PatientPruner", "patience": 2,
+                                "wrapped_pruner": {"_target_": "optuna.pruners.MedianPruner"}})
     assert isinstance(wrapped, optuna.pruners.PatientPruner)
 
 

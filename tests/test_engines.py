@@ -135,3 +135,19 @@ def test_an_interrupted_run_is_recorded_and_the_interrupt_goes_on(make_cfg, fit:
     (record,) = finished
     assert record.status is Status.INTERRUPTED and record.reason == "SystemExit: stopped by the test"
     assert len(record.curves) == 1 and RunRecord.read(tmp_path).status is Status.INTERRUPTED
+
+
+def test_a_ctrl_c_hidden_behind_a_library_error_still_interrupts(make_cfg, fit: Fit, tmp_path: Path) -> None:
+    """A library's clean-up that fails while Ctrl-C unwinds it raises an ordinary error (seen in OmegaConf while
+    Hydra composed a config): the run is recorded as interrupted and the interrupt goes on, not a failure."""
+    class Masked(L.Callback):
+        def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+            try:
+                raise KeyboardInterrupt
+            finally:
+                raise RuntimeError("clean-up failed")  # the masking under test
+
+    with pytest.raises(KeyboardInterrupt):
+        fit(make_cfg("trainer.max_epochs=3"), tmp_path, callbacks=[Masked()])
+    record = RunRecord.read(tmp_path)
+    assert record.status is Status.INTERRUPTED and record.reason == "KeyboardInterrupt: "

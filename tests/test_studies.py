@@ -330,3 +330,25 @@ def test_unwritable_results_folder_fails_before_any_run(run_cli, write_spec, tmp
     blocker.write_text("not a folder")
     out = run_cli("study", "run", write_spec("ro", **GRID), "--results-dir", str(blocker / "results"))
     assert out.returncode == 2 and f"folder {blocker / 'results'} is not writable" in out.stderr
+
+
+def test_a_ctrl_c_hidden_behind_a_compose_error_stops_the_worker(monkeypatch, tmp_path: Path) -> None:
+    """Seen once: Ctrl-C while Hydra composed a config surfaced as OmegaConf's ConfigKeyError from its clean-up,
+    the run was failed as a bad config and the worker trained on. The interrupt must stop the worker instead
+    (its session then records the interruption and re-queues the trial)."""
+    from dropout_lab.runners import trial_runs
+
+    def compose(overrides: list[str]) -> None:
+        try:
+            raise KeyboardInterrupt
+        finally:
+            raise AttributeError("'NoneType' object has no attribute '_invalidate_flags_cache'")
+
+    monkeypatch.setattr(trial_runs, "compose_train_config", compose)
+    study = optuna.create_study(direction="maximize")
+    trial = study.ask()
+    finished: list = []
+    with pytest.raises(KeyboardInterrupt):
+        trial_runs.train_trials([trial_runs.TrialRun(trial, {}, [], str(tmp_path))], size=1, precision="fp32",
+                                metric="val_acc", pruning=False, finish=lambda t, record: finished.append(record))
+    assert finished == [] and "status" not in study.trials[0].user_attrs  # not stored as a failed config

@@ -37,3 +37,19 @@ class StorageError(DropoutLabError):
 
 class StudySpecError(DropoutLabError):
     """A study definition file that is missing, or has a missing field, a wrong type or an empty grid."""
+
+
+def interrupt_behind(exc: BaseException) -> BaseException | None:
+    """The Ctrl-C (``KeyboardInterrupt``) or ``SystemExit`` that ``exc`` stands for, if any.
+
+    A library's clean-up code that fails while a Ctrl-C unwinds it (seen in OmegaConf while Hydra composes a
+    config) raises an ordinary exception that hides the interrupt; it is still in the exception's chain.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, (KeyboardInterrupt, SystemExit)):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None

@@ -28,6 +28,7 @@ from omegaconf import DictConfig
 from dropout_lab.config.compose import compose_train_config
 from dropout_lab.config.engine import group_key, per_run_reason
 from dropout_lab.config.validate import validate_config
+from dropout_lab.errors import interrupt_behind
 from dropout_lab.store.claims import mark_worker
 from dropout_lab.store.trial_records import save_failure, save_record
 from dropout_lab.training.epoch_end import Pruning
@@ -58,6 +59,8 @@ class TrialRun:
 
 
 def _fail(run: TrialRun, exc: BaseException, finish: Finish) -> None:
+    if (interrupt := interrupt_behind(exc)) is not None:  # Ctrl-C hidden behind a library's error: stop
+        raise interrupt
     log.error("trial %d failed: %s: %s", run.trial.number, type(exc).__name__, exc)
     save_failure(run.trial, f"{type(exc).__name__}: {exc}")
     finish(run.trial, None)

@@ -25,6 +25,7 @@ import optuna
 import pandas as pd
 from optuna.trial import FrozenTrial
 
+from dropout_lab.config.engine import PER_RUN
 from dropout_lab.store.trial_records import final_trials, retry_history
 
 #: Columns every run table starts with, in this order.
@@ -96,7 +97,7 @@ def _run_row(trial: FrozenTrial) -> dict[str, Any]:
            "last_reported_value": trial.value if trial.value is not None else (reported[-1] if reported else None),
            "epochs_run": epochs_run(trial), "wall_time_s": attrs.get("wall_time_s"),
            "config_hash": attrs.get("config_hash"), "host": attrs.get("host"),
-           "engine": attrs.get("engine") or ("per-run" if attrs.get("config") else None),  # older records: per-run
+           "engine": attrs.get("engine") or (PER_RUN if attrs.get("config") else None),  # older records: per-run
            "attempts": 1 + len(retry_history(trial)),
            "overrides": " ".join(attrs["overrides"]) if attrs.get("overrides") is not None else None,
            "output_dir": attrs.get("output_dir")}

@@ -32,7 +32,7 @@ from omegaconf import DictConfig
 from dropout_lab.config.engine import PER_RUN, check_precision, engine_name
 from dropout_lab.config.targets import build
 from dropout_lab.config.validate import validate_config
-from dropout_lab.errors import DropoutLabError
+from dropout_lab.errors import DropoutLabError, interrupt_behind
 from dropout_lab.evaluation.checkpoint import save_checkpoint, split_tensors
 from dropout_lab.evaluation.mc_evaluation import evaluate_test_time
 from dropout_lab.training.activation_monitor import ActivationMonitor
@@ -142,20 +142,21 @@ def fit_runs(runs: Sequence[RunSpec], *, population: bool, precision: str = "fp3
         if module.active:
             _test(trainer, module, datamodule, runs if not population else [])
     except BaseException as exc:  # record why, including Ctrl-C and SystemExit
-        interrupted = not isinstance(exc, Exception)
-        if module is None and not interrupted:
+        interrupt = interrupt_behind(exc)
+        if module is None and interrupt is None:
             raise  # refused while building (a target that cannot take its config): nothing trained or written
-        reason = f"{type(exc).__name__}: {exc}"
+        cause = interrupt or exc
         for number, record in enumerate(records):
             if record.status is Status.RUNNING:
-                record.status, record.reason = Status.INTERRUPTED if interrupted else Status.FAILED, reason
+                status = Status.FAILED if interrupt is None else Status.INTERRUPTED
+                record.status, record.reason = status, f"{type(cause).__name__}: {cause}"
                 if module is not None:
-                    module.end(number, record.status, reason)
-        if not interrupted and not isinstance(exc, DropoutLabError):  # a bug or unexpected error: keep its traceback
+                    module.end(number, status, record.reason)
+        if interrupt is None and not isinstance(exc, DropoutLabError):  # a bug or unexpected error: keep its traceback
             log.exception("training of %d run(s) failed", len(runs))
         _finish_all(records, monitor, finish)
-        if interrupted:
-            raise
+        if interrupt is not None:
+            raise interrupt from None
     else:
         _finish_all(records, monitor, finish)
     return records

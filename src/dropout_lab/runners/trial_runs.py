@@ -117,8 +117,11 @@ def train_trials(runs: Sequence[TrialRun], *, size: int, precision: str, metric:
 
 def _train(batch: list[TrialRun], *, population: bool, precision: str, finish: Finish, prune: Pruning | None) -> None:
     """Train one run alone or a population; store each record in its trial as it ends, then ``finish`` it."""
+    ended: set[int] = set()
+
     def on_finish(number: int, record: RunRecord) -> None:
         run = batch[number]
+        ended.add(number)
         save_record(run.trial, record, run.output_dir)
         if record.reason:
             log.info("trial %d ended %s: %s", run.trial.number, record.status, record.reason)
@@ -133,5 +136,6 @@ def _train(batch: list[TrialRun], *, population: bool, precision: str, finish: F
         else:
             fit_runs(specs, population=False, prune=prune, on_finish=on_finish)
     except Exception as exc:  # refused before training (the runs cannot train together, a bad folder or target)
-        for run in batch:
-            _fail(run, exc, finish)
+        for number, run in enumerate(batch):
+            if number not in ended:
+                _fail(run, exc, finish)

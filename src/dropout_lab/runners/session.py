@@ -44,12 +44,17 @@ class TrialSession:
     def held(self, trial: optuna.Trial) -> bool:
         return trial.number in self.pending
 
+    def release(self, number: int) -> None:
+        """Stop holding trial ``number`` (and beating for it) without telling it: it was told, or another
+        process tells it (a sweeper tells the trials its jobs trained)."""
+        self.heartbeat.discard(self.pending.pop(number, -1))
+
     def tell(self, trial: optuna.Trial, record: RunRecord | None) -> None:
         """Finish ``trial`` from its run's record (see ``store.trial_records.tell``) and stop beating for it."""
         try:
             trial_records.tell(self.study, trial, record, self.metric)
         finally:
-            self.heartbeat.discard(self.pending.pop(trial.number, -1))
+            self.release(trial.number)
 
     def stored_record(self, trial: optuna.Trial) -> RunRecord | None:
         """The record a trial holds now (a job in another process may have stored it)."""
@@ -67,7 +72,7 @@ class TrialSession:
                     self.storage.set_trial_user_attr(trial_id, "reason", reason)
                 with quiet_experimental():
                     callback(self.study, self.study.tell(number, state=TrialState.FAIL, skip_if_finished=True))
-            self.heartbeat.discard(self.pending.pop(number))
+            self.release(number)
         self.heartbeat.close()
 
     def __enter__(self) -> TrialSession:

@@ -50,7 +50,7 @@ def run_sweeper_job(cfg: DictConfig, output_dir: str, sweep_dir: str, overrides:
     records: list[RunRecord] = []
 
     def finish(trial: optuna.Trial, record: RunRecord | None) -> None:  # stored in the trial; the sweeper tells it
-        session.heartbeat.discard(session.pending.pop(trial.number, -1))
+        session.release(trial.number)
         if record is not None:
             records.append(record)
 
@@ -70,5 +70,5 @@ def run_sweeper_job(cfg: DictConfig, output_dir: str, sweep_dir: str, overrides:
                          metric=cfg.metric, pruning=True, finish=finish)
         finally:
             for number in list(session.pending):
-                session.heartbeat.discard(session.pending.pop(number))  # the sweeper re-queues what is left
+                session.release(number)  # the sweeper re-queues what is left
     return None if population or not records else records[0]

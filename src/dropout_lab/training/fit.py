@@ -140,7 +140,7 @@ def fit_runs(runs: Sequence[RunSpec], *, population: bool, precision: str = "fp3
         if trainer.interrupted:
             raise KeyboardInterrupt("training interrupted")
         if module.active:
-            _test(trainer, module, datamodule, runs if not population else [])
+            _test(trainer, module, datamodule, None if population else runs[0])
     except BaseException as exc:  # record why, including Ctrl-C and SystemExit
         interrupt = interrupt_behind(exc)
         if module is None and interrupt is None:
@@ -189,15 +189,15 @@ def _finish_all(records: list[RunRecord], monitor: ActivationMonitor | None, fin
         finish(number)
 
 
-def _test(trainer: L.Trainer, module: Classifier, datamodule: Any, instrumented: Sequence[RunSpec]) -> None:
-    """Test the members still training on their last weights (and a single run's instruments), then on their
-    best-validation weights where those differ; record ``final`` and ``best``; they completed."""
+def _test(trainer: L.Trainer, module: Classifier, datamodule: Any, alone: RunSpec | None) -> None:
+    """Test the members still training on their last weights (and the instruments of a run ``alone`` on its own
+    network), then on their best-validation weights where those differ; record ``final`` and ``best``."""
     trainer.test(module, datamodule=datamodule, verbose=False)
     last = module.tested
-    for run in instrumented:  # a single run: its checkpoint and test-time evaluation, on its last weights
-        record, cfg = module.records[0], run.cfg
+    if alone is not None:  # its checkpoint and test-time evaluation, on its last weights
+        record, cfg = module.records[0], alone.cfg
         if cfg.test_time.checkpoint:
-            save_checkpoint(module.net, record.config, run.output_dir)
+            save_checkpoint(module.net, record.config, alone.output_dir)
         if cfg.test_time.enabled:
             net = module.net.to(trainer.strategy.root_device)  # teardown moved it to the CPU
             record.test_time = evaluate_test_time(net, *split_tensors(datamodule.test_dataloader()),

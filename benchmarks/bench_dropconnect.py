@@ -16,7 +16,7 @@ reverse, so at each rate the two techniques run back to back as AB, BA, AB, ... 
 drift hits both alike. Per epoch, *training s* is the time from the epoch's start to its validation's start
 (the optimizer steps) and *epoch s* is ``curves[].seconds`` (training + validation, noise off).
 
-Analysis (``dropout_lab.reports.stats``): per engine and rate, DropConnect's over dropout's seconds of the
+Analysis (``dropout_lab.analysis.stats``): per engine and rate, DropConnect's over dropout's seconds of the
 timed epochs (mean per cell and repetition), paired on repetition: geometric-mean ratio, 95% CI and p from
 a paired t-test on log seconds, Holm over the engine x rate rows. *of peak*: the matmul work of a training
 epoch (1.61 MFLOP per image) per second, as a fraction of the matmul peak measured here at the chapter's
@@ -133,7 +133,7 @@ def measure(args: argparse.Namespace, spec: StudySpec, order: list[tuple[str, st
 
 def cost_ratios(rows: pd.DataFrame, measure: str) -> pd.DataFrame:
     """DropConnect over dropout per engine and rate, paired on repetition (geometric mean, 95% CI, Holm)."""
-    from dropout_lab.reports.stats import paired_log_ratios, with_holm
+    from dropout_lab.analysis.stats import paired_log_ratios, with_holm
 
     per_rep = rows[~rows["warmup"]].groupby(["engine", TECHNIQUE, "rate", "rep"], as_index=False)[measure].mean()
     parts = [paired_log_ratios(group, [TECHNIQUE], measure, {TECHNIQUE: REFERENCE}, pair="rep")
@@ -240,7 +240,7 @@ def main() -> None:
         f"{args.epochs} timed epoch(s) per cell, {args.repeats} repetitions in one process, the cells in ABBA "
         "order (forward, then backward). Seconds are means over the timed epochs and repetitions; a "
         f"population's are per member (its seconds / K). Ratio: geometric mean over repetitions, 95% CI and "
-        "Holm-adjusted p of a paired t-test on log seconds (`dropout_lab.reports.stats`). *of peak*: training "
+        "Holm-adjusted p of a paired t-test on log seconds (`dropout_lab.analysis.stats`). *of peak*: training "
         f"matmul FLOP/s over the matmul peak at the chapter's shape ({peak_text}, "
         f"{args.threads} thread(s)). Per-epoch rows: [`{csv}`]({csv}).",
         "",

@@ -191,7 +191,7 @@ def tost(args: argparse.Namespace, root: str, modes: list[str], model: str) -> d
     engine and its numeric mode. ``concise``: the per-run net draws ``nn.Dropout``'s masks and the
     population ``dropout_layer``'s, so a pair also differs by its mask stream (seed-to-seed noise).
     """
-    from dropout_lab.reports.stats import tost_paired
+    from dropout_lab.analysis.stats import tost_paired
     from dropout_lab.training.fit import train, train_population
 
     seeds = range(args.tost_seeds)

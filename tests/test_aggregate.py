@@ -1,4 +1,4 @@
-"""``dropout_lab.reports.stats`` (against scipy/statsmodels or hand-computed values) and ``reports.wording``,
+"""``dropout_lab.analysis.stats`` (against scipy/statsmodels or hand-computed values) and ``reports.wording``,
 function by function."""
 
 import math
@@ -9,8 +9,8 @@ import pytest
 from scipy import stats as sp
 from statsmodels.stats.multitest import multipletests
 
-from dropout_lab.reports import stats, wording
-from dropout_lab.reports.stats import (
+from dropout_lab.analysis import stats, wording
+from dropout_lab.analysis.stats import (
     excludes_zero,
     geometric_mean,
     holm,

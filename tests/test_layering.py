@@ -24,10 +24,10 @@ SRC, CONF = ROOT / "src", ROOT / "conf"
 #: Each package of ``dropout_lab`` with its layer; a module may import only from its own or lower layers.
 LAYERS = {
     "errors": 0, "compat": 0, "config": 1, "data": 2, "models": 2, "evaluation": 3, "training": 4,
-    "store": 5, "runners": 6, "reports": 6, "app": 7, "cli": 8,
+    "store": 5, "analysis": 6, "runners": 7, "reports": 7, "app": 8, "cli": 9,
 }
 #: The Hydra sweeper plugin sits beside the commands: it drives studies through the tuning core.
-PLUGIN_LAYER = 7
+PLUGIN_LAYER = 8
 #: The config groups' targets are built by the training layer (``training/fit.py``).
 CONF_HOLDER = "dropout_lab.training"
 OURS = ("dropout_lab", "hydra_plugins")

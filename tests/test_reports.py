@@ -68,7 +68,7 @@ def test_baseline_verdict_follows_the_numbers() -> None:
 
 
 def test_baseline_gives_each_implementation_a_prediction_interval_not_a_book_number() -> None:
-    from dropout_lab.reports.stats import prediction_interval
+    from dropout_lab.analysis.stats import prediction_interval
 
     spec = _spec(grid={"model": ["scratch", "concise"]}, seeds=list(range(5)))
     scratch = [0.84, 0.85, 0.83, 0.86, 0.84]
@@ -218,8 +218,8 @@ def test_point_plot_error_bars_are_the_tables_t_intervals() -> None:
     import numpy as np
     import pandas as pd
 
+    from dropout_lab.analysis.stats import t_interval
     from dropout_lab.reports.figures import plt, point_plot
-    from dropout_lab.reports.stats import t_interval
 
     values = {"a": [0.80, 0.81, 0.83, 0.86], "b": [0.70, 0.75, 0.71, 0.72], "c": [0.9, 0.9, 0.9, 0.9]}
     runs = pd.DataFrame([{"model": k, "test_acc": v} for k, vs in values.items() for v in vs])

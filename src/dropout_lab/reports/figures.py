@@ -11,7 +11,7 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
 
-from dropout_lab.reports.stats import t_interval
+from dropout_lab.analysis.stats import t_interval
 
 
 @contextmanager

@@ -1,7 +1,7 @@
 """The reports' sentence fragments: numbers, intervals, tests and verdicts in words.
 
 Percentages are percentage points (``pp``) of accuracy; intervals are 95% unless a fragment says otherwise.
-The statistics behind them are in :mod:`dropout_lab.reports.stats`.
+The statistics behind them are in :mod:`dropout_lab.analysis.stats`.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from typing import Any
 
 import pandas as pd
 
-from dropout_lab.reports.stats import ALPHA, Row, tost_of
+from dropout_lab.analysis.stats import ALPHA, Row, tost_of
 
 
 def pct(value: float) -> str:
@@ -56,7 +56,7 @@ def direction(row: Row, up: str, down: str, same: str, center: float = 0.0, esti
 
 
 def describe_test(row: Row, p_column: str = "p_value") -> str:
-    """A :func:`~dropout_lab.reports.stats.paired_test` row: '+1.23 pp (95% CI [..] pp, paired t-test over n seeds,
+    """A :func:`~dropout_lab.analysis.stats.paired_test` row: '+1.23 pp (95% CI [..] pp, paired t-test over n seeds,
     significant (p = ..), Cohen's d_z = ..)'."""
     dz = row["cohens_dz"]
     label = "Holm-adjusted " if p_column == "p_holm" else ""
@@ -66,7 +66,7 @@ def describe_test(row: Row, p_column: str = "p_value") -> str:
 
 
 def equivalence_text(result: Mapping[str, Any], margin: float) -> str:
-    """A :func:`~dropout_lab.reports.stats.tost_paired` result in words, the margin and interval in percentage
+    """A :func:`~dropout_lab.analysis.stats.tost_paired` result in words, the margin and interval in percentage
     points."""
     within = f"±{100 * margin:g} pp"
     if pd.isna(result["p_value"]):
@@ -80,13 +80,13 @@ def equivalence_text(result: Mapping[str, Any], margin: float) -> str:
 
 
 def row_equivalence_text(row: Row, margin: float) -> str:
-    """:func:`equivalence_text` of a :func:`~dropout_lab.reports.stats.paired_with_tost` row."""
+    """:func:`equivalence_text` of a :func:`~dropout_lab.analysis.stats.paired_with_tost` row."""
     return equivalence_text(tost_of(row), margin)
 
 
 def seed_flip_text(flips: Sequence[tuple[Hashable, str]], verdict: str) -> str | None:
     """'One seed can change the verdict “X”: leaving out seed 3 alone changes it to “Y”; ..., so it rests on few
-    seeds.' for :func:`~dropout_lab.reports.stats.seed_flips`' result, or None when no single seed does."""
+    seeds.' for :func:`~dropout_lab.analysis.stats.seed_flips`' result, or None when no single seed does."""
     if not flips:
         return None
     parts = [f"leaving out seed {s} alone changes it to “{word}”" for s, word in flips]

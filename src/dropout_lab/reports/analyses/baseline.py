@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from dropout_lab.analysis.stats import EQUIVALENT, INCONCLUSIVE, difference_verdict, prediction_interval
 from dropout_lab.reports.analyses.compare import (
     METRIC,
     SELECTION_NOTE,
@@ -14,7 +15,6 @@ from dropout_lab.reports.analyses.compare import (
 from dropout_lab.reports.figures import curve_plot, point_plot
 from dropout_lab.reports.inputs import StudyData
 from dropout_lab.reports.report_parts import Figure, Report, Table
-from dropout_lab.reports.stats import EQUIVALENT, INCONCLUSIVE, difference_verdict, prediction_interval
 from dropout_lab.reports.wording import level_ci
 
 HEADS = {EQUIVALENT: "The two implementations are equivalent",

@@ -6,10 +6,7 @@ from typing import Any
 
 import pandas as pd
 
-from dropout_lab.reports.figures import point_plot
-from dropout_lab.reports.inputs import StudyData
-from dropout_lab.reports.report_parts import Figure, Report, Table
-from dropout_lab.reports.stats import (
+from dropout_lab.analysis.stats import (
     HIGHER,
     LOWER,
     difference_verdict,
@@ -18,6 +15,9 @@ from dropout_lab.reports.stats import (
     summarize_over_seeds,
     with_holm,
 )
+from dropout_lab.reports.figures import point_plot
+from dropout_lab.reports.inputs import StudyData
+from dropout_lab.reports.report_parts import Figure, Report, Table
 from dropout_lab.reports.wording import ci_text, level_ci, pct, row_equivalence_text, seed_flip_text, significance
 
 METRIC = "test_acc"

@@ -12,10 +12,7 @@ from functools import partial
 
 import pandas as pd
 
-from dropout_lab.reports.figures import point_plot
-from dropout_lab.reports.inputs import StudyData
-from dropout_lab.reports.report_parts import Figure, Report, Table
-from dropout_lab.reports.stats import (
+from dropout_lab.analysis.stats import (
     EQUIVALENT,
     HIGHER,
     INCONCLUSIVE,
@@ -26,6 +23,9 @@ from dropout_lab.reports.stats import (
     summarize_over_seeds,
     with_holm,
 )
+from dropout_lab.reports.figures import point_plot
+from dropout_lab.reports.inputs import StudyData
+from dropout_lab.reports.report_parts import Figure, Report, Table
 from dropout_lab.reports.wording import ci_text, holm_text, level_ci, pct, row_equivalence_text, seed_flip_text
 
 METRIC = "test_acc"

@@ -9,11 +9,7 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure as MplFigure
 
-from dropout_lab.reports.analyses.compare import BEST_METRIC, SELECTION_NOTE, has_best
-from dropout_lab.reports.inputs import StudyData
-from dropout_lab.reports.labels import levels_by_rates, total_rate
-from dropout_lab.reports.report_parts import Figure, Report, Table
-from dropout_lab.reports.stats import (
+from dropout_lab.analysis.stats import (
     ALPHA,
     paired_test,
     paired_with_tost,
@@ -22,6 +18,10 @@ from dropout_lab.reports.stats import (
     tost_of,
     with_holm,
 )
+from dropout_lab.reports.analyses.compare import BEST_METRIC, SELECTION_NOTE, has_best
+from dropout_lab.reports.inputs import StudyData
+from dropout_lab.reports.labels import levels_by_rates, total_rate
+from dropout_lab.reports.report_parts import Figure, Report, Table
 from dropout_lab.reports.wording import ci_text, describe_test, equivalence_text, pct
 
 CONFIG = "configuration"

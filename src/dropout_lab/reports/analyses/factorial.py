@@ -14,11 +14,7 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure as MplFigure
 
-from dropout_lab.reports.analyses.compare import BEST_METRIC, SELECTION_NOTE
-from dropout_lab.reports.inputs import StudyData
-from dropout_lab.reports.labels import key_name, levels_by_rates, value_text
-from dropout_lab.reports.report_parts import Figure, Report, Table
-from dropout_lab.reports.stats import (
+from dropout_lab.analysis.stats import (
     excludes_zero,
     paired_with_tost,
     seed_flips,
@@ -28,6 +24,10 @@ from dropout_lab.reports.stats import (
     two_way_anova,
     with_holm,
 )
+from dropout_lab.reports.analyses.compare import BEST_METRIC, SELECTION_NOTE
+from dropout_lab.reports.inputs import StudyData
+from dropout_lab.reports.labels import key_name, levels_by_rates, value_text
+from dropout_lab.reports.report_parts import Figure, Report, Table
 from dropout_lab.reports.wording import ci_text, describe_test, equivalence_text, seed_flip_text
 
 METRIC = "test_acc"
@@ -104,7 +104,7 @@ def effects_table(cells: pd.DataFrame, a: Factor, b: Factor, margin: float) -> p
 
 def anova_2x2(frame: pd.DataFrame, a: Factor, b: Factor, y: str = METRIC,
               block: str | None = "seed") -> tuple[pd.DataFrame, dict[str, float]]:
-    """:func:`~dropout_lab.reports.stats.two_way_anova` of ``y`` over the two factors (terms named by them)."""
+    """:func:`~dropout_lab.analysis.stats.two_way_anova` of ``y`` over the two factors (terms named by them)."""
     on = frame.assign(_a=frame[a.key] == a.on, _b=frame[b.key] == b.on)
     table, coefficient = two_way_anova(on, y, "_a", "_b", block=block)
     names = {"_a": a.name, "_b": b.name, "_a x _b": f"{a.name} x {b.name}"}

@@ -1,6 +1,6 @@
 """Shared helpers of the instrument analyses (variance, test_time, dropconnect): their tidy tables.
 
-Their statistics (intervals, paired tests, Holm) are in :mod:`dropout_lab.reports.stats`, their sentence
+Their statistics (intervals, paired tests, Holm) are in :mod:`dropout_lab.analysis.stats`, their sentence
 fragments in :mod:`dropout_lab.reports.wording`.
 """
 

@@ -6,6 +6,7 @@ from dataclasses import replace
 
 import pandas as pd
 
+from dropout_lab.analysis.stats import HIGHER, INCONCLUSIVE, difference_verdict
 from dropout_lab.reports.analyses.compare import (
     METRIC,
     SELECTION_NOTE,
@@ -16,7 +17,6 @@ from dropout_lab.reports.analyses.compare import (
 from dropout_lab.reports.figures import point_plot
 from dropout_lab.reports.inputs import StudyData
 from dropout_lab.reports.report_parts import Figure, Report, Table
-from dropout_lab.reports.stats import HIGHER, INCONCLUSIVE, difference_verdict
 from dropout_lab.reports.wording import level_ci
 
 BASELINE = "dropout"

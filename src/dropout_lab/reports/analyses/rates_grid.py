@@ -11,9 +11,7 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure as MplFigure
 
-from dropout_lab.reports.inputs import StudyData
-from dropout_lab.reports.report_parts import Figure, Report, Table
-from dropout_lab.reports.stats import (
+from dropout_lab.analysis.stats import (
     EQUIVALENT,
     HIGHER,
     INCONCLUSIVE,
@@ -26,6 +24,8 @@ from dropout_lab.reports.stats import (
     t_interval,
     with_holm,
 )
+from dropout_lab.reports.inputs import StudyData
+from dropout_lab.reports.report_parts import Figure, Report, Table
 from dropout_lab.reports.wording import describe_test, level_ci, row_equivalence_text, seed_flip_text
 
 P1, P2 = "model.dropout_1", "model.dropout_2"

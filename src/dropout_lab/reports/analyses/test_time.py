@@ -15,10 +15,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure as MplFigure
 from matplotlib.ticker import NullFormatter, ScalarFormatter
 
-from dropout_lab.reports.analyses.instruments import instrument_rows
-from dropout_lab.reports.inputs import StudyData
-from dropout_lab.reports.report_parts import Figure, Report, Table
-from dropout_lab.reports.stats import (
+from dropout_lab.analysis.stats import (
     EQUIVALENT,
     HIGHER,
     LOWER,
@@ -29,6 +26,9 @@ from dropout_lab.reports.stats import (
     t_interval,
     with_holm,
 )
+from dropout_lab.reports.analyses.instruments import instrument_rows
+from dropout_lab.reports.inputs import StudyData
+from dropout_lab.reports.report_parts import Figure, Report, Table
 from dropout_lab.reports.wording import (
     ci_text,
     direction,

@@ -14,10 +14,10 @@ import seaborn as sns
 from matplotlib.figure import Figure as MplFigure
 from matplotlib.ticker import MaxNLocator, NullFormatter
 
+from dropout_lab.analysis.stats import geometric_mean, log_t_band, paired_log_ratios, summarize_metrics, with_holm
 from dropout_lab.reports.analyses.instruments import instrument_rows
 from dropout_lab.reports.inputs import StudyData
 from dropout_lab.reports.report_parts import Figure, Report, Table
-from dropout_lab.reports.stats import geometric_mean, log_t_band, paired_log_ratios, summarize_metrics, with_holm
 from dropout_lab.reports.wording import direction, holm_text, ratio_ci
 
 MODES = {"train": "train", "probe_train": "train", "probe_eval": "eval"}

@@ -1,0 +1,1 @@
+"""Statistics over a study's stored runs: intervals and tests, sequential decisions, the declared plan."""

@@ -204,7 +204,7 @@ def main() -> None:
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
     torch.set_num_threads(args.threads)
     spec = load_spec(STUDY, [f"epochs={args.warmup + args.epochs}"])
-    args.seed = spec.seeds[0]
+    args.seed = spec.seed_list[0]
     rates = args.rates or [float(r) for r in spec.grid[RATE]]
     engines = [PER_RUN] + ([engine_name(args.population, args.population_precision)] if args.population else [])
     info, load_start, started = machine_info(), load_average(), dt.datetime.now(dt.UTC)

@@ -19,7 +19,7 @@ def grid_cells(spec: StudySpec) -> list[CellParams]:
     keys = sorted(spec.grid)
     cells = []
     for values in itertools.product(*(spec.grid[k] for k in keys)):
-        for seed in spec.seeds:
+        for seed in spec.seed_list:
             cells.append({**dict(zip(keys, values)), "seed": seed})
     return cells
 
@@ -54,5 +54,5 @@ def multirun_command(spec: StudySpec) -> str:
         parts.append(f"experiment={spec.experiment}")
     parts += list(spec.overrides) + [f"trainer.max_epochs={spec.epochs}"]
     parts += [f"{k}={','.join(override_value(v) for v in vs)}" for k, vs in sorted(spec.grid.items())]
-    parts.append(f"seed={','.join(str(s) for s in spec.seeds)}")
+    parts.append(f"seed={','.join(str(s) for s in spec.seed_list)}")
     return " ".join(parts)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 import shlex
 from collections.abc import Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Literal, cast
 
@@ -19,6 +19,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from dropout_lab.compat import parse_overrides
+from dropout_lab.config.analysis_plan import AnalysisPlan, SeedDesign, design_problems, plan_problems
 from dropout_lab.config.paths import STUDIES_DIR
 from dropout_lab.config.samplers import is_grid, pruner_config, sampler_config
 from dropout_lab.config.schema import METRICS
@@ -51,6 +52,11 @@ class StudySpec:
     a report may say "no difference" only when an equivalence test (TOST) within +-margin says so.
     ``goal`` is an optional target for the best configuration's mean test accuracy, declared before
     the runs; the report says whether it is met, from the stored runs.
+
+    ``seeds`` is a list, or a sequential design ``{first, min, max, batch}`` (:class:`SeedDesign`):
+    ``study run`` then adds ``batch`` seeds at a time until every comparison of the ``plan``
+    (:class:`AnalysisPlan`) is decided or ``max`` is reached. ``seed_list`` is the fixed list, or the
+    design's first look.
     """
 
     name: str = MISSING
@@ -59,7 +65,7 @@ class StudySpec:
     experiment: str | None = None
     overrides: list[str] = field(default_factory=list)
     grid: dict[str, list[Any]] = field(default_factory=dict)
-    seeds: list[int] = field(default_factory=lambda: [0])
+    seeds: Any = field(default_factory=lambda: [0])  # a list of ints, or {first, min, max, batch}
     search_space: dict[str, SearchDimension] = field(default_factory=dict)
     n_trials: int | None = None
     sampler: Any = "tpe"  # a short name (tpe, random, grid, cmaes, gp, ...) or {_target_: optuna.samplers.X, ...}
@@ -71,6 +77,23 @@ class StudySpec:
     params: dict[str, Any] = field(default_factory=dict)
     margin: float = 0.005
     goal: float | None = None
+    plan: AnalysisPlan | None = None
+
+    @property
+    def design(self) -> SeedDesign | None:
+        """The sequential seed design, or None for a fixed list of seeds."""
+        return self.seeds if isinstance(self.seeds, SeedDesign) else None
+
+    @property
+    def seed_list(self) -> list[int]:
+        """The fixed seeds, or those of the design's first look."""
+        return self.design.seeds(self.design.min) if self.design else list(self.seeds)
+
+    def at_look(self, n: int) -> StudySpec:
+        """This study with the first ``n`` seeds of its design, as a fixed list (the runs of that look)."""
+        if self.design is None:
+            return self
+        return replace(self, seeds=self.design.seeds(n))
 
     @property
     def is_tuning(self) -> bool:
@@ -100,8 +123,7 @@ def _check(spec: StudySpec, source: str) -> StudySpec:
         raise bad("name", spec.name, NAME_ALLOWED)
     if spec.epochs < 1:
         raise bad("epochs", spec.epochs, "an integer >= 1")
-    if not spec.seeds:
-        raise bad("seeds", spec.seeds, "a non-empty list of integers")
+    _check_seeds(spec, bad)
     if not spec.grid and not spec.search_space and not spec.tuned_from:
         raise bad("grid", dict(spec.grid), "a non-empty grid or search_space (this study would run nothing)")
     for key, values in spec.grid.items():
@@ -118,7 +140,12 @@ def _check(spec: StudySpec, source: str) -> StudySpec:
         raise bad("margin", spec.margin, "a proportion of test accuracy in (0, 1), e.g. 0.005 for 0.5 pp")
     if spec.goal is not None and not 0.0 < spec.goal < 1.0:
         raise bad("goal", spec.goal, "a test accuracy in (0, 1), e.g. 0.89, or null")
+    if spec.plan is not None:
+        for field_, value, allowed in plan_problems(spec.plan, _cell_keys(spec)):
+            raise bad(field_, value, allowed)
     if spec.is_tuning:
+        if spec.design is not None:
+            raise bad("seeds", spec.seeds, "a list for a tuning study (a sequential design is for grids)")
         if spec.n_trials is None or spec.n_trials < 1:
             raise bad("n_trials", spec.n_trials, "an integer >= 1 for a study with a search_space")
         for key, dim in spec.search_space.items():
@@ -134,6 +161,33 @@ def _check(spec: StudySpec, source: str) -> StudySpec:
                 and any(d.type != "categorical" for d in spec.search_space.values())):
             raise bad("sampler", spec.sampler, "a grid only with categorical search dimensions (or a search_space)")
     return spec
+
+
+def _check_seeds(spec: StudySpec, bad: Any) -> None:
+    """Validate ``seeds`` and turn a mapping into a :class:`SeedDesign`."""
+    seeds = spec.seeds
+    if isinstance(seeds, dict):
+        unknown = sorted(set(seeds) - {"first", "min", "max", "batch"})
+        if unknown:
+            raise bad(f"seeds.{unknown[0]}", seeds[unknown[0]], "only the keys first, min, max, batch")
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in seeds.values()):
+            raise bad("seeds", seeds, "integers for first, min, max and batch")
+        design = SeedDesign(**seeds)
+        for field_, value, allowed in design_problems(design):
+            raise bad(field_, value, allowed)
+        spec.seeds = design
+    elif not isinstance(seeds, (list, tuple)) or not seeds or not all(
+            isinstance(s, int) and not isinstance(s, bool) for s in seeds):
+        raise bad("seeds", seeds, "a non-empty list of integers, or {first, min, max, batch}")
+    elif len(set(seeds)) != len(seeds):
+        raise bad("seeds", list(seeds), "seeds listed once each")
+    else:
+        spec.seeds = list(seeds)
+
+
+def _cell_keys(spec: StudySpec) -> set[str]:
+    """The keys a plan's cells may name: the grid's, and ``technique`` for a study of tuned winners (ex7)."""
+    return set(spec.grid) | ({"technique"} if spec.tuned_from else set())
 
 
 #: Fields whose keys are dotted config paths: ``grid.model.dropout_1=[0.1]`` sets key ``model.dropout_1``.

@@ -73,11 +73,11 @@ def design_lines(spec: StudySpec, runs: pd.DataFrame) -> list[str]:
     lines = [f"- overlay: `experiment={spec.experiment}`" if spec.experiment else "- overlay: per grid cell"]
     if spec.overrides:
         lines.append("- fixed overrides: " + ", ".join(f"`{o}`" for o in spec.overrides))
-    lines.append(f"- epochs per run: {spec.epochs}; seeds: {list(spec.seeds)}")
+    lines.append(f"- epochs per run: {spec.epochs}; seeds: {spec.seed_list}")
     if spec.grid:
-        cells = len(grid_cells(spec)) // len(spec.seeds)
+        cells = len(grid_cells(spec)) // len(spec.seed_list)
         lines.append("- grid: " + "; ".join(f"`{k}` in {list(v)}" for k, v in spec.grid.items())
-                     + f" ({cells} configurations x {len(spec.seeds)} seeds)")
+                     + f" ({cells} configurations x {len(spec.seed_list)} seeds)")
     if spec.search_space:
         lines.append(f"- tuned: {', '.join(spec.search_space)} with {spec.sampler}, {spec.n_trials} trials, "
                      f"pruner {spec.pruner}")

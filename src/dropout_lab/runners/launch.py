@@ -87,7 +87,7 @@ def engine_note(spec: StudySpec, options: RunOptions) -> str:
     from dropout_lab.config.engine import per_run_reason
     from dropout_lab.config.study_grid import grid_cells, run_overrides
 
-    cell = (grid_cells(spec) or [{"seed": spec.seeds[0]}])[0]
+    cell = (grid_cells(spec) or [{"seed": spec.seed_list[0]}])[0]
     try:
         cfg = compose_train_config([*run_overrides(spec, cell), *options.overrides])
     except Exception:  # the workers report a bad override per run

@@ -61,7 +61,7 @@ SAMPLER_ATTR, PRUNER_ATTR = "sampler", "pruner"
 def study_seed(spec: StudySpec) -> int:
     """A tuning study's base seed: its first run seed offset by its name, so that studies with the same
     run seed (the seven ``ex7_tune`` techniques) draw different candidates."""
-    return spec.seeds[0] + zlib.crc32(spec.name.encode()) % 100_000
+    return spec.seed_list[0] + zlib.crc32(spec.name.encode()) % 100_000
 
 
 def sampler_seed(base: int, worker_index: int, stored: int) -> int:

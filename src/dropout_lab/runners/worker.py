@@ -52,14 +52,14 @@ def run_tuning(spec: StudySpec, settings: WorkerSettings) -> int:
                        heartbeat_interval=settings.heartbeat_interval, poll_s=settings.poll_s)
     size = 1
     if settings.population != 1:
-        size = population_size(settings, compose_train_config(run_overrides(spec, {"seed": spec.seeds[0]})))
+        size = population_size(settings, compose_train_config(run_overrides(spec, {"seed": spec.seed_list[0]})))
         log.info("study %s: asking %d trial(s) at a time, trained as one population (%s)", spec.name, size,
                  settings.population_precision)
 
     def evaluate(trials: list[optuna.Trial]) -> None:
         runs = []
         for trial in trials:
-            params = {**trial.params, "seed": spec.seeds[0]}
+            params = {**trial.params, "seed": spec.seed_list[0]}
             runs.append(TrialRun(trial, params, trial_overrides(spec, settings, params),
                                  trial_output_dir(spec, settings, trial)))
         train_trials(runs, size=size, precision=settings.population_precision, metric=spec.metric, pruning=True,

@@ -25,7 +25,7 @@ def total_runs(spec: StudySpec) -> int:
     if spec.is_tuning:
         assert spec.n_trials is not None  # the spec check requires n_trials with a search_space
         return spec.n_trials
-    return len(grid_cells(spec)) + len(spec.tuned_from) * len(spec.seeds)
+    return len(grid_cells(spec)) + len(spec.tuned_from) * len(spec.seed_list)
 
 
 def tuned_cells(spec: StudySpec, storage: BaseStorage) -> list[dict]:
@@ -48,7 +48,7 @@ def tuned_cells(spec: StudySpec, storage: BaseStorage) -> list[dict]:
                                  f"({len(finished)}/{tuning.n_trials} trials); run it first")
         fixed = dict(o.split("=", 1) for o in tuning.overrides if "=" in o and "${" not in o)
         params = {k: v for k, v in best.params.items() if k != "seed"}
-        for seed in spec.seeds:
+        for seed in spec.seed_list:
             cells.append({**fixed, **params, "seed": seed})
     return cells
 
@@ -61,7 +61,7 @@ def study_cells(spec: StudySpec, storage: BaseStorage) -> list[dict]:
 def make_sampler(spec: StudySpec) -> optuna.samplers.BaseSampler:
     """The study's sampler, seeded by its first seed (a grid sampler over the categorical dimensions)."""
     grid = {key: list(dim.choices or []) for key, dim in spec.search_space.items()}
-    return build_sampler(spec.sampler, spec.seeds[0], grid)
+    return build_sampler(spec.sampler, spec.seed_list[0], grid)
 
 
 def make_pruner(spec: StudySpec) -> optuna.pruners.BasePruner:

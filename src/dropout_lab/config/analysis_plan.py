@@ -1,0 +1,181 @@
+"""A study's declared analysis plan and seed design: what decides each question, written before the runs.
+
+A study file declares (see ``docs/studies-and-statistics.md``)::
+
+    seeds: {first: 100, min: 10, max: 60, batch: 10}   # or a fixed list: [100, 101, ...]
+    plan:
+      primary: test_acc_at_best_val     # the metric every verdict reads
+      alpha: 0.05
+      correction: holm                  # within each family, for significance and equivalence alike
+      comparisons:
+        - name: swap 0.3/0.5
+          family: swaps
+          treatment: {model.dropout_1: 0.3, model.dropout_2: 0.5}
+          control: {model.dropout_1: 0.5, model.dropout_2: 0.3}
+          margin: 0.003
+          why: one epoch-to-epoch wobble of validation accuracy with dropout (0.3 pp)
+      references:
+        - name: the book's printed accuracy
+          cell: {model: scratch}
+          value: 0.852
+          margin: 0.01
+          why: the book prints one run; one run's spread is about 1 pp
+
+``treatment`` and ``control`` select runs by their config values (dotted keys of the run table);
+runs are paired on their seed. Everything not declared here is a labelled sensitivity analysis.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from omegaconf import MISSING
+
+#: The metrics a plan may declare as primary: each is read on the test set, with its validation
+#: counterpart (what tuning optimises and pruning watches) and a description for the report.
+PRIMARY_METRICS: dict[str, tuple[str, str, str]] = {
+    "test_acc_at_best_val": ("best_test_acc", "best_val_acc",
+                             "test accuracy of the weights of the best-validation epoch (early stopping)"),
+    "test_acc_last_epoch": ("test_acc", "val_acc", "test accuracy of the last epoch's weights (a fixed budget)"),
+}
+#: Corrections a plan may declare for the tests within one family.
+CORRECTIONS = ("holm", "bonferroni")
+
+
+@dataclass
+class SeedDesign:
+    """Seeds ``first, first + 1, ...``: ``min`` at the first look, then ``batch`` more per look, up to ``max``."""
+
+    first: int = 0
+    min: int = 10
+    max: int = 10
+    batch: int = 10
+
+    def looks(self) -> list[int]:
+        """The numbers of seeds at which the plan is evaluated: min, min + batch, ..., max."""
+        sizes = list(range(self.min, self.max, self.batch)) if self.batch > 0 else []
+        return [*sizes, self.max] if not sizes or sizes[-1] != self.max else sizes
+
+    def seeds(self, n: int) -> list[int]:
+        """The first ``n`` seeds of the design."""
+        return list(range(self.first, self.first + n))
+
+
+@dataclass
+class Comparison:
+    """One declared question: ``treatment`` minus ``control`` on the primary metric, paired on seeds.
+
+    ``margin`` (a proportion: 0.005 is 0.5 pp) is the smallest difference that matters; inside it the
+    two are called equivalent. ``why`` justifies it in one line. ``family`` groups comparisons whose
+    tests are corrected together. ``metric`` replaces the primary metric for this comparison (a column
+    of the study's per-run table, e.g. an instrument's).
+    """
+
+    name: str = MISSING
+    treatment: dict[str, Any] = MISSING
+    control: dict[str, Any] = MISSING
+    margin: float = MISSING
+    why: str = MISSING
+    family: str = "main"
+    metric: str | None = None
+
+
+@dataclass
+class Reference:
+    """An absolute claim: the runs of ``cell`` against a reference ``value`` (a printed number, a goal).
+
+    Its interval includes the test set's own sampling error, not only the seeds'. ``margin`` (with its
+    ``why``) is where "consistent with the reference" ends; a goal is met when the lower end is above it.
+    """
+
+    name: str = MISSING
+    cell: dict[str, Any] = MISSING
+    value: float = MISSING
+    margin: float = MISSING
+    why: str = MISSING
+    goal: bool = False
+
+
+@dataclass
+class AnalysisPlan:
+    """What decides a study's questions (see the module docstring)."""
+
+    primary: str = "test_acc_at_best_val"
+    alpha: float = 0.05
+    correction: str = "holm"
+    comparisons: list[Comparison] = field(default_factory=list)
+    references: list[Reference] = field(default_factory=list)
+    #: Other readings, reported as labelled sensitivity analyses (never verdicts).
+    sensitivity: list[str] = field(default_factory=lambda: ["test_acc_last_epoch"])
+
+    @property
+    def test_column(self) -> str:
+        """The run table's column of the primary metric (test set)."""
+        return PRIMARY_METRICS[self.primary][0]
+
+    @property
+    def validation_column(self) -> str:
+        """The run table's column of the primary metric's validation counterpart."""
+        return PRIMARY_METRICS[self.primary][1]
+
+    def families(self) -> dict[str, list[Comparison]]:
+        """The declared comparisons by family, in declaration order."""
+        out: dict[str, list[Comparison]] = {}
+        for comparison in self.comparisons:
+            out.setdefault(comparison.family, []).append(comparison)
+        return out
+
+
+def plan_problems(plan: AnalysisPlan, grid_keys: set[str]) -> list[tuple[str, Any, str]]:
+    """Every invalid field of ``plan`` as (field, value, allowed); ``grid_keys`` are the keys cells may name."""
+    problems: list[tuple[str, Any, str]] = []
+    if plan.primary not in PRIMARY_METRICS:
+        problems.append(("plan.primary", plan.primary, f"one of {', '.join(PRIMARY_METRICS)}"))
+    if not 0.0 < plan.alpha < 0.5:
+        problems.append(("plan.alpha", plan.alpha, "a level in (0, 0.5), e.g. 0.05"))
+    if plan.correction not in CORRECTIONS:
+        problems.append(("plan.correction", plan.correction, f"one of {', '.join(CORRECTIONS)}"))
+    for name in plan.sensitivity:
+        if name not in PRIMARY_METRICS:
+            problems.append(("plan.sensitivity", name, f"names from {', '.join(PRIMARY_METRICS)}"))
+    names = [c.name for c in plan.comparisons] + [r.name for r in plan.references]
+    for duplicate in sorted({n for n in names if names.count(n) > 1}):
+        problems.append(("plan.comparisons.name", duplicate, "a name used once per plan"))
+    for i, comparison in enumerate(plan.comparisons):
+        where = f"plan.comparisons[{i}]"
+        if not 0.0 < comparison.margin < 1.0:
+            problems.append((f"{where}.margin", comparison.margin, "a proportion in (0, 1), e.g. 0.005 for 0.5 pp"))
+        if not comparison.why.strip():
+            problems.append((f"{where}.why", comparison.why, "a one-line justification of the margin"))
+        if comparison.treatment == comparison.control:
+            problems.append((f"{where}.treatment", dict(comparison.treatment), "a cell other than the control's"))
+        for side in ("treatment", "control"):
+            unknown = sorted(set(getattr(comparison, side)) - grid_keys)
+            if unknown and comparison.metric is None:
+                allowed = f"keys of the study's cells: {', '.join(sorted(grid_keys))}"
+                problems.append((f"{where}.{side}", unknown, allowed))
+    for i, reference in enumerate(plan.references):
+        where = f"plan.references[{i}]"
+        if not 0.0 < reference.value < 1.0:
+            problems.append((f"{where}.value", reference.value, "an accuracy in (0, 1)"))
+        if not 0.0 <= reference.margin < 1.0:
+            problems.append((f"{where}.margin", reference.margin, "a proportion in [0, 1)"))
+        unknown = sorted(set(reference.cell) - grid_keys)
+        if unknown:
+            problems.append((f"{where}.cell", unknown, f"keys of the study's cells: {', '.join(sorted(grid_keys))}"))
+    return problems
+
+
+def design_problems(design: SeedDesign) -> list[tuple[str, Any, str]]:
+    """Every invalid field of a sequential seed design as (field, value, allowed)."""
+    problems: list[tuple[str, Any, str]] = []
+    if design.min < 2:
+        problems.append(("seeds.min", design.min, "an integer >= 2 (a paired test needs two seeds)"))
+    if design.max < design.min:
+        problems.append(("seeds.max", design.max, f"an integer >= seeds.min ({design.min})"))
+    if design.batch < 1:
+        problems.append(("seeds.batch", design.batch, "an integer >= 1"))
+    if design.first < 0:
+        problems.append(("seeds.first", design.first, "an integer >= 0"))
+    return problems

@@ -11,18 +11,21 @@ from dropout_lab.errors import StudySpecError
 from dropout_lab.reports.analyses import ANALYSES
 from dropout_lab.reports.figures import closing_new_figures, report_theme
 from dropout_lab.reports.inputs import load_study_data
+from dropout_lab.reports.plan_section import plan_section
 from dropout_lab.reports.writer import REPORTS_DIR, write_index, write_report
 
 
 def build_report(spec: StudySpec, study: optuna.Study, reports_dir: Path = REPORTS_DIR) -> Path:
-    """Analyse the study's stored runs and write ``reports_dir/NAME/`` (README.md, answer.json, ...) and the index."""
+    """Analyse the study's stored runs and write ``reports_dir/NAME/`` (README.md, answer.json, ...) and the index;
+    a study with a declared plan is answered by the plan's verdicts, its kind's analysis shown as exploratory."""
     if spec.analysis not in ANALYSES:
         raise StudySpecError(f"analysis={spec.analysis!r} is invalid: allowed one of {', '.join(sorted(ANALYSES))}")
     data = load_study_data(spec, study)
     with closing_new_figures():
         with report_theme():
             report = ANALYSES[spec.analysis](data)
+            plan = plan_section(data)  # None without a declared plan: then the report is the analysis alone
         tidy = {"curves": data.curves, **data.instruments}
-        path = write_report(spec, data.all_runs, report, Path(reports_dir) / spec.name, tidy)
+        path = write_report(spec, data.all_runs, report, Path(reports_dir) / spec.name, tidy, plan)
     write_index(Path(reports_dir))
     return path

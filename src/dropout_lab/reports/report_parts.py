@@ -15,6 +15,8 @@ class Table:
     name: str
     frame: pd.DataFrame
     caption: str
+    #: The columns the README shows (None: all); the CSV always holds every column.
+    shown: list[str] | None = None
 
 
 @dataclass
@@ -43,4 +45,27 @@ class Report:
     @property
     def key_figure(self) -> Figure | None:
         """The figure shown with the answer: the first one (None without figures)."""
+        return self.figures[0] if self.figures else None
+
+
+@dataclass
+class PlanSection:
+    """What a planned study's report opens with (built by :mod:`dropout_lab.reports.plan_section`): its declared
+    plan, the answer and verdicts that plan gives (tables, sentences, its figure) and its sensitivity readings."""
+
+    plan_lines: list[str]
+    answer: str
+    verdict_lines: list[str] = field(default_factory=list)
+    tables: list[Table] = field(default_factory=list)
+    reference_lines: list[str] = field(default_factory=list)
+    figures: list[Figure] = field(default_factory=list)
+    sensitivity_tables: list[Table] = field(default_factory=list)
+    sensitivity_lines: list[str] = field(default_factory=list)
+    #: Counts for the index: comparisons declared and decided.
+    decided: int = 0
+    declared: int = 0
+
+    @property
+    def key_figure(self) -> Figure | None:
+        """The figure shown with the answer in the index: the plan's figure (None before the first look)."""
         return self.figures[0] if self.figures else None

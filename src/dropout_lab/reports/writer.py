@@ -12,7 +12,7 @@ import pandas as pd
 
 from dropout_lab.config.study_grid import grid_cells
 from dropout_lab.config.study_spec import StudySpec
-from dropout_lab.reports.report_parts import Figure, Report
+from dropout_lab.reports.report_parts import Figure, PlanSection, Report, Table
 
 #: Where ``study report`` writes by default: ``reports/`` under the current folder.
 REPORTS_DIR = Path("reports")
@@ -73,11 +73,17 @@ def design_lines(spec: StudySpec, runs: pd.DataFrame) -> list[str]:
     lines = [f"- overlay: `experiment={spec.experiment}`" if spec.experiment else "- overlay: per grid cell"]
     if spec.overrides:
         lines.append("- fixed overrides: " + ", ".join(f"`{o}`" for o in spec.overrides))
-    lines.append(f"- epochs per run: {spec.epochs}; seeds: {spec.seed_list}")
+    if spec.design:  # the seeds that ran are the stored ones; the plan section says how they were added
+        d, stored = spec.design, runs["seed"].nunique() if "seed" in runs else 0
+        lines.append(f"- epochs per run: {spec.epochs}; seeds: sequential from seed {d.first}, {d.min} to {d.max} "
+                     f"in batches of {d.batch} ({stored} distinct seeds stored)")
+    else:
+        lines.append(f"- epochs per run: {spec.epochs}; seeds: {spec.seed_list}")
     if spec.grid:
         cells = len(grid_cells(spec)) // len(spec.seed_list)
         lines.append("- grid: " + "; ".join(f"`{k}` in {list(v)}" for k, v in spec.grid.items())
-                     + f" ({cells} configurations x {len(spec.seed_list)} seeds)")
+                     + (f" ({cells} configurations)" if spec.design else
+                        f" ({cells} configurations x {len(spec.seed_list)} seeds)"))
     if spec.search_space:
         lines.append(f"- tuned: {', '.join(spec.search_space)} with {spec.sampler}, {spec.n_trials} trials, "
                      f"pruner {spec.pruner}")
@@ -113,50 +119,95 @@ def _figure_lines(path: str, caption: str) -> list[str]:
     return [f"![{caption}]({path})", "", f"*{caption}*", ""]
 
 
-def write_answer(spec: StudySpec, runs: pd.DataFrame, report: Report, out_dir: Path) -> Path:
-    """Write ``out_dir/answer.json``, the report's summary that the index is built from."""
-    key = report.key_figure
-    summary = {"study": spec.name, "question": short_question(spec), "answer": report.answer,
-               "key_figure": f"{key.name}.png" if key else None, "key_figure_caption": key.caption if key else None,
-               "compute_min": round(compute_minutes(runs), 3), "tuning": spec.is_tuning}
+def write_answer(spec: StudySpec, runs: pd.DataFrame, report: Report, out_dir: Path,
+                 plan: PlanSection | None = None) -> Path:
+    """Write ``out_dir/answer.json``, the report's summary that the index is built from; a planned study's answer
+    and key figure are its plan's (with ``plan``: comparisons declared and decided)."""
+    key = plan.key_figure if plan else report.key_figure
+    summary: dict[str, object] = {
+        "study": spec.name, "question": short_question(spec), "answer": plan.answer if plan else report.answer,
+        "key_figure": f"{key.name}.png" if key else None, "key_figure_caption": key.caption if key else None,
+        "compute_min": round(compute_minutes(runs), 3), "tuning": spec.is_tuning}
+    if plan:
+        summary["plan"] = {"declared": plan.declared, "decided": plan.decided}
     path = out_dir / ANSWER_FILE
     path.write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
     return path
 
 
+def _table_lines(table: Table, out_dir: Path) -> list[str]:
+    """Write the table's CSV; its caption, link and (excerpt of the) rows for the README."""
+    table.frame.to_csv(out_dir / f"{table.name}.csv", index=False)
+    shown, step = excerpt(table.frame if table.shown is None else table.frame[table.shown])
+    link = f"[{table.name}.csv]({table.name}.csv)"
+    note = (f" (excerpt: one row in {step} of its {len(table.frame)}; all rows in {link})" if step > 1
+            else f" ({link})")
+    return [f"**{table.caption}**{note}", "", _markdown(shown), ""]
+
+
+def _bullets(lines: Sequence[str]) -> list[str]:
+    return [*[f"- {line}" for line in lines], ""]
+
+
+def plan_parts(plan: PlanSection, out_dir: Path) -> list[str]:
+    """The README sections of a study's declared plan: the plan, its verdicts (answer, tables, sentences, figure)
+    and its sensitivity readings."""
+    parts = ["## Declared analysis plan", "", "Declared in the study file before the runs; only this plan gives "
+             "verdicts.", "", *plan.plan_lines, "", "## Verdicts (declared plan)", "", plan.answer, ""]
+    for i, table in enumerate(plan.tables):  # the verdicts first, with their sentences; then the references
+        parts += [*_table_lines(table, out_dir), *(_bullets(plan.verdict_lines) if i == 0 else [])]
+    if plan.reference_lines:
+        parts += _bullets(plan.reference_lines)
+    for figure in plan.figures:
+        parts += _figure_lines(f"{figure.name}.png", figure.caption)
+    if plan.sensitivity_tables or plan.sensitivity_lines:
+        parts += ["## Sensitivity analyses", "", "The same comparisons read on another metric, by the same "
+                  "procedure; labelled readings, not verdicts.", ""]
+        for table in plan.sensitivity_tables:
+            parts += _table_lines(table, out_dir)
+        parts += _bullets(plan.sensitivity_lines)
+    return parts
+
+
 def write_report(spec: StudySpec, runs: pd.DataFrame, report: Report, out_dir: Path,
-                 tidy: Mapping[str, pd.DataFrame] | None = None) -> Path:
+                 tidy: Mapping[str, pd.DataFrame] | None = None, plan: PlanSection | None = None) -> Path:
     """Write ``out_dir/README.md`` (question, answer with the key figure, design, results, conclusion), its
     files and ``answer.json``; returns the README path.
 
     ``tidy`` are per-seed tables shipped beside ``runs.csv`` (``curves``: per run per epoch; the instrument
-    tables), so that every analysis can be re-derived from the report folder alone.
+    tables), so that every analysis can be re-derived from the report folder alone. With a ``plan`` (a study that
+    declares one) the README opens with the plan, its verdicts and sensitivity readings, then the design, and the
+    study kind's own ``report`` follows as exploratory analyses.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     runs.to_csv(out_dir / "runs.csv", index=False)
     shipped = write_tidy(tidy or {}, out_dir)
-    save_figures(report.figures, out_dir)
-    key = report.key_figure
-    parts = [f"# {spec.name}", "", f"**Question.** {spec.question}", "", "## Answer", "", report.answer, "",
-             *(_figure_lines(f"{key.name}.png", key.caption) if key else []),
-             "## Design", "", *design_lines(spec, runs), "", "## Results", ""]
+    save_figures([*(plan.figures if plan else []), *report.figures], out_dir)
+    parts = [f"# {spec.name}", "", f"**Question.** {spec.question}", ""]
+    if plan:
+        key = None
+        parts += [*plan_parts(plan, out_dir), "## Design", "", *design_lines(spec, runs), "",
+                  "## Exploratory analyses (not part of the declared plan)", "",
+                  "The study kind's own tables, figures and findings. They were not declared before the runs: they "
+                  "describe, they do not decide; the verdicts are those of the declared plan above.", "",
+                  "### Results", ""]
+    else:
+        key = report.key_figure
+        parts += ["## Answer", "", report.answer, "", *(_figure_lines(f"{key.name}.png", key.caption) if key else []),
+                  "## Design", "", *design_lines(spec, runs), "", "## Results", ""]
     for table in report.tables:
-        table.frame.to_csv(out_dir / f"{table.name}.csv", index=False)
-        shown, step = excerpt(table.frame)
-        link = f"[{table.name}.csv]({table.name}.csv)"
-        note = (f" (excerpt: one row in {step} of its {len(table.frame)}; all rows in {link})" if step > 1
-                else f" ({link})")
-        parts += [f"**{table.caption}**{note}", "", _markdown(shown), ""]
+        parts += _table_lines(table, out_dir)
     for figure in report.figures:
         if figure is not key:
             parts += _figure_lines(f"{figure.name}.png", figure.caption)
-    parts += ["## Conclusion", "", *[f"- {line}" for line in report.conclusions], ""]
+    parts += ["### Exploratory findings (not verdicts)" if plan else "## Conclusion", "",
+              *_bullets(report.conclusions)]
     if report.notes:
-        parts += ["## Notes", "", *[f"- {line}" for line in report.notes], ""]
+        parts += ["## Notes", "", *_bullets(report.notes)]
     parts += [f"*Generated by `dropout-lab study report {spec.name}` on {dt.date.today()} from the stored runs "
               f"(tidy tables: " + ", ".join(f"[{n}.csv]({n}.csv)" for n in ["runs", *shipped])
               + "). Every number and sentence above is computed from them.*", ""]
-    write_answer(spec, runs, report, out_dir)
+    write_answer(spec, runs, report, out_dir, plan)
     path = out_dir / "README.md"
     path.write_text("\n".join(parts))
     return path
@@ -164,7 +215,8 @@ def write_report(spec: StudySpec, runs: pd.DataFrame, report: Report, out_dir: P
 
 def write_index(reports_dir: Path) -> Path:
     """``reports_dir/README.md``, "Answers to the chapter's exercises", from the ``answer.json`` of every report
-    folder: per study its question, answer and key figure; the tuning studies as one table; the total compute.
+    folder: per study its question, answer (a planned study's: its plan's verdicts) and key figure; the tuning
+    studies as one table; the total compute.
     Folders written by an earlier version (no ``answer.json``) are listed at the end."""
     folders = sorted(p for p in reports_dir.iterdir() if (p / "README.md").is_file())
     answers = {p.name: json.loads((p / ANSWER_FILE).read_text()) for p in folders if (p / ANSWER_FILE).is_file()}
@@ -175,8 +227,9 @@ def write_index(reports_dir: Path) -> Path:
              "report holds the design, the tables, the figures and the per-seed data.", ""]
     for name, a in answers.items():
         if name not in tuning:
+            said = f"**Declared plan:** {a['answer']}" if "plan" in a else a["answer"]
             lines += [f"## {name}", "", f"*{a['question']}*", "",
-                      f"{a['answer']} [Full report]({name}/README.md) · compute: {a['compute_min']:.1f} min.", ""]
+                      f"{said} [Full report]({name}/README.md) · compute: {a['compute_min']:.1f} min.", ""]
             if a["key_figure"]:
                 lines += [f"![{a['key_figure_caption']}]({name}/{a['key_figure']})", ""]
     if tuning:

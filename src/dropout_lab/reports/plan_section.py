@@ -1,0 +1,266 @@
+"""A planned study's report opening: its declared analysis plan, the verdicts that plan gives, its figure and the
+labelled sensitivity readings, computed from the spec and the stored runs by :mod:`dropout_lab.analysis.plan_verdicts`.
+
+Only these verdicts answer a planned study; the study kind's own analysis is printed after them as exploratory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure as MplFigure
+
+from dropout_lab.analysis.plan_verdicts import (
+    EQUIVALENT,
+    HIGHER,
+    LOWER,
+    UNDECIDED,
+    plan_looks,
+    plan_table,
+    plan_verdicts,
+    reference_claims,
+)
+from dropout_lab.config.analysis_plan import PRIMARY_METRICS, AnalysisPlan, Comparison, Reference
+from dropout_lab.config.study_spec import StudySpec
+from dropout_lab.reports.inputs import StudyData
+from dropout_lab.reports.labels import value_text
+from dropout_lab.reports.report_parts import Figure, PlanSection, Table
+
+#: A decided comparison's verdict (the others are ``UNDECIDED``).
+DECIDED = (HIGHER, LOWER, EQUIVALENT)
+#: The figure of a planned study: each comparison's confidence sequence over the number of seeds.
+FIGURE_NAME = "plan_confidence_sequences"
+#: The verdict table's columns shown in the README (its CSV has all; the margins' reasons are in the plan above).
+SHOWN = ["comparison", "family", "margin", "n_pairs", "mean_diff", "cs_low", "cs_high", "p_difference_adj",
+         "p_equivalence_adj", "verdict"]
+#: Facets per row of the figure.
+FACETS_PER_ROW = 4
+
+
+# ---------------------------------------------------------------- the plan as declared
+
+def cell_text(cell: Mapping[str, Any]) -> str:
+    """A plan's cell in words, e.g. 'model.dropout_1=0.3, model.dropout_2=0.5'."""
+    return ", ".join(value_text(k, v) for k, v in cell.items())
+
+
+def _margin_pp(margin: float) -> str:
+    return f"±{100 * margin:g} pp"
+
+
+def seed_order(spec: StudySpec) -> list[int]:
+    """The order seeds enter the analysis: the design's seeds up to its max, else the fixed list."""
+    return spec.design.seeds(spec.design.max) if spec.design else list(spec.seed_list)
+
+
+def declared_looks(spec: StudySpec) -> list[int]:
+    """The numbers of seeds at which the plan is evaluated: the design's looks, else the fixed list's length."""
+    return spec.design.looks() if spec.design else [len(spec.seed_list)]
+
+
+def _comparison_line(c: Comparison) -> str:
+    metric = f"; metric `{c.metric}` instead of the primary" if c.metric else ""
+    return (f"  - **{c.name}**: {cell_text(c.treatment)} vs {cell_text(c.control)}; margin {_margin_pp(c.margin)} "
+            f"({c.why}){metric}")
+
+
+def _reference_line(r: Reference) -> str:
+    kind = ("a goal: met when the whole interval lies above it" if r.goal
+            else f"consistent within {_margin_pp(r.margin)}")
+    return f"- **{r.name}**: the runs of {cell_text(r.cell)} against {r.value:g}, {kind} ({r.why})"
+
+
+def plan_lines(spec: StudySpec, plan: AnalysisPlan) -> list[str]:
+    """The declared plan as report lines, every item read from the spec."""
+    primary = PRIMARY_METRICS[plan.primary]
+    order = seed_order(spec)
+    if spec.design:
+        d = spec.design
+        seeds = (f"sequential: seeds {order[0]}, {order[0] + 1}, ... taken {d.batch} at a time from {d.min} to at "
+                 f"most {d.max}; the plan is read at n = {', '.join(map(str, d.looks()))} seeds and a comparison "
+                 "stops at the first look that decides it")
+    else:
+        seeds = f"a fixed list of {len(order)} seeds {order}, read once at n = {len(order)}"
+    lines = [f"- primary metric: `{plan.primary}`, the {primary[2]} (run table column `{primary[0]}`)",
+             f"- alpha: {plan.alpha:g}; intervals are two-sided anytime-valid {100 * (1 - plan.alpha):g}% confidence "
+             "sequences (valid at every look), paired on seeds",
+             f"- correction: {plan.correction}, within each family, for the difference and equivalence tests alike",
+             f"- seeds: {seeds}"]
+    for family, comparisons in plan.families().items():
+        lines += [f"- family `{family}` ({len(comparisons)} comparison{'s' if len(comparisons) != 1 else ''}, "
+                  "treatment vs control):", *map(_comparison_line, comparisons)]
+    if plan.references:
+        lines += ["", "References (absolute claims; their intervals include the test set's own sampling error):", "",
+                  *map(_reference_line, plan.references)]
+    if plan.sensitivity:
+        lines += ["", "Sensitivity readings (reported beside the verdicts, never as verdicts):", "",
+                  *[f"- `{name}`: the {PRIMARY_METRICS[name][2]} (column `{PRIMARY_METRICS[name][0]}`)"
+                    for name in plan.sensitivity]]
+    return lines
+
+
+# ---------------------------------------------------------------- what the stored runs allow
+
+def stored_seeds(runs: pd.DataFrame, keys: Sequence[str], order: Sequence[int]) -> int:
+    """How many seeds of ``order``, from the first, every configuration of ``runs`` has finished."""
+    if runs.empty or "seed" not in runs:
+        return 0
+    cells = runs.groupby(list(keys), dropna=False) if keys else [(None, runs)]
+    have = set.intersection(*(set(group["seed"]) for _, group in cells))
+    n = 0
+    while n < len(order) and order[n] in have:
+        n += 1
+    return n
+
+
+def _ci(low: float, high: float, confidence: float) -> str:
+    return f"{confidence:g}% CS [{100 * low:.2f}, {100 * high:.2f}] pp"
+
+
+def verdict_sentence(row: pd.Series, plan: AnalysisPlan, spec: StudySpec) -> str:
+    """One comparison's verdict in words, from its :func:`plan_verdicts` row."""
+    confidence = 100 * (1 - plan.alpha)
+    adjusted = f"{plan.correction}-adjusted p = {row['p_difference_adj']:.3g} for a difference, " \
+               f"{row['p_equivalence_adj']:.3g} for equivalence within {_margin_pp(row['margin'])}"
+    text = (f"{row['comparison']}: {100 * row['mean_diff']:+.2f} pp ({_ci(row['cs_low'], row['cs_high'], confidence)}"
+            f" over {int(row['n_pairs'])} paired seeds; {adjusted}): ")
+    seeds = int(row["seeds_taken"])
+    if row["verdict"] in DECIDED:
+        return text + f"**{row['verdict']}**, decided with {seeds} seeds."
+    if bool(row["max_hit"]):
+        needed = row["seeds_needed"]
+        more = (f"; a decision would need about {int(np.ceil(needed))} seeds" if pd.notna(needed)
+                else "; no estimate of the seeds a decision would need")
+        return text + f"**undecided at max seeds** ({seeds}){more}."
+    return text + f"**{UNDECIDED}** with {seeds} seeds" + (" so far (more looks are declared)." if spec.design
+                                                            and seeds < spec.design.max else ".")
+
+
+def reference_sentence(row: pd.Series, reference: Reference) -> str:
+    """One reference claim in words, from its :func:`reference_claims` row."""
+    text = (f"{row['name']}: mean {row['mean']:.4f} over {int(row['n'])} runs, interval [{row['low']:.4f}, "
+            f"{row['high']:.4f}] (seeds and the test set's sampling error) against {row['value']:g}: ")
+    if reference.goal:
+        return text + f"goal **{row['goal']}**."
+    return text + f"**{row['verdict']}** (within {_margin_pp(row['margin'])})."
+
+
+def answer_text(verdicts: pd.DataFrame, claims: pd.DataFrame, plan: AnalysisPlan) -> str:
+    """The study's answer for its report and the index: how many comparisons are decided, each verdict, and each
+    reference's verdict (a goal's: met, not met or undecided)."""
+    goals = {r.name for r in plan.references if r.goal}
+    decided = int(verdicts["verdict"].isin(DECIDED).sum())
+    parts = [f"{r['comparison']} {r['verdict']}" + (" (at max seeds)" if r["verdict"] == UNDECIDED and r["max_hit"]
+                                                     else "") for _, r in verdicts.iterrows()]
+    text = f"{decided} of {len(verdicts)} comparisons decided: " + "; ".join(parts) + "." if len(verdicts) else ""
+    if not claims.empty:
+        words = [f"{r['name']}: " + (f"goal {r['goal']}" if r["name"] in goals else r["verdict"])
+                 for _, r in claims.iterrows()]
+        text += (" " if text else "") + "References: " + "; ".join(words) + "."
+    return text
+
+
+def confidence_figure(looks: pd.DataFrame, plan: AnalysisPlan, declared: Sequence[int]) -> MplFigure:
+    """Each comparison's confidence sequence (and estimate) against the number of seeds, with zero, the +-margin
+    band and the ``declared`` looks (dotted), one facet per comparison."""
+    names = list(dict.fromkeys(looks["comparison"]))
+    columns = min(len(names), FACETS_PER_ROW)
+    rows_ = -(-len(names) // columns)
+    fig, axes = plt.subplots(rows_, columns, figsize=(4 * columns, 3.4 * rows_), squeeze=False)
+    for ax, name in zip(axes.flat, names):
+        rows = looks[looks["comparison"] == name].sort_values("n")
+        margin = 100 * float(rows["margin"].iloc[0])
+        ax.axhspan(-margin, margin, color="tab:green", alpha=0.15, label=f"±margin ({margin:g} pp)")
+        ax.axhline(0, color="black", linewidth=0.8)
+        for n in declared:
+            if rows["n"].min() <= n <= rows["n"].max():
+                ax.axvline(n, color="grey", linestyle=":", linewidth=0.8)
+        ax.fill_between(rows["n"], 100 * rows["cs_low"], 100 * rows["cs_high"], alpha=0.3,
+                        label=f"{100 * (1 - plan.alpha):g}% confidence sequence")
+        ax.plot(rows["n"], 100 * rows["mean_diff"], marker=".", label="mean difference")
+        ax.set_title(name, fontsize="medium")
+        ax.set_xlabel("seeds")
+    for ax in axes.flat[len(names):]:
+        ax.set_visible(False)
+    for ax in axes[:, 0]:
+        ax.set_ylabel("treatment - control (pp)")
+    axes[0][0].legend(fontsize="small")
+    fig.tight_layout()
+    return fig
+
+
+# ---------------------------------------------------------------- sensitivity
+
+def sensitivity(table: pd.DataFrame, plan: AnalysisPlan, spec: StudySpec, looks: Sequence[int],
+                order: Sequence[int], verdicts: pd.DataFrame) -> tuple[list[Table], list[str]]:
+    """Each declared sensitivity reading's verdicts by the same procedure, and a sentence per disagreement."""
+    tables, lines = [], []
+    planned = verdicts.set_index("comparison")["verdict"]
+    for name in plan.sensitivity:
+        column, _, description = PRIMARY_METRICS[name]
+        if column == plan.test_column:
+            continue  # the primary itself
+        if column not in table or table[column].isna().all():
+            lines.append(f"Sensitivity `{name}`: no stored run has `{column}`; not computed.")
+            continue
+        reading = plan_verdicts(plan_looks(table, plan, looks, order, metric=column), plan, spec.design)
+        reading = reading.assign(plan_verdict=reading["comparison"].map(planned))
+        tables.append(Table(f"sensitivity_{name}", reading, f"Sensitivity: {description}",
+                            shown=[*SHOWN, "plan_verdict"]))
+        for _, row in reading[reading["verdict"] != reading["plan_verdict"]].iterrows():
+            lines.append(f"{row['comparison']}: on the {description}, {100 * row['mean_diff']:+.2f} pp "
+                         f"({_ci(row['cs_low'], row['cs_high'], 100 * (1 - plan.alpha))}) reads "
+                         f"“{row['verdict']}”, which disagrees with the verdict of the declared plan "
+                         f"(“{row['plan_verdict']}”).")
+    if tables and not any("disagrees" in line for line in lines):
+        lines.append("Every sensitivity reading agrees with the declared plan's verdicts.")
+    return tables, lines
+
+
+# ---------------------------------------------------------------- the section
+
+def plan_section(data: StudyData) -> PlanSection | None:
+    """The plan, its verdicts, figure and sensitivity readings for a study with a plan (None without one)."""
+    spec, plan = data.spec, data.spec.plan
+    if plan is None:
+        return None
+    order = seed_order(spec)
+    stored = stored_seeds(data.runs, data.keys, order)
+    # A design is read at the looks its stored seeds reach; a fixed list at its one look, whatever has finished.
+    looks = [n for n in declared_looks(spec) if n <= stored] if spec.design else declared_looks(spec)
+    section = PlanSection(plan_lines(spec, plan), answer="", declared=len(plan.comparisons))
+    if not looks:
+        first = declared_looks(spec)[0]
+        section.answer = (f"No look of the declared plan yet: {stored} of the {first} seeds of the first look "
+                          "have finished runs in every configuration; nothing is decided.")
+        return section
+    table = plan_table(data.runs)
+    per_look = plan_looks(table, plan, looks, order)
+    verdicts = plan_verdicts(per_look, plan, spec.design)
+    claims = reference_claims(table, plan) if plan.references else pd.DataFrame()
+    section.decided = int(verdicts["verdict"].isin(DECIDED).sum())
+    section.answer = answer_text(verdicts, claims, plan)
+    section.tables.append(Table("plan_verdicts", verdicts,
+                                f"Verdicts of the declared plan at n = {looks[-1]} seeds (differences as "
+                                f"proportions; {plan.correction}-adjusted p within each family)",
+                                shown=[*SHOWN, "seeds_taken", "max_hit", "seeds_needed"]))
+    section.verdict_lines = [verdict_sentence(row, plan, spec) for _, row in verdicts.iterrows()]
+    if not claims.empty:
+        section.tables.append(Table("plan_references", claims, "References of the declared plan (intervals include "
+                                                               "the test set's sampling error)"))
+        by_name = {r.name: r for r in plan.references}
+        section.reference_lines = [reference_sentence(row, by_name[row["name"]]) for _, row in claims.iterrows()]
+    start = looks[0] if spec.design else 2  # a fixed list has one look; its sequence is valid from two seeds
+    if not verdicts.empty and stored >= start:
+        every = plan_looks(table, plan, range(start, stored + 1), order)
+        section.figures.append(Figure(FIGURE_NAME, confidence_figure(every, plan, declared_looks(spec)),
+                                      f"Each declared comparison's {100 * (1 - plan.alpha):g}% anytime-valid "
+                                      f"confidence sequence (band) and estimate over the first {start} to {stored} "
+                                      "seeds, with zero (black), the ±margin band of equivalence (green) and the "
+                                      "declared looks (dotted)"))
+    section.sensitivity_tables, section.sensitivity_lines = sensitivity(table, plan, spec, looks, order, verdicts)
+    return section

@@ -213,6 +213,9 @@ def test_the_plan_is_decided_look_by_look() -> None:
         assert (np.diff(rows["decided"].astype(int)) >= 0).all()
         assert (np.diff(rows["cs_high"] - rows["cs_low"]) <= 0).all()
     assert not all_decided(looks, 30) and not all_decided(looks, 10)
+    inside = (looks["eq_low"] > -looks["margin"]) & (looks["eq_high"] < looks["margin"])
+    assert ((looks["p_equivalence"] < ALPHA) == inside).all()  # the bounds and the p-values say the same
+    assert ((looks["p_difference"] < ALPHA) == ((looks["cs_low"] > 0) | (looks["cs_high"] < 0))).all()
 
     verdicts = plan_verdicts(looks, plan, DESIGN).set_index("comparison")
     assert verdicts.loc["big", "seeds_taken"] == 10 and not verdicts.loc["big", "max_hit"]

@@ -113,10 +113,11 @@ def evaluate(n: Any, mean: Any, sd: Any, margin: float, alpha: float, n_opt: int
 
     Returns arrays: ``cs_low``/``cs_high`` (the two-sided 1 - alpha confidence sequence at this look),
     ``eq_low``/``eq_high`` (the one-sided 1 - alpha bounds of the sequential TOST: equivalence at alpha
-    exactly when both lie inside +-margin), ``p_difference`` (H0: mu = 0) and ``p_equivalence`` (the larger
-    one-sided p of H0: mu >= margin and H0: mu <= -margin). These are this look's values: anytime-valid
-    inference takes the running minimum of p and the running intersection of the intervals over the looks
-    (:func:`accumulate`). NaN below two differences; ``sd`` = 0 follows the zero-variance convention.
+    exactly when both lie inside +-margin), ``p_difference`` (H0: mu = 0), ``p_below_margin`` (H0: mu >= margin),
+    ``p_above_margin`` (H0: mu <= -margin) and ``p_equivalence``, the larger of the two. These are this look's
+    values: anytime-valid inference takes the running minimum of p and the running intersection of the
+    intervals over the looks (:func:`accumulate`). NaN below two differences; ``sd`` = 0 follows the
+    zero-variance convention.
     """
     n, mean, sd = np.broadcast_arrays(*(np.asarray(a, dtype=float) for a in (n, mean, sd)))
     rho2 = mixture_rho2(alpha, n_opt)
@@ -135,20 +136,23 @@ def evaluate(n: Any, mean: Any, sd: Any, margin: float, alpha: float, n_opt: int
     one_sided = _t_threshold(one_sided_threshold(sizes, rho2, alpha), sizes) / np.sqrt(sizes)
     half, eq_half = sd * two_sided[at].reshape(n_ok.shape), sd * one_sided[at].reshape(n_ok.shape)
     out = {"cs_low": mean - half, "cs_high": mean + half, "eq_low": mean - eq_half, "eq_high": mean + eq_half,
-           "p_difference": p_difference, "p_equivalence": np.maximum(p_below, p_above)}
+           "p_difference": p_difference, "p_equivalence": np.maximum(p_below, p_above),
+           "p_below_margin": p_below, "p_above_margin": p_above}
     return {k: np.where(tested, v, np.nan) for k, v in out.items()}
 
 
 def accumulate(looks: dict[str, np.ndarray], axis: int = -1) -> dict[str, np.ndarray]:
     """Anytime-valid values over successive looks along ``axis``: running minimum of each p, running
-    intersection of each interval (NaN looks, below two differences, are skipped)."""
-    out = {}
-    for key, values in looks.items():
-        if key in ("cs_low", "eq_low"):
-            running = np.fmax.accumulate(values, axis=axis)
-        else:
-            running = np.fmin.accumulate(values, axis=axis)
-        out[key] = running
+    intersection of each interval (NaN looks, below two differences, are skipped).
+
+    ``p_equivalence`` is then the larger of the two one-sided running minima: each is an anytime-valid p-value
+    of its null, so equivalence (both rejected, an intersection-union test) keeps its level, and it is declared
+    exactly when the running ``eq_low``/``eq_high`` lie inside +-margin.
+    """
+    out = {key: (np.fmax if key in ("cs_low", "eq_low") else np.fmin).accumulate(values, axis=axis)
+           for key, values in looks.items()}
+    if "p_below_margin" in out and "p_above_margin" in out:
+        out["p_equivalence"] = np.maximum(out["p_below_margin"], out["p_above_margin"])
     return out
 
 

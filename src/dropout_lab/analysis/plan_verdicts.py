@@ -139,10 +139,11 @@ def plan_looks(table: pd.DataFrame, plan: AnalysisPlan, looks: Sequence[int], se
     """One row per (look, comparison) of ``plan`` on ``table`` (columns: :data:`LOOK_COLUMNS`).
 
     The look with n seeds uses only runs whose seed is among ``seed_order[:n]``; treatment and control are
-    paired on the seed. A comparison reads ``comparison.metric``, else ``metric``, else the plan's primary
-    test column. The intervals and p-values are anytime-valid (running intersection / minimum over the looks
-    so far; rho tuned at the first look); ``*_adj`` apply ``plan.correction`` within each family at that look,
-    to significance and equivalence alike.
+    paired on the seed (several runs of one cell and seed are averaged; a seed missing from either side is left
+    out, so ``n_pairs`` may be below n). A comparison reads ``comparison.metric``, else ``metric``, else the
+    plan's primary test column. The intervals and p-values are anytime-valid (running intersection / minimum
+    over the looks so far; rho tuned at the first look); ``*_adj`` apply ``plan.correction`` within each family
+    at that look, to significance and equivalence alike.
     """
     looks = [int(n) for n in looks]
     if not looks or looks != sorted(set(looks)) or looks[0] < 1 or looks[-1] > len(seed_order):

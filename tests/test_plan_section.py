@@ -10,19 +10,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import _plan_verdicts_standin
+from dropout_lab.analysis.plan_verdicts import plan_looks, plan_table, plan_verdicts
 from dropout_lab.config.analysis_plan import AnalysisPlan, Comparison, Reference, SeedDesign
 from dropout_lab.config.study_spec import StudySpec
-
-_plan_verdicts_standin.install_if_missing()  # until analysis/plan_verdicts.py lands beside this module
-
-from dropout_lab.analysis.plan_verdicts import plan_looks, plan_table, plan_verdicts  # noqa: E402
-
-from dropout_lab.reports.analyses import compare  # noqa: E402
-from dropout_lab.reports.figures import closing_new_figures, report_theme  # noqa: E402
-from dropout_lab.reports.inputs import StudyData  # noqa: E402
-from dropout_lab.reports.plan_section import FIGURE_NAME, plan_section, stored_seeds  # noqa: E402
-from dropout_lab.reports.writer import write_index, write_report  # noqa: E402
+from dropout_lab.reports.analyses import compare
+from dropout_lab.reports.figures import closing_new_figures, report_theme
+from dropout_lab.reports.inputs import StudyData
+from dropout_lab.reports.plan_section import FIGURE_NAME, plan_section, stored_seeds
+from dropout_lab.reports.writer import write_index, write_report
 
 MARGIN = 0.005
 WHY = {"b vs a": "b's margin: one wobble of validation accuracy", "c vs a": "c's margin: a tenth of the spread",
@@ -97,9 +92,11 @@ def test_planned_report_opens_with_the_plan_and_answers_from_its_verdicts(tmp_pa
     row = shipped.set_index("comparison").loc["b vs a"]
     assert (f"- b vs a: {100 * row['mean_diff']:+.2f} pp (95% CS [{100 * row['cs_low']:.2f}, "
             f"{100 * row['cs_high']:.2f}] pp over 8 paired seeds; holm-adjusted p = ") in section
-    assert "**higher**, decided with 8 seeds." in section
+    assert f"**higher**, decided at the look with {int(row['seeds_taken'])} seeds." in section
     assert "d vs a: " in section and "**undecided at max seeds** (8); a decision would need about " in section
-    assert "- a's level: mean " in section and "(seeds and the test set's sampling error) against 0.85" in section
+    claim = pd.read_csv(tmp_path / "planned" / "plan_references.csv").iloc[0]
+    assert (f"- a's level: mean {claim['mean']:.4f} over 8 seeds, interval [{claim['low']:.4f}, {claim['high']:.4f}] "
+            "(the seeds' spread and the test set's sampling error) against 0.85: **consistent**") in section
 
     # The figure: each comparison's confidence sequence at every n from the first look to the last stored.
     assert (tmp_path / "planned" / f"{FIGURE_NAME}.png").is_file() and f"]({FIGURE_NAME}.png)" in section

@@ -81,8 +81,8 @@ def plan_lines(spec: StudySpec, plan: AnalysisPlan) -> list[str]:
     if spec.design:
         d = spec.design
         seeds = (f"sequential: seeds {order[0]}, {order[0] + 1}, ... taken {d.batch} at a time from {d.min} to at "
-                 f"most {d.max}; the plan is read at n = {', '.join(map(str, d.looks()))} seeds and a comparison "
-                 "stops at the first look that decides it")
+                 f"most {d.max}; the plan is read at n = {', '.join(map(str, d.looks()))} seeds, and the study "
+                 "stops at the first look where every comparison is decided (a decided comparison stays decided)")
     else:
         seeds = f"a fixed list of {len(order)} seeds {order}, read once at n = {len(order)}"
     lines = [f"- primary metric: `{plan.primary}`, the {primary[2]} (run table column `{primary[0]}`)",
@@ -121,44 +121,43 @@ def _ci(low: float, high: float, confidence: float) -> str:
     return f"{confidence:g}% CS [{100 * low:.2f}, {100 * high:.2f}] pp"
 
 
-def verdict_sentence(row: pd.Series, plan: AnalysisPlan, spec: StudySpec) -> str:
-    """One comparison's verdict in words, from its :func:`plan_verdicts` row."""
+def verdict_sentence(row: pd.Series, plan: AnalysisPlan, spec: StudySpec, n: int) -> str:
+    """One comparison's verdict in words, from its :func:`plan_verdicts` row at the look with ``n`` seeds."""
     confidence = 100 * (1 - plan.alpha)
-    adjusted = f"{plan.correction}-adjusted p = {row['p_difference_adj']:.3g} for a difference, " \
-               f"{row['p_equivalence_adj']:.3g} for equivalence within {_margin_pp(row['margin'])}"
+    adjusted = (f"{plan.correction}-adjusted p = {row['p_difference_adj']:.3g} for a difference, "
+                f"{row['p_equivalence_adj']:.3g} for equivalence within {_margin_pp(row['margin'])}")
     text = (f"{row['comparison']}: {100 * row['mean_diff']:+.2f} pp ({_ci(row['cs_low'], row['cs_high'], confidence)}"
             f" over {int(row['n_pairs'])} paired seeds; {adjusted}): ")
-    seeds = int(row["seeds_taken"])
     if row["verdict"] in DECIDED:
-        return text + f"**{row['verdict']}**, decided with {seeds} seeds."
+        return text + f"**{row['verdict']}**, decided at the look with {int(row['seeds_taken'])} seeds."
     if bool(row["max_hit"]):
         needed = row["seeds_needed"]
         more = (f"; a decision would need about {int(np.ceil(needed))} seeds" if pd.notna(needed)
                 else "; no estimate of the seeds a decision would need")
-        return text + f"**undecided at max seeds** ({seeds}){more}."
-    return text + f"**{UNDECIDED}** with {seeds} seeds" + (" so far (more looks are declared)." if spec.design
-                                                            and seeds < spec.design.max else ".")
+        return text + f"**undecided at max seeds** ({n}){more}."
+    later = " so far (more looks are declared)" if spec.design and n < spec.design.max else ""
+    return text + f"**{UNDECIDED}** with {n} seeds{later}."
 
 
 def reference_sentence(row: pd.Series, reference: Reference) -> str:
     """One reference claim in words, from its :func:`reference_claims` row."""
-    text = (f"{row['name']}: mean {row['mean']:.4f} over {int(row['n'])} runs, interval [{row['low']:.4f}, "
-            f"{row['high']:.4f}] (seeds and the test set's sampling error) against {row['value']:g}: ")
+    text = (f"{row['name']}: mean {row['mean']:.4f} over {int(row['n'])} seeds, interval [{row['low']:.4f}, "
+            f"{row['high']:.4f}] (the seeds' spread and the test set's sampling error) against {row['value']:g}: ")
     if reference.goal:
-        return text + f"goal **{row['goal']}**."
-    return text + f"**{row['verdict']}** (within {_margin_pp(row['margin'])})."
+        return text + f"goal **{row['verdict']}**."
+    return text + f"**{row['verdict']}** (consistent means inside {_margin_pp(row['margin'])})."
 
 
 def answer_text(verdicts: pd.DataFrame, claims: pd.DataFrame, plan: AnalysisPlan) -> str:
     """The study's answer for its report and the index: how many comparisons are decided, each verdict, and each
     reference's verdict (a goal's: met, not met or undecided)."""
     goals = {r.name for r in plan.references if r.goal}
-    decided = int(verdicts["verdict"].isin(DECIDED).sum())
     parts = [f"{r['comparison']} {r['verdict']}" + (" (at max seeds)" if r["verdict"] == UNDECIDED and r["max_hit"]
                                                      else "") for _, r in verdicts.iterrows()]
+    decided = int(verdicts["verdict"].isin(DECIDED).sum())
     text = f"{decided} of {len(verdicts)} comparisons decided: " + "; ".join(parts) + "." if len(verdicts) else ""
     if not claims.empty:
-        words = [f"{r['name']}: " + (f"goal {r['goal']}" if r["name"] in goals else r["verdict"])
+        words = [f"{r['name']}: " + (f"goal {r['verdict']}" if r["name"] in goals else r["verdict"])
                  for _, r in claims.iterrows()]
         text += (" " if text else "") + "References: " + "; ".join(words) + "."
     return text
@@ -241,14 +240,14 @@ def plan_section(data: StudyData) -> PlanSection | None:
     table = plan_table(data.runs)
     per_look = plan_looks(table, plan, looks, order)
     verdicts = plan_verdicts(per_look, plan, spec.design)
-    claims = reference_claims(table, plan) if plan.references else pd.DataFrame()
+    claims = reference_claims(table, plan, design=spec.design) if plan.references else pd.DataFrame()
     section.decided = int(verdicts["verdict"].isin(DECIDED).sum())
     section.answer = answer_text(verdicts, claims, plan)
     section.tables.append(Table("plan_verdicts", verdicts,
                                 f"Verdicts of the declared plan at n = {looks[-1]} seeds (differences as "
                                 f"proportions; {plan.correction}-adjusted p within each family)",
                                 shown=[*SHOWN, "seeds_taken", "max_hit", "seeds_needed"]))
-    section.verdict_lines = [verdict_sentence(row, plan, spec) for _, row in verdicts.iterrows()]
+    section.verdict_lines = [verdict_sentence(row, plan, spec, looks[-1]) for _, row in verdicts.iterrows()]
     if not claims.empty:
         section.tables.append(Table("plan_references", claims, "References of the declared plan (intervals include "
                                                                "the test set's sampling error)"))
@@ -261,6 +260,7 @@ def plan_section(data: StudyData) -> PlanSection | None:
                                       f"Each declared comparison's {100 * (1 - plan.alpha):g}% anytime-valid "
                                       f"confidence sequence (band) and estimate over the first {start} to {stored} "
                                       "seeds, with zero (black), the ±margin band of equivalence (green) and the "
-                                      "declared looks (dotted)"))
+                                      "declared looks (dotted); read at every n, so a band may end narrower than "
+                                      "the verdict table's, which reads the declared looks only"))
     section.sensitivity_tables, section.sensitivity_lines = sensitivity(table, plan, spec, looks, order, verdicts)
     return section

@@ -124,6 +124,7 @@ def test_planned_report_opens_with_the_plan_and_answers_from_its_verdicts(tmp_pa
     assert f"**Declared plan:** {answer['answer']} [Full report](planned/README.md)" in index
 
 
+@pytest.mark.slow  # over 5 s
 def test_a_design_is_read_at_the_looks_its_stored_seeds_reach(tmp_path: Path) -> None:
     spec = _spec(SeedDesign(first=0, min=4, max=8, batch=2), _plan())
     runs = _runs(8)
@@ -148,3 +149,35 @@ def test_a_study_without_a_plan_keeps_its_report(tmp_path: Path) -> None:
     assert heads == ["## Answer", "## Design", "## Results", "## Conclusion", "## Notes"]
     assert "plan" not in json.loads((tmp_path / "planned" / "answer.json").read_text())
     assert "Declared" not in text and "Exploratory" not in text
+
+
+def test_build_report_answers_a_planned_study_from_its_store(tmp_path: Path) -> None:
+    """``study report``'s path: the store's trials -> run table -> plan section -> README, answer.json, index."""
+    import optuna
+    from optuna.distributions import CategoricalDistribution, IntDistribution
+
+    from dropout_lab.reports.build import build_report
+    from dropout_lab.training.run_record import RunRecord
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction="maximize")
+    for row in _runs(4).itertuples():
+        record = RunRecord(config={"model": row.model}, seed=row.seed, config_hash=row.model, status="completed",
+                           final={"test_acc": row.test_acc, "val_acc": row.val_acc},
+                           best={"epoch": 1, "test_acc": row.best_test_acc, "val_acc": row.val_acc}, wall_time_s=1.0)
+        study.add_trial(optuna.trial.create_trial(
+            value=row.val_acc, params={"model": row.model, "seed": row.seed},
+            distributions={"model": CategoricalDistribution(["a", "b", "c", "d"]), "seed": IntDistribution(0, 3)},
+            user_attrs=record.trial_attrs(tmp_path)))
+    spec = _spec(list(range(4)), _plan())
+    text = build_report(spec, study, tmp_path / "reports").read_text()
+    shipped = pd.read_csv(tmp_path / "reports" / "planned" / "plan_verdicts.csv")
+    assert list(shipped["n_pairs"]) == [4, 4, 4] and not shipped["max_hit"].any()  # a fixed list: no max to hit
+    assert text.index("## Declared analysis plan") < text.index("## Verdicts (declared plan)") < text.index(
+        "## Exploratory analyses (not part of the declared plan)")
+    assert "a fixed list of 4 seeds [0, 1, 2, 3], read once at n = 4" in text
+    answer = json.loads((tmp_path / "reports" / "planned" / "answer.json").read_text())["answer"]
+    assert answer.startswith(f"{int(shipped['verdict'].isin(['higher', 'lower', 'equivalent']).sum())} of 3 "
+                             "comparisons decided: b vs a ")
+    assert f"**Declared plan:** {answer}" in (tmp_path / "reports" / "README.md").read_text()
+    assert (tmp_path / "reports" / "planned" / f"{FIGURE_NAME}.png").is_file()  # from 2 seeds to 4

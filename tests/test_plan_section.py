@@ -137,6 +137,8 @@ def test_a_design_is_read_at_the_looks_its_stored_seeds_reach(tmp_path: Path) ->
     early, _ = _write(spec, runs[runs["seed"] < 3].reset_index(drop=True), tmp_path / "early")
     assert "No look of the declared plan yet: 3 of the 4 seeds of the first look" in early
     assert not (tmp_path / "early" / "planned" / "plan_verdicts.csv").exists()
+    empty, _ = _write(_spec(list(range(4)), _plan()), runs.iloc[:0], tmp_path / "empty")  # a fixed list, none done
+    assert "No look of the declared plan yet: 0 of the 4 seeds" in empty
 
 
 def test_a_study_without_a_plan_keeps_its_report(tmp_path: Path) -> None:

@@ -232,7 +232,7 @@ def plan_section(data: StudyData) -> PlanSection | None:
     # A design is read at the looks its stored seeds reach; a fixed list at its one look, whatever has finished.
     looks = [n for n in declared_looks(spec) if n <= stored] if spec.design else declared_looks(spec)
     section = PlanSection(plan_lines(spec, plan), answer="", declared=len(plan.comparisons))
-    if not looks:
+    if not looks or data.runs.empty:
         first = declared_looks(spec)[0]
         section.answer = (f"No look of the declared plan yet: {stored} of the {first} seeds of the first look "
                           "have finished runs in every configuration; nothing is decided.")

@@ -65,7 +65,9 @@ class StudySpec:
     experiment: str | None = None
     overrides: list[str] = field(default_factory=list)
     grid: dict[str, list[Any]] = field(default_factory=dict)
-    seeds: Any = field(default_factory=lambda: [0])  # a list of ints, or {first, min, max, batch}
+    # A list of ints, or {first, min, max, batch}; None (not given) is [0]. Not a list default: OmegaConf
+    # cannot merge a file's mapping into a list node.
+    seeds: Any = None
     search_space: dict[str, SearchDimension] = field(default_factory=dict)
     n_trials: int | None = None
     sampler: Any = "tpe"  # a short name (tpe, random, grid, cmaes, gp, ...) or {_target_: optuna.samplers.X, ...}
@@ -165,7 +167,7 @@ def _check(spec: StudySpec, source: str) -> StudySpec:
 
 def _check_seeds(spec: StudySpec, bad: Any) -> None:
     """Validate ``seeds`` and turn a mapping into a :class:`SeedDesign`."""
-    seeds = spec.seeds
+    seeds = [0] if spec.seeds is None else spec.seeds
     if isinstance(seeds, dict):
         unknown = sorted(set(seeds) - {"first", "min", "max", "batch"})
         if unknown:

@@ -133,7 +133,11 @@ def test_fields_are_overridden_with_typed_values() -> None:
                                    "question='a question with spaces'"])
     assert spec.seeds == [0, 1] and spec.epochs == 2 and spec.question == "a question with spaces"
     assert spec.grid == {"model.dropout_1": [0.3], "model.dropout_2": [0.1, 0.3, 0.5, 0.7], "optim.lr": [0.05]}
-    assert load_spec("ex1_rates", ["~grid.model.dropout_2"]).grid == {"model.dropout_1": [0.1, 0.3, 0.5, 0.7]}
+    # a plan naming a removed grid key is refused, naming it; without the plan the smaller grid loads
+    with pytest.raises(StudySpecError, match=r"treatment=\['model.dropout_2'\] is invalid"):
+        load_spec("ex1_rates", ["~grid.model.dropout_2"])
+    assert load_spec("ex1_rates", ["~grid.model.dropout_2", "plan=null"]).grid == \
+        {"model.dropout_1": [0.1, 0.3, 0.5, 0.7]}
     tuned = load_spec("ex7_tune", ["technique=gamma", "search_space.model.dropout_1.high=0.3", "n_trials=2"])
     assert tuned.search_space["model.dropout_1"].high == 0.3 and tuned.search_space["model.dropout_2"].high == 0.8
     assert tuned.n_trials == 2

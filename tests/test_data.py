@@ -227,3 +227,42 @@ def test_recorded_checksum_does_not_hide_a_later_corruption(data_root: Path, tmp
     os.utime(bad, ns=(before.st_atime_ns, before.st_mtime_ns))  # same size and mtime as the good file
     with pytest.raises(DataNotFoundError, match=r"train-labels-idx1-ubyte has the right size but its MD5"):
         ensure_fashion_mnist(root, system_dir=None, download=False)
+
+
+def test_a_split_per_seed_follows_each_runs_seed_and_a_fixed_one_does_not(data_root: Path) -> None:
+    per_seed = FashionMNISTDataModule(root=str(data_root), download=False, split="per_seed")
+    per_seed.seeds = [0, 1]
+    (train0, val0), (train1, val1) = per_seed.member_splits()
+    assert set(val0.tolist()) != set(val1.tolist()) and len(val0) == len(val1) == 10_000
+    for train, val in ((train0, val0), (train1, val1)):  # each member's validation rows are held out of its training
+        assert len(train) == 50_000 and not set(train.tolist()) & set(val.tolist())
+    fixed = FashionMNISTDataModule(root=str(data_root), download=False, split="fixed", split_seed=1)
+    fixed.seeds = [0, 1]
+    (_, fixed0), (_, fixed1) = fixed.member_splits()
+    assert torch.equal(fixed0, fixed1) and torch.equal(fixed0, val1)  # per_seed draws what split_seed=seed draws
+
+
+def test_members_on_their_own_splits_train_and_validate_on_their_own_rows(data_root: Path) -> None:
+    dm = FashionMNISTDataModule(root=str(data_root), download=False, split="per_seed", val_size=500,
+                                train_subset=300, batch_size=128, eval_batch_size=200, batches_per_call=1)
+    dm.seeds = dm.shuffle_seeds = [3, 4]
+    dm.setup("fit")
+    pool_y = dm.splits["train"][1]
+    assert len(pool_y) == 60_000  # the pool of training images, no copy per member
+    train_batches = [batch for group in dm.train_dataloader() for batch in group]
+    val_batches = list(dm.val_dataloader())
+    assert [tuple(y.shape) for _, y in val_batches] == [(2, 200), (2, 200), (2, 100)]
+    for member, seed in enumerate((3, 4)):
+        alone = FashionMNISTDataModule(root=str(data_root), download=False, split_seed=seed, val_size=500,
+                                       train_subset=300, eval_batch_size=200)
+        alone.setup("fit")  # the same member trained alone on a fixed split drawn with its seed
+        assert torch.equal(torch.cat([y[member] for _, y in val_batches]), alone.splits["val"][1])
+        assert torch.equal(torch.cat([X[member] for X, _ in val_batches]), alone.splits["val"][0])
+        labels = torch.cat([y[member] for _, y in train_batches])
+        assert torch.equal(labels.sort().values, alone.splits["train"][1].sort().values)
+    assert not torch.equal(torch.cat([y[0] for _, y in val_batches]), torch.cat([y[1] for _, y in val_batches]))
+
+
+def test_the_split_must_be_fixed_or_per_seed(data_root: Path) -> None:
+    with pytest.raises(InvalidValueError, match="^data.split='random' is invalid: allowed one of fixed, per_seed"):
+        FashionMNISTDataModule(root=str(data_root), download=False, split="random")

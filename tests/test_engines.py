@@ -14,7 +14,7 @@ from omegaconf import DictConfig
 
 from dropout_lab.training.best_weights import best_row
 from dropout_lab.training.fit import RunSpec, train, train_population
-from dropout_lab.training.run_record import RunRecord, Status
+from dropout_lab.training.run_record import RunRecord, Status, config_hash
 
 ENGINES = ("per-run", "population")
 CURVE_KEYS = ("train_loss", "val_loss", "val_acc")
@@ -64,6 +64,20 @@ def test_same_seed_same_numbers_other_seed_other_numbers(make_cfg, fit: Fit, tmp
     c = fit(make_cfg("seed=4"), tmp_path / "c")
     assert a.curves[-1]["train_loss"] == b.curves[-1]["train_loss"] and a.final == b.final
     assert a.curves[-1]["train_loss"] != c.curves[-1]["train_loss"]
+
+
+def test_a_split_per_seed_is_drawn_with_the_runs_seed_and_keeps_one_hash(make_cfg, fit: Fit, tmp_path: Path) -> None:
+    """``data.split=per_seed`` of seed 5 trains and validates on what ``data.split_seed=5`` holds out (the same
+    numbers); the config hash does not say which seed drew the split, only that it follows the seed."""
+    per_seed = fit(make_cfg("seed=5", "data.split=per_seed"), tmp_path / "per_seed")
+    drawn = fit(make_cfg("seed=5", "data.split_seed=5"), tmp_path / "drawn")
+    fixed = fit(make_cfg("seed=5"), tmp_path / "fixed")  # split_seed 0: other validation images
+    assert per_seed.curves[-1]["val_loss"] == drawn.curves[-1]["val_loss"] and per_seed.final == drawn.final
+    assert per_seed.curves[-1]["val_loss"] != fixed.curves[-1]["val_loss"]
+    other_seed = make_cfg("seed=6", "data.split=per_seed")
+    assert per_seed.config_hash == config_hash(other_seed) != fixed.config_hash
+    assert fixed.config_hash == config_hash({**fixed.config, "data": {
+        k: v for k, v in fixed.config["data"].items() if k != "split"}})  # hashes stored before data.split stay valid
 
 
 @pytest.mark.parametrize("model", ["scratch", "concise"])

@@ -70,6 +70,12 @@ def four(compose, runs) -> list[RunRecord]:
     return train_population(runs(*(compose(*overrides) for overrides in MEMBERS.values())))
 
 
+@pytest.fixture(scope="module")
+def four_per_seed(compose, runs) -> list[RunRecord]:
+    """The four ``MEMBERS`` trained together with ``data.split=per_seed``: four splits."""
+    return train_population(runs(*(compose(*overrides, "data.split=per_seed") for overrides in MEMBERS.values())))
+
+
 # Independence
 
 
@@ -80,6 +86,19 @@ def test_a_member_in_a_population_of_four_equals_the_member_alone(compose, runs,
     assert together.status is alone.status is Status.COMPLETED
     assert len(together.curves) == 2 and together.engine == "population(K=4, fp32)"
     assert max_curve_difference(together, alone) <= TOLERANCE
+
+
+@pytest.mark.parametrize("name", ["a", "d"])
+def test_with_a_split_per_seed_a_member_in_a_population_equals_the_member_alone(compose, runs, four_per_seed,
+                                                                                name: str) -> None:
+    """Each member trains and validates on its own split (drawn with its seed); the diverging member leaves after
+    epoch 1, so epoch 2 validates the others on their own rows without it."""
+    (alone,) = train_population(runs(compose(*MEMBERS[name], "data.split=per_seed")))
+    together = four_per_seed[list(MEMBERS).index(name)]
+    assert together.status is alone.status is Status.COMPLETED and len(together.curves) == 2
+    assert four_per_seed[list(MEMBERS).index("nan")].status is Status.FAILED
+    assert max_curve_difference(together, alone) <= TOLERANCE
+    assert together.best == pytest.approx(alone.best, abs=TOLERANCE)
 
 
 def test_a_diverging_member_leaves_alone_and_the_others_go_on(four: list[RunRecord]) -> None:

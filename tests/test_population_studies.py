@@ -109,6 +109,53 @@ def test_the_report_design_says_which_engines_ran() -> None:
     assert "`population(K=2, bf16)` (2 runs)" in line and "`per-run` (1 run)" in line
 
 
+def test_the_report_flags_more_than_one_engine_and_precision() -> None:
+    import pandas as pd
+
+    from dropout_lab.reports.writer import engine_lines
+
+    alike = pd.DataFrame({"engine": ["population(K=8, bf16)", "population(K=3, bf16)"]})
+    assert engine_lines(alike)[-1] == "- engines and precisions: population, bf16 (2 runs)"
+    mixed = pd.DataFrame({"engine": ["population(K=2, bf16)", "population(K=2, bf16)", "per-run", None]})
+    line = engine_lines(mixed)[-1]
+    assert line.startswith("- **engines and precisions: 2 found**: population, bf16 (2 runs); per-run, fp32 (1 run)")
+    assert "--population 1" in line
+    assert engine_lines(pd.DataFrame({"state": ["COMPLETE"]})) == []
+
+
+def test_a_study_whose_arms_would_train_on_different_engines_is_refused(write_spec) -> None:
+    from dropout_lab.config.engine import require_one_engine, study_engines
+    from dropout_lab.config.study_grid import grid_cells
+    from dropout_lab.config.study_spec import load_spec
+    from dropout_lab.errors import DropoutLabError
+
+    spec = load_spec(write_spec("mixed", epochs=1, overrides=["model=scratch"], seeds=[0, 1],
+                                grid={"monitor.enabled": [False, True], "model.dropout_1": [0.2, 0.5]}))
+    cells = grid_cells(spec)
+    arms = study_engines(spec, cells, "4", "bf16")
+    assert sorted((arm.label, arm.cells, arm.engine, arm.precision) for arm in arms) == [
+        ("monitor.enabled=False", 4, "population", "bf16"), ("monitor.enabled=True", 4, "per-run", "fp32")]
+    with pytest.raises(DropoutLabError, match="^study mixed: population=4 requested, but its arms would train on "
+                                              "different engines") as refused:
+        require_one_engine(spec, cells, "4", "bf16")
+    assert "monitor.enabled=True (4 runs): per-run, fp32: monitor.enabled=true (the activation monitor" in str(
+        refused.value) and "--population 1" in str(refused.value)
+    assert {arm.engine for arm in require_one_engine(spec, cells, "1", "fp32")} == {"per-run"}
+    alike = load_spec(write_spec("alike", epochs=1, seeds=[0, 1], grid={"model.dropout_1": [0.2, 0.5]}))
+    (arm,) = require_one_engine(alike, grid_cells(alike), "auto", "fp32")
+    assert (arm.label, arm.cells, arm.engine, arm.reason) == ("the study's base config", 4, "population", None)
+
+
+def test_study_run_refuses_arms_on_different_engines_before_any_worker_starts(run_cli, write_spec,
+                                                                             tmp_path: Path) -> None:
+    spec = write_spec("mixed", epochs=1, grid={"monitor.enabled": [False, True]}, seeds=[0])
+    out = run_cli("study", "run", spec, "--population", "2")
+    message = " ".join(out.stderr.split())
+    assert out.returncode == 2 and "arms would train on different engines" in message, out.stderr[-3000:]
+    assert "monitor.enabled=True (1 run): per-run, fp32" in message and "--population 1" in message
+    assert not (tmp_path / "results" / "studies" / "mixed" / "workers.log").exists()
+
+
 # Grid studies
 
 

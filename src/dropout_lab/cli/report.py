@@ -12,7 +12,7 @@ from pathlib import Path
 
 from dropout_lab.cli.study import open_stored_study
 from dropout_lab.errors import DropoutLabError
-from dropout_lab.store.study_setup import total_runs
+from dropout_lab.store.study_setup import current_total
 from dropout_lab.store.trial_records import progress_counts
 
 
@@ -28,5 +28,5 @@ def report_main(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(f"report written to {path}")
-    print(" ".join(f"{k}={v}" for k, v in progress_counts(study, total_runs(spec)).items()))
+    print(" ".join(f"{k}={v}" for k, v in progress_counts(study, current_total(spec, study)).items()))
     return 0

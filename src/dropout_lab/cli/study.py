@@ -14,7 +14,7 @@ from dropout_lab.config.study_spec import StudySpec, load_spec, study_ref
 from dropout_lab.errors import DropoutLabError
 from dropout_lab.runners.launch import LOCAL, RunOptions
 from dropout_lab.store.backends import open_storage
-from dropout_lab.store.study_setup import open_study, total_runs
+from dropout_lab.store.study_setup import current_total, open_study, total_runs
 from dropout_lab.store.trial_records import progress_counts
 
 if TYPE_CHECKING:
@@ -53,6 +53,12 @@ def study_main(args: argparse.Namespace) -> int:
         if args.action == "show":
             spec = load_spec(args.name, args.fields)
             print(f"{spec.name}: {spec.question}\n  total runs: {total_runs(spec)}")
+            if spec.design:
+                d = spec.design
+                runs_at_max = total_runs(spec.at_look(d.max))
+                print(f"  sequential seeds {d.first}..{d.first + d.max - 1}: looks at {d.looks()} seeds, until every "
+                      f"comparison of the plan is decided; at most {runs_at_max} runs (the total above is the "
+                      "first look's)")
             if not spec.is_tuning:
                 from dropout_lab.config.study_grid import multirun_command
 
@@ -64,15 +70,24 @@ def study_main(args: argparse.Namespace) -> int:
             from dropout_lab.config.engine import parse_population
             from dropout_lab.runners.launch import run_study
 
-            population = str(parse_population(args.population, "--population"))
             spec = load_spec(args.name, args.fields)
+            # a sequential design trains each batch of new seeds as one fused population unless told otherwise
+            default = str(spec.design.batch) if spec.design else "1"
+            population = str(parse_population(args.population or default, "--population"))
             options = _options(args, jobs=args.jobs, heartbeat=args.heartbeat, overrides=args.override,
                                launcher=args.launcher or LOCAL, population=population,
                                population_precision=args.population_precision)
+            if spec.design:
+                from dropout_lab.runners.sequential import INCOMPLETE, run_sequential
+
+                outcome = run_sequential(spec, study_ref(args.name, args.fields), options)
+                print(f"sequential={outcome.status.replace(' ', '_')} seeds={outcome.n} looks={outcome.looks} "
+                      f"undecided={len(outcome.undecided)}")
+                return 1 if outcome.status == INCOMPLETE else 0
             counts = run_study(spec, study_ref(args.name, args.fields), options)
         else:
             spec, options, study = open_stored_study(args)
-            counts = progress_counts(study, total_runs(spec))
+            counts = progress_counts(study, current_total(spec, study))
             if args.action == "export":
                 from dropout_lab.store.run_tables import export_tables  # pandas: for export only
 

@@ -8,16 +8,25 @@ No torch here, so that ``study run`` can decide and say which engine a study use
 * A run that needs the activation monitor, test-time evaluation, a logger, or a network or noise
   technique of the user's own is trained per-run (:func:`per_run_reason` says why).
 * The ``population`` setting of a study worker is ``1`` (the per-run path), an integer K, or ``auto``.
+* With ``data.split=per_seed`` a run's train/validation split follows its ``seed``, a member key: members
+  then train and validate on their own splits (``data/datamodule.py``), and still share a population.
+* All arms of a study train on one engine and precision (:func:`study_engines`, :func:`require_one_engine`):
+  a study whose arms would split between a population and the per-run engine is refused, because
+  their numbers would then differ by the engine's numerics too.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from dropout_lab.errors import InvalidValueError
+from dropout_lab.errors import DropoutLabError, InvalidValueError
+
+if TYPE_CHECKING:
+    from dropout_lab.config.study_spec import StudySpec
 
 #: Config keys in which members may differ.
 MEMBER_KEYS = ("seed", "data.shuffle_seed", "model.dropout_1", "model.dropout_2",
@@ -32,12 +41,21 @@ NOISY_TARGET = "dropout_lab.models.NoisyMLP"
 PRECISIONS = ("fp32", "bf16")
 #: The ``engine`` of a run record trained alone, on its own network.
 PER_RUN = "per-run"
+POPULATION = "population"
 AUTO = "auto"
 
 
 def engine_name(size: int, precision: str = "fp32") -> str:
     """The ``engine`` of a run record trained in a population of ``size`` runs: ``population(K=8, fp32)``."""
     return f"population(K={size}, {precision})"
+
+
+def engine_precision(engine: str) -> tuple[str, str]:
+    """The kind and precision of a record's ``engine``: ``("per-run", "fp32")`` or ``("population", "bf16")``
+    for ``population(K=8, bf16)`` (a population's size does not change a member's numbers)."""
+    if engine.startswith(f"{POPULATION}(") and engine.endswith(")"):
+        return POPULATION, engine[:-1].rsplit(",", 1)[-1].strip()
+    return engine, "fp32"  # per-run: float32 (or an engine name this version does not know, as it is)
 
 
 def parse_population(value: Any, field: str = "population") -> int | str:
@@ -83,3 +101,65 @@ def per_run_reason(cfg: DictConfig) -> str | None:
     if target == NOISY_TARGET and not isinstance(cfg.model.noise, str):
         return "model.noise is a technique of your own (no population version)"
     return None
+
+
+@dataclass(frozen=True)
+class ArmEngine:
+    """The engine one group of a study's cells would train on: the group's shared values (``params``, without
+    the member keys), how many cells it holds, ``engine`` (``per-run`` or ``population``), ``precision``,
+    and why it is per-run (None in a population)."""
+
+    params: dict[str, Any]
+    cells: int
+    engine: str
+    precision: str
+    reason: str | None
+
+    @property
+    def label(self) -> str:
+        return ", ".join(f"{key}={value}" for key, value in self.params.items()) or "the study's base config"
+
+
+def study_engines(spec: StudySpec, cells: Sequence[Mapping[str, Any]], population: Any, precision: str,
+                  overrides: Sequence[str] = ()) -> list[ArmEngine]:
+    """Which engine and precision each group of ``cells`` (a study's cells; none: its base config) would train on
+    with the ``population`` setting, as the workers decide it: one config per group is composed (with the
+    study's ``overrides``) and asked :func:`per_run_reason`. A group whose config does not compose is left out:
+    the workers fail its runs with the reason."""
+    from dropout_lab.config.compose import compose_train_config
+    from dropout_lab.config.study_grid import run_overrides
+
+    size = parse_population(population)
+    check_precision(precision)
+    groups: dict[tuple, list[Mapping[str, Any]]] = {}
+    for cell in cells or [{}]:
+        groups.setdefault(group_key(cell), []).append(cell)
+    arms = []
+    for members in groups.values():
+        params = {key: value for key, value in members[0].items() if not is_member_key(key)}
+        if size == 1:
+            arms.append(ArmEngine(params, len(members), PER_RUN, "fp32", "population size 1"))
+            continue
+        try:
+            cfg = compose_train_config([*run_overrides(spec, members[0]), *overrides])
+        except Exception:  # reported per run by the workers
+            continue
+        reason = per_run_reason(cfg)
+        arms.append(ArmEngine(params, len(members), PER_RUN if reason else POPULATION,
+                              "fp32" if reason else precision, reason))
+    return arms
+
+
+def require_one_engine(spec: StudySpec, cells: Sequence[Mapping[str, Any]], population: Any, precision: str,
+                       overrides: Sequence[str] = ()) -> list[ArmEngine]:
+    """:func:`study_engines`, refused (``DropoutLabError``) when a population was requested and the arms would not
+    all train on one engine and precision: the error names each group, its engine and why, and the way out."""
+    arms = study_engines(spec, cells, population, precision, overrides)
+    if len({(arm.engine, arm.precision) for arm in arms}) > 1:
+        lines = [f"  {arm.label} ({arm.cells} run{'s' if arm.cells != 1 else ''}): {arm.engine}, {arm.precision}"
+                 + (f": {arm.reason}" if arm.reason else "") for arm in arms]
+        raise DropoutLabError(
+            f"study {spec.name}: population={population} requested, but its arms would train on different "
+            "engines, so their comparison would include the engines' numerics:\n" + "\n".join(lines)
+            + "\nrun it with --population 1 (every arm per-run), or make every arm population-compatible")
+    return arms

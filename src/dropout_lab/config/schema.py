@@ -14,7 +14,12 @@ METRICS: dict[str, Literal["minimize", "maximize"]] = {"val_acc": "maximize", "v
 
 @dataclass
 class DataConfig:
-    """Fashion-MNIST location, split and batching (see ``FashionMNISTDataModule``)."""
+    """Fashion-MNIST location, split and batching (see ``FashionMNISTDataModule``).
+
+    ``split``: ``fixed`` holds out the same ``val_size`` training images for every run (drawn with
+    ``split_seed``); ``per_seed`` draws each run's train/validation split with the run's own ``seed``,
+    so that seeds sample the split too.
+    """
 
     _target_: str = MISSING  # conf/data: dropout_lab.data.FashionMNISTDataModule
     root: str | None = "${oc.env:DROPOUT_LAB_DATA,null}"
@@ -23,6 +28,7 @@ class DataConfig:
     batch_size: int = 256
     eval_batch_size: int = 2000
     val_size: int = 10_000
+    split: str = "fixed"
     split_seed: int = 0
     validate_on_test: bool = False
     train_subset: int | None = None

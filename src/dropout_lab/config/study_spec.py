@@ -145,6 +145,9 @@ def _check(spec: StudySpec, source: str) -> StudySpec:
     if spec.plan is not None:
         for field_, value, allowed in plan_problems(spec.plan, _cell_keys(spec)):
             raise bad(field_, value, allowed)
+    if spec.design is not None and (spec.plan is None or not spec.plan.comparisons):
+        raise bad("plan", spec.plan, "a plan with at least one comparison: a sequential design {first, min, max, "
+                  "batch} stops when the plan's comparisons are decided")
     if spec.is_tuning:
         if spec.design is not None:
             raise bad("seeds", spec.seeds, "a list for a tuning study (a sequential design is for grids)")

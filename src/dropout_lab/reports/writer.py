@@ -10,6 +10,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import pandas as pd
 
+from dropout_lab.config.engine import engine_precision
 from dropout_lab.config.study_grid import grid_cells
 from dropout_lab.config.study_spec import StudySpec
 from dropout_lab.reports.report_parts import Figure, Report
@@ -87,16 +88,31 @@ def design_lines(spec: StudySpec, runs: pd.DataFrame) -> list[str]:
     lines.append(f"- runs completed: {len(finished)}; pruned: {int(states.get('PRUNED', 0))}; failed: "
                  f"{int(states.get('FAIL', 0))}; attempts lost to a dead worker and re-run: {retried}; "
                  f"training wall time: {compute_minutes(runs):.1f} min on this machine")
-    if "engine" in runs and runs["engine"].notna().any():
-        engines = runs["engine"].value_counts()
-        lines.append("- engine: " + ", ".join(f"`{name}` ({count} run{'s' if count != 1 else ''})"
-                                         for name, count in engines.items())
-                     + " (`per-run`: one run per process at a time; `population(K=..., precision)`: K runs fused"
-                       " into one stacked network, see the README's Populations section)")
+    lines += engine_lines(runs)
     lines.append("- selection metric: validation split held out of the training images; final numbers: test set. "
                  "Each run records its last epoch (`test_acc`) and its best-validation epoch (`best_epoch`, "
                  "`best_test_acc`: early stopping's choice); the tables say which they use")
     return lines
+
+
+def engine_lines(runs: pd.DataFrame) -> list[str]:
+    """The engines of the stored runs, then their engines and precisions, flagged when there is more than one
+    (arms trained differently differ by the engines' numerics too); none without an ``engine`` column."""
+    if "engine" not in runs or not runs["engine"].notna().any():
+        return []
+    def plural(count: int) -> str:
+        return f"{count} run{'s' if count != 1 else ''}"
+
+    engines = runs["engine"].value_counts()
+    kinds = runs["engine"].dropna().map(lambda name: "{}, {}".format(*engine_precision(name))).value_counts()
+    found = "; ".join(f"{kind} ({plural(count)})" for kind, count in kinds.items())
+    return ["- engine: " + ", ".join(f"`{name}` ({plural(count)})" for name, count in engines.items())
+            + " (`per-run`: one run per process at a time; `population(K=..., precision)`: K runs fused"
+              " into one stacked network, see the README's Populations section)",
+            f"- engines and precisions: {found}" if len(kinds) == 1 else
+            f"- **engines and precisions: {len(kinds)} found**: {found}. Runs trained on different engines or "
+            "precisions differ by their numerics too; compare arms trained alike (`study run --population 1` "
+            "trains every arm per-run)"]
 
 
 def short_question(spec: StudySpec) -> str:

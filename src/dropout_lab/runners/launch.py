@@ -16,10 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
+from dropout_lab.config.engine import require_one_engine
 from dropout_lab.config.study_spec import StudySpec
 from dropout_lab.runners.processes import WorkerProcess, start_workers, stop
 from dropout_lab.store.backends import default_storage_url, open_storage
-from dropout_lab.store.study_setup import prepare_study, total_runs
+from dropout_lab.store.study_setup import prepare_study, study_cells, total_runs
 from dropout_lab.store.trial_records import progress_counts
 
 if TYPE_CHECKING:  # rich is imported when a study runs, not for ``study status``
@@ -144,6 +145,8 @@ def run_study(spec: StudySpec, spec_path: str, options: RunOptions, console: Con
     if counts["remaining"] == 0 and counts["running"] == 0:
         console.print(f"study {spec.name}: all {total} runs already recorded; nothing to run")
         return counts
+    require_one_engine(spec, study_cells(spec, storage), options.population, options.population_precision,
+                       options.overrides)  # all arms on one engine and precision, or refused
     log_path = Path(options.results_dir) / "studies" / spec.name / "workers.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     note = engine_note(spec, options)

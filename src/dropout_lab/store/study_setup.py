@@ -28,6 +28,13 @@ def total_runs(spec: StudySpec) -> int:
     return len(grid_cells(spec)) + len(spec.tuned_from) * len(spec.seed_list)
 
 
+def current_total(spec: StudySpec, study: optuna.Study) -> int:
+    """Runs the study holds so far: a sequential design's latest look (as enqueued), else :func:`total_runs`."""
+    if spec.design is None:
+        return total_runs(spec)
+    return int(study.user_attrs.get("total_runs", total_runs(spec)))
+
+
 def tuned_cells(spec: StudySpec, storage: BaseStorage) -> list[dict]:
     """For ``tuned_from``: each tuning study's best parameters and fixed overrides, with every seed.
 

@@ -5,7 +5,8 @@ logits (the chapter's ``DropoutMLPScratch``, ``DropoutMLPConcise``, ``NoisyMLP``
 and the module views them as ``[1, batch, classes]``. A :class:`~dropout_lab.models.stacked.StackedMLP`
 computes all K members at once as ``[K, batch, classes]``. Everything else is the same code for both:
 each member's mean cross-entropy, summed for one backward pass (so each member's gradients are those
-of its own loss), per-member SGD, and per-member loss and accuracy on the validation and test sets.
+of its own loss), per-member SGD, and per-member loss and accuracy on the validation and test sets
+(the same batches for every member, or with ``data.split=per_seed`` each member's own validation rows).
 
 ``records[k]`` is the run record of member ``k``; ``active`` lists the members still training, in
 the order of the stacked rows. Members leave between epochs (:meth:`leave`: diverged or pruned,
@@ -29,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dropout_lab.data.batches import MemberBatches, StepGroup
+from dropout_lab.data.batches import MemberBatches, MemberRows, StepGroup
 from dropout_lab.models.stacked import StackedMLP
 from dropout_lab.training.best_weights import BestWeights
 from dropout_lab.training.optim import MemberSGD
@@ -126,7 +127,7 @@ class Classifier(L.LightningModule):
             self.epoch_metrics = {"train_loss": train_loss.tolist()}
             self._log("train_loss", train_loss, self._seen)
 
-    # evaluation: every member on the same batches
+    # evaluation: every member on the same batches (labels ``[b]``), or each on its own (labels ``[K, b]``)
 
     def _start_evaluation(self) -> None:
         K = len(self.active)
@@ -135,9 +136,11 @@ class Classifier(L.LightningModule):
 
     def _evaluate(self, batch: tuple[torch.Tensor, torch.Tensor]) -> None:
         X, y = batch
-        logits = self._logits(X, per_member=False)
+        per_member = y.dim() == 2
+        logits = self._logits(X, per_member=per_member)
         K, b, _ = logits.shape
-        losses = F.cross_entropy(logits.reshape(K * b, -1), y.repeat(K), reduction="none")
+        losses = F.cross_entropy(logits.reshape(K * b, -1), y.reshape(-1) if per_member else y.repeat(K),
+                                 reduction="none")
         self._eval["loss"] += losses.view(K, b).sum(1)
         self._eval["correct"] += (logits.argmax(-1) == y).sum(1)
         self._eval["n"] += b
@@ -202,13 +205,19 @@ class Classifier(L.LightningModule):
                 self.on_leave(number)
 
     def keep_rows(self, index: torch.Tensor) -> None:
-        """Keep stack rows ``index`` of the net, its best weights, the optimizer state and the batches."""
+        """Keep stack rows ``index`` of the net, its best weights, the optimizer state and the batches (training,
+        and each member's own validation rows where it has them)."""
         assert isinstance(self.net, StackedMLP)
         self.net.keep(index)
         self.best.keep(index)
         for optimizer in self.trainer.optimizers:
             if isinstance(optimizer, MemberSGD):
                 optimizer.keep(index)
-        if isinstance(batches := self.trainer.train_dataloader, MemberBatches):
-            batches.keep(index)
+        validation = self.trainer.val_dataloaders
+        datamodule = self.trainer.datamodule  # type: ignore[attr-defined]  # set by Lightning, not declared on Trainer
+        if validation is None and datamodule is not None:  # not requested yet: the data module's one object per fit
+            validation = datamodule.val_dataloader()
+        for batches in (self.trainer.train_dataloader, validation):
+            if isinstance(batches, MemberBatches | MemberRows):
+                batches.keep(index)
         self._loss_sum = self._loss_sum.index_select(0, index)

@@ -174,6 +174,7 @@ def _build(cfgs: Sequence[DictConfig], records: list[RunRecord], population: boo
     trainer = build(first, "trainer", logger=build(first, "logger") if first.logger else False, **options,
                     callbacks=callbacks)
     datamodule.shuffle_seeds = [int(cfg.data.shuffle_seed) for cfg in cfgs]
+    datamodule.seeds = [int(cfg.seed) for cfg in cfgs]  # each member's split with data.split=per_seed
     if precision == "bf16":  # autocast casts the images to bf16: gather them as such
         datamodule.train_dtype = torch.bfloat16
     module = Classifier(net, records, lr=[c.optim.lr for c in cfgs], momentum=[c.optim.momentum for c in cfgs],

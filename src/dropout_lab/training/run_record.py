@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import platform
@@ -31,18 +32,23 @@ NON_SEMANTIC_KEYS = ("seed", "threads", "results_dir", "logger", "name", "metric
                      "trainer.log_every_n_steps", "trainer.accelerator", "trainer.devices",
                      "monitor", "test_time")
 
+#: Keys added after runs were stored, left out of the hash at the value that computes what those runs did,
+#: so that their hashes stay valid. ``data.split=per_seed`` is in the hash: its runs still share one hash across
+#: seeds (the split follows ``seed``, which is left out).
+HASH_DEFAULTS = {"data.split": "fixed"}
+
 VERSIONED_PACKAGES = ("torch", "torchvision", "lightning", "hydra-core", "optuna", "numpy")
 
 
 def config_hash(cfg: DictConfig | dict) -> str:
     """Short stable hash of what a run computes, seed excluded: runs that differ only by seed share it."""
-    data = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
-    for dotted in NON_SEMANTIC_KEYS:
+    data = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else copy.deepcopy(dict(cfg))
+    for dotted in (*NON_SEMANTIC_KEYS, *HASH_DEFAULTS):
         node = data
         *parents, leaf = dotted.split(".")
         for part in parents:
             node = node.get(part, {}) if isinstance(node, dict) else {}
-        if isinstance(node, dict):
+        if isinstance(node, dict) and (dotted not in HASH_DEFAULTS or node.get(leaf) == HASH_DEFAULTS[dotted]):
             node.pop(leaf, None)
     text = json.dumps(data, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]

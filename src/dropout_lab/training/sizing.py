@@ -30,12 +30,12 @@ def population_device(cfg: DictConfig) -> str:
 def member_bytes(cfg: DictConfig) -> int:
     """A generous estimate of one member's memory: parameters, gradients, momentum and a DropConnect copy
     of the weights, the gathered training batch with its activations, masks and gradients, and one
-    evaluation batch's activations (float32)."""
+    evaluation batch's activations (float32), with its own gathered images under ``data.split=per_seed``."""
     m, d = cfg.model, cfg.data
     widths = [784, m.num_hiddens_1, m.num_hiddens_2, m.num_outputs]
     params = sum(a * b + b for a, b in zip(widths, widths[1:], strict=False))
     train = d.batch_size * (widths[0] + 4 * (widths[1] + widths[2]) + 3 * widths[3])
-    evaluation = 2 * d.eval_batch_size * sum(widths[1:])
+    evaluation = d.eval_batch_size * (2 * sum(widths[1:]) + (widths[0] if d.get("split") == "per_seed" else 0))
     return 4 * (4 * params + train + evaluation)
 
 

@@ -6,6 +6,7 @@ from dataclasses import replace
 
 import pandas as pd
 
+from dropout_lab.analysis.plan_verdicts import technique_labels
 from dropout_lab.analysis.stats import HIGHER, INCONCLUSIVE, difference_verdict
 from dropout_lab.reports.analyses.compare import (
     METRIC,
@@ -20,17 +21,6 @@ from dropout_lab.reports.report_parts import Figure, Report, Table
 from dropout_lab.reports.wording import level_ci
 
 BASELINE = "dropout"
-#: The label of runs whose rates are both 0: every technique is the identity there (ex7_tune technique=none).
-NO_NOISE = "none"
-
-
-def technique_labels(runs: pd.DataFrame) -> pd.Series:
-    """Each run's technique: its ``noise``, or ``none`` when both rates are 0 (no noise at all)."""
-    rates = [c for c in ("model.dropout_1", "model.dropout_2") if c in runs]
-    if not rates:
-        return runs["noise"]
-    silent = (runs[rates].astype(float) == 0).all(axis=1)
-    return runs["noise"].where(~silent, NO_NOISE)
 
 
 def goal_sentence(data: StudyData, summary: pd.DataFrame, goal: float) -> str:

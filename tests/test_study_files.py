@@ -9,11 +9,13 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import optuna
+import pandas as pd
 import pytest
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState, create_trial
 
 from conftest import CLI
+from dropout_lab.analysis.plan_verdicts import plan_looks, plan_table, reference_claims
 from dropout_lab.config.compose import compose_train_config
 from dropout_lab.config.study_grid import grid_cells, run_overrides
 from dropout_lab.config.study_spec import available_studies, load_spec, load_study_ref, split_ref, study_ref
@@ -21,7 +23,7 @@ from dropout_lab.errors import StudySpecError
 from dropout_lab.reports.analyses.noise_final import technique_labels
 from dropout_lab.runners.tuner import study_seed
 from dropout_lab.store.backends import open_storage
-from dropout_lab.store.run_tables import runs_table
+from dropout_lab.store.run_tables import INSTRUMENTS, runs_table
 from dropout_lab.store.study_setup import prepare_study, study_cells, total_runs
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -78,6 +80,7 @@ def test_ex7_noise_is_tuned_from_every_ex7_tune_technique() -> None:
     assert sorted(load_study_ref(ref).name for ref in spec.tuned_from) == sorted(f"ex7_tune_{t}" for t in EX7_MAX_RATE)
 
 
+REPORTS = Path(__file__).resolve().parent.parent / "reports"
 #: Studies that answer a question with an analysis plan: every grid study and the study of tuned winners.
 PLANNED = [name for name in available_studies() if name != "ex7_tune"]
 #: The exercise studies (and the baseline): sequential seeds, and each seed draws its own validation split.
@@ -107,6 +110,22 @@ def test_every_plan_selects_existing_cells_and_justifies_its_margins(name: str) 
         assert row.why.strip(), f"{name}: {row.name}: the margin has no why"
 
 
+@pytest.mark.parametrize("name", [n for n in PLANNED if (REPORTS / n / "runs.csv").is_file()])
+def test_every_plan_reads_the_shipped_runs_of_its_study(name: str) -> None:
+    """Each declared comparison and reference selects runs (and instrument rows) of the study's shipped tables."""
+    spec = load_spec(name)
+    runs = pd.read_csv(REPORTS / name / "runs.csv")
+    instruments = {i: pd.read_csv(REPORTS / name / f"{i}.csv") for i in INSTRUMENTS
+                   if (REPORTS / name / f"{i}.csv").is_file()}
+    table = plan_table(runs, instruments)
+    seeds = sorted(runs["seed"].unique().tolist())
+    looks = plan_looks(table, spec.plan, [len(seeds)], seeds)
+    assert looks["n_pairs"].tolist() == [len(seeds)] * len(spec.plan.comparisons), looks[["comparison", "n_pairs"]]
+    assert looks["sd"].gt(0).all()  # real differences, not a row compared with itself
+    claims = reference_claims(table, spec.plan)
+    assert claims["n"].tolist() == [len(seeds)] * len(spec.plan.references)
+
+
 def test_exercise_studies_add_seeds_in_batches_on_their_own_seeds_and_splits() -> None:
     for name in SEQUENTIAL:
         spec = load_spec(name)
@@ -133,10 +152,11 @@ def test_fields_are_overridden_with_typed_values() -> None:
                                    "question='a question with spaces'"])
     assert spec.seeds == [0, 1] and spec.epochs == 2 and spec.question == "a question with spaces"
     assert spec.grid == {"model.dropout_1": [0.3], "model.dropout_2": [0.1, 0.3, 0.5, 0.7], "optim.lr": [0.05]}
-    # a plan naming a removed grid key is refused, naming it; without the plan the smaller grid loads
+    # a plan naming a removed grid key is refused, naming it; without the plan (and so with a fixed list of
+    # seeds: a sequential design stops on the plan) the smaller grid loads
     with pytest.raises(StudySpecError, match=r"treatment=\['model.dropout_2'\] is invalid"):
         load_spec("ex1_rates", ["~grid.model.dropout_2"])
-    assert load_spec("ex1_rates", ["~grid.model.dropout_2", "plan=null"]).grid == \
+    assert load_spec("ex1_rates", ["~grid.model.dropout_2", "plan=null", "seeds=[0]"]).grid == \
         {"model.dropout_1": [0.1, 0.3, 0.5, 0.7]}
     tuned = load_spec("ex7_tune", ["technique=gamma", "search_space.model.dropout_1.high=0.3", "n_trials=2"])
     assert tuned.search_space["model.dropout_1"].high == 0.3 and tuned.search_space["model.dropout_2"].high == 0.8

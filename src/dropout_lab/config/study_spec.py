@@ -19,7 +19,13 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from dropout_lab.compat import parse_overrides
-from dropout_lab.config.analysis_plan import AnalysisPlan, SeedDesign, design_problems, plan_problems
+from dropout_lab.config.analysis_plan import (
+    AnalysisPlan,
+    SeedDesign,
+    cell_problems,
+    design_problems,
+    plan_problems,
+)
 from dropout_lab.config.paths import STUDIES_DIR
 from dropout_lab.config.samplers import is_grid, pruner_config, sampler_config
 from dropout_lab.config.schema import METRICS
@@ -143,14 +149,15 @@ def _check(spec: StudySpec, source: str) -> StudySpec:
     if spec.goal is not None and not 0.0 < spec.goal < 1.0:
         raise bad("goal", spec.goal, "a test accuracy in (0, 1), e.g. 0.89, or null")
     if spec.plan is not None:
-        for field_, value, allowed in plan_problems(spec.plan, _cell_keys(spec)):
+        for field_, value, allowed in [*plan_problems(spec.plan, _cell_keys(spec)),
+                                       *cell_problems(spec.plan, dict(spec.grid))]:
             raise bad(field_, value, allowed)
+    if spec.is_tuning and spec.design is not None:
+        raise bad("seeds", spec.seeds, "a list for a tuning study (a sequential design is for grids)")
     if spec.design is not None and (spec.plan is None or not spec.plan.comparisons):
         raise bad("plan", spec.plan, "a plan with at least one comparison: a sequential design {first, min, max, "
                   "batch} stops when the plan's comparisons are decided")
     if spec.is_tuning:
-        if spec.design is not None:
-            raise bad("seeds", spec.seeds, "a list for a tuning study (a sequential design is for grids)")
         if spec.n_trials is None or spec.n_trials < 1:
             raise bad("n_trials", spec.n_trials, "an integer >= 1 for a study with a search_space")
         for key, dim in spec.search_space.items():

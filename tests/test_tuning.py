@@ -191,6 +191,16 @@ def test_a_trial_is_its_seeds_trained_as_one_population_and_its_value_their_mean
         assert rows["value"].nunique() == 1 and rows["value"].iloc[0] == pytest.approx(rows["best_val_acc"].mean())
     curves = curves_table(study)
     assert len(curves) == 2 * 3 * 2 and set(curves.groupby(["trial", "seed"]).size()) == {2}
+    # the tuning report: one row per trial, its value the mean over the seeds
+    from dropout_lab.config.study_spec import load_spec
+    from dropout_lab.reports.analyses import tuning
+    from dropout_lab.reports.inputs import load_study_data
+
+    report = tuning.analyze(load_study_data(load_spec(str(tmp_path / "robust.yaml")), study))
+    table = {t.name: t.frame for t in report.tables}["trials"].set_index("trial")
+    assert list(table["seeds"]) == [3, 3] and dict(table["value"]) == {t.number: t.value for t in study.trials}
+    assert report.answer.startswith(f"Best best_val_acc {study.best_value:.4f} (the mean over 3 seeds) at optim.lr=")
+    assert "Tuning used the mean of 3 seeds per trial" in report.conclusions[1]
 
 
 def test_a_pruned_trial_stops_all_its_seeds_together(tmp_path: Path, data_root: Path) -> None:

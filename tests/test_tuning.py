@@ -138,7 +138,8 @@ def test_study_file_takes_target_configs_and_hyperband(run_cli, tuning_spec, tmp
 # Robust tuning: every trial trains the study's seeds as one fused population; its value is their mean
 
 
-def _robust_study(tmp_path: Path, data_root: Path, name: str, pruner: object, n_trials: int) -> optuna.Study:
+def _robust_study(tmp_path: Path, data_root: Path, name: str, pruner: object, n_trials: int,
+                  population: int = 1) -> optuna.Study:
     """A tiny tuning study (3 seeds, 2 epochs, the real subset) run through the real tuning worker."""
     from dropout_lab.config.study_spec import load_spec
     from dropout_lab.runners.settings import WorkerSettings
@@ -156,7 +157,7 @@ def _robust_study(tmp_path: Path, data_root: Path, name: str, pruner: object, n_
     url = f"sqlite:///{tmp_path / 'studies.db'}"
     prepare_study(spec, open_storage(url, heartbeat_interval=None))
     settings = WorkerSettings(storage_url=url, results_dir=str(tmp_path / "results"), heartbeat_interval=None,
-                              extra_overrides=[f"data.root={data_root}", "threads=1"])
+                              extra_overrides=[f"data.root={data_root}", "threads=1"], population=population)
     assert run_worker(spec, settings) == n_trials
     return optuna.load_study(study_name=name, storage=url)
 
@@ -236,3 +237,12 @@ def test_a_failed_seed_fails_its_trial_never_a_mean_over_the_others() -> None:
     assert status is Status.FAILED and reason is not None
     assert reason.startswith("seed 701 failed: RunDivergedError: diverged") and "not a mean" in reason
     assert outcome([good[0], run(701, Status.PRUNED), good[2]], "best_val_acc") == TrialState.PRUNED
+
+
+def test_a_larger_population_packs_whole_trials(tmp_path: Path, data_root: Path) -> None:
+    """``population=7`` with 3 seeds: two trials (6 runs) per ask, trained as one population of 6."""
+    from dropout_lab.store.trial_records import stored_records
+
+    study = _robust_study(tmp_path, data_root, "packed", "none", n_trials=2, population=7)
+    engines = {r.engine for t in study.trials for r in stored_records(t.user_attrs) or []}
+    assert engines == {"population(K=6, fp32)"} and all(t.state == TrialState.COMPLETE for t in study.trials)

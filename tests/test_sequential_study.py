@@ -1,7 +1,8 @@
 """``study run`` with a sequential seed design, end to end: it stops with the right verdicts and resumes after a kill.
 
 Two small studies on the real data subset: one with a known difference (learning rate 0.1 against
-0.0001 after two epochs), one with none (the chapter's two implementations of the same dropout net, each on its own network).
+0.0001 after two epochs), one with none (the chapter's two implementations of the same dropout net,
+each on its own network).
 """
 
 from __future__ import annotations

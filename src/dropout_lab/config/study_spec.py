@@ -109,8 +109,15 @@ class StudySpec:
         return bool(self.search_space)
 
     @property
+    def objective(self) -> str:
+        """A trial's value, a run-table column: for a tuning study with a plan, the validation counterpart of its
+        primary metric (``best_val_acc`` or ``val_acc``; averaged over the seeds), otherwise ``metric``."""
+        return self.plan.validation_column if self.plan is not None and self.is_tuning else self.metric
+
+    @property
     def direction(self) -> Literal["minimize", "maximize"]:
-        return METRICS[self.metric]
+        """Whether the objective is maximised (accuracy) or minimised (loss)."""
+        return METRICS[self.objective.removeprefix("best_")]
 
 
 def available_studies(folder: Path = STUDIES_DIR) -> list[str]:

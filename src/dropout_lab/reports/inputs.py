@@ -49,7 +49,7 @@ class StudyData:
         return self.instruments.get(name, pd.DataFrame())
 
 
-def tuning_objectives(spec: StudySpec, storage: BaseStorage) -> pd.DataFrame:
+def tuning_objectives(spec: StudySpec, storage: str | BaseStorage) -> pd.DataFrame:
     """One row per ``tuned_from`` tuning study of ``spec``: ``ref``, ``tuning_study``, its ``objective`` (a column
     name), ``tuning_value`` (its best trial's value; None when the study is not in ``storage`` or has no complete
     trial), ``trials`` (finished), ``tuning_seeds`` and ``cell`` (the fixed overrides and best params it stands for)."""
@@ -63,13 +63,13 @@ def tuning_objectives(spec: StudySpec, storage: BaseStorage) -> pd.DataFrame:
                                        "cell"])
 
 
-def load_study_data(spec: StudySpec, study: optuna.Study) -> StudyData:
-    """Read a study's trials into its typed tables (and, for ``tuned_from``, its tuning studies' objectives)."""
+def load_study_data(spec: StudySpec, study: optuna.Study, storage: str | BaseStorage | None = None) -> StudyData:
+    """Read a study's trials into its typed tables; for ``tuned_from``, also its tuning studies' objectives from
+    ``storage`` (the study's own store: Optuna has no public accessor for it, so the caller passes it)."""
     trials = study.get_trials(deepcopy=False)
     all_runs = runs_table(trials)
     runs = all_runs[all_runs["state"] == TrialState.COMPLETE.name]
     return StudyData(spec=spec, runs=runs.reset_index(drop=True), all_runs=all_runs, curves=curves_table(trials),
                      instruments={name: instrument_table(trials, name) for name in INSTRUMENTS},
                      study=study,
-                     # Optuna has no public accessor for a study's storage; the tuning studies share it.
-                     tuning=tuning_objectives(spec, study._storage) if spec.tuned_from else None)
+                     tuning=tuning_objectives(spec, storage) if spec.tuned_from and storage is not None else None)

@@ -35,7 +35,7 @@ def current_total(spec: StudySpec, study: optuna.Study) -> int:
     return int(study.user_attrs.get("total_runs", total_runs(spec)))
 
 
-def tuned_best(ref: str, storage: BaseStorage) -> tuple[StudySpec, FrozenTrial | None, int]:
+def tuned_best(ref: str, storage: str | BaseStorage) -> tuple[StudySpec, FrozenTrial | None, int]:
     """A ``tuned_from`` reference's tuning study: its spec, its best trial (None while it holds no complete
     trial, or is not in ``storage``) and how many finished (complete or pruned) trials it holds."""
     tuning = load_study_ref(ref)

@@ -151,13 +151,16 @@ def test_ex7_tune_needs_a_known_technique() -> None:
 
 def test_fields_are_overridden_with_typed_values() -> None:
     spec = load_spec("ex1_rates", ["seeds=[0,1]", "epochs=2", "grid.model.dropout_1=[0.3]", "+grid.optim.lr=[0.05]",
-                                   "question='a question with spaces'"])
+                                   "question='a question with spaces'", "plan=null"])
     assert spec.seeds == [0, 1] and spec.epochs == 2 and spec.question == "a question with spaces"
     assert spec.grid == {"model.dropout_1": [0.3], "model.dropout_2": [0.1, 0.3, 0.5, 0.7], "optim.lr": [0.05]}
     # a plan naming a removed grid key is refused, naming it; without the plan (and so with a fixed list of
     # seeds: a sequential design stops on the plan) the smaller grid loads
     with pytest.raises(StudySpecError, match=r"treatment=\['model.dropout_2'\] is invalid"):
         load_spec("ex1_rates", ["~grid.model.dropout_2"])
+    # a grid narrowed to values the plan does not name is refused the same way
+    with pytest.raises(StudySpecError, match=r"dropout_1=0.1 is invalid: allowed one of the grid's values \[0.3\]"):
+        load_spec("ex1_rates", ["grid.model.dropout_1=[0.3]"])
     assert load_spec("ex1_rates", ["~grid.model.dropout_2", "plan=null", "seeds=[0]"]).grid == \
         {"model.dropout_1": [0.1, 0.3, 0.5, 0.7]}
     tuned = load_spec("ex7_tune", ["technique=gamma", "search_space.model.dropout_1.high=0.3", "n_trials=2"])

@@ -184,7 +184,8 @@ def cell_problems(plan: AnalysisPlan, grid: dict[str, list[Any]]) -> list[tuple[
     for where, cell in cells:
         for key, value in cell.items():
             if key in grid and not any(_same(value, v) for v in grid[key]):
-                problems.append((f"{where}.{key}", value, f"one of the grid's values {list(grid[key])}"))
+                problems.append((f"{where}.{key}", value, f"one of the grid's values {list(grid[key])} (a grid "
+                                 "narrowed on the command line keeps the plan's cells, or drops the plan: plan=null)"))
     return problems
 
 

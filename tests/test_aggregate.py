@@ -9,7 +9,7 @@ import pytest
 from scipy import stats as sp
 from statsmodels.stats.multitest import multipletests
 
-from dropout_lab.analysis import stats, wording
+from dropout_lab.analysis import stats
 from dropout_lab.analysis.stats import (
     excludes_zero,
     geometric_mean,
@@ -25,6 +25,7 @@ from dropout_lab.analysis.stats import (
     two_way_anova,
     with_holm,
 )
+from dropout_lab.reports import wording
 from dropout_lab.reports.wording import (
     ci_text,
     describe_test,

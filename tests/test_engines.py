@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import lightning as L
@@ -125,9 +125,9 @@ def test_a_run_records_its_best_epoch_tested_on_that_epochs_weights(make_cfg, fi
 def test_pruning_stops_a_run_after_the_epoch_it_is_told_never_at_its_last(make_cfg, fit: Fit, tmp_path: Path) -> None:
     seen: list[tuple[int, bool]] = []
 
-    def prune(number: int, record: RunRecord, may_prune: bool) -> bool:
-        seen.append((record.curves[-1]["epoch"], may_prune))
-        return True
+    def prune(training: Mapping[int, RunRecord], may_prune: bool) -> list[int]:
+        seen.extend((record.curves[-1]["epoch"], may_prune) for record in training.values())
+        return list(training)
 
     pruned = fit(make_cfg("trainer.max_epochs=3"), tmp_path / "pruned", prune=prune)
     assert pruned.status is Status.PRUNED and pruned.reason == "TrialPruned: Trial was pruned at epoch 1."

@@ -370,3 +370,50 @@ def test_report_building_leaves_no_figure_open(tmp_path: Path) -> None:
         plt.subplots()
         raise ValueError("analysis failed")
     assert plt.get_fignums() == [kept.number]  # figures opened before are left alone
+
+
+def test_noise_final_shows_how_well_each_tuning_objective_predicted_the_fresh_seed_final(tmp_path: Path) -> None:
+    """Spearman's rank correlation between each tuning study's best value and its technique's final mean test
+    accuracy, from the store; a tuning study missing from the store is named and left out."""
+    from optuna.distributions import FloatDistribution
+    from optuna.trial import create_trial
+    from scipy import stats
+
+    from dropout_lab.reports.inputs import tuning_objectives
+    from dropout_lab.store.backends import open_storage
+
+    storage = open_storage(f"sqlite:///{tmp_path / 'studies.db'}", heartbeat_interval=None)
+    techniques = {"dropout": (0.5, 0.80, 0.81), "gamma": (0.3, 0.85, 0.84), "uniform": (0.2, 0.83, 0.85),
+                  "gaussian": (0.4, 0.86, 0.86)}  # rate, tuning value (best trial), final mean test accuracy
+    dists = {k: FloatDistribution(0.0, 1.0) for k in ("model.dropout_1", "model.dropout_2", "optim.lr")}
+    rows = []
+    for technique, (rate, value, final) in techniques.items():
+        params = {"model.dropout_1": rate, "model.dropout_2": rate / 2, "optim.lr": 0.1}
+        study = optuna.create_study(study_name=f"ex7_tune_{technique}", storage=storage, direction="maximize")
+        study.add_trial(create_trial(params={**params, "model.dropout_1": 0.9}, distributions=dists, value=0.5))
+        study.add_trial(create_trial(params=params, distributions=dists, value=value))  # the best trial
+        rows += [{"noise": technique, **params, "seed": seed, "test_acc": final + d, "val_acc": final,
+                  "state": "COMPLETE", "wall_time_s": 1.0} for seed, d in enumerate([-0.002, -0.001, 0, 0.001, 0.002])]
+    refs = [f"ex7_tune technique={t}" for t in [*techniques, "block"]]  # block: no tuning study in the store
+    spec = load_spec("ex7_noise", [f"tuned_from=[{','.join(repr(r) for r in refs)}]", "seeds=[0,1,2,3,4]",
+                                   "goal=null"])
+    runs = pd.DataFrame(rows).assign(trial=range(len(rows)))
+    report = noise_final.analyze(StudyData(spec=spec, runs=runs, all_runs=runs, curves=pd.DataFrame(),
+                                           tuning=tuning_objectives(spec, storage)))
+    table = {t.name: t.frame for t in report.tables}["tuning_vs_final"].set_index("tuning_study")
+    assert table.loc["ex7_tune_gamma", "technique"] == "gamma" and table.loc["ex7_tune_gamma", "final_n"] == 5
+    assert table.loc["ex7_tune_gamma", "tuning_value"] == 0.85
+    assert table.loc["ex7_tune_uniform", "final_test_acc"] == pytest.approx(0.85)
+    assert pd.isna(table.loc["ex7_tune_block", "tuning_value"]) and table.loc["ex7_tune_block", "final_n"] == 0
+    expected = stats.spearmanr([0.80, 0.85, 0.83, 0.86], [0.81, 0.84, 0.85, 0.86])
+    (sentence,) = [c for c in report.conclusions if "Spearman" in c]
+    assert f"Spearman rank correlation ρ = {expected.statistic:.2f} (n = 4 techniques, p = {expected.pvalue:.3g})" \
+        in sentence and expected.statistic == pytest.approx(0.8)
+    assert "best_val_acc on validation, the best trial's mean over 3 tuning seed(s)" in sentence
+    assert "The tuning studies ex7_tune_block are not in this store" in sentence
+    # Without the tuning studies in the store, the report says so instead.
+    empty = open_storage(f"sqlite:///{tmp_path / 'empty.db'}", heartbeat_interval=None)
+    report = noise_final.analyze(StudyData(spec=spec, runs=runs, all_runs=runs, curves=pd.DataFrame(),
+                                           tuning=tuning_objectives(spec, empty)))
+    assert any(c.startswith("How well tuning's objective predicted the fresh-seed final cannot be shown: only 0")
+               for c in report.conclusions)

@@ -53,11 +53,26 @@ def technique_labels(runs: pd.DataFrame) -> pd.Series:
     return noise.where(~silent, NO_NOISE).rename("technique")
 
 
-def plan_table(runs: pd.DataFrame) -> pd.DataFrame:
-    """``runs`` with the derived columns a plan's cells may name: ``technique`` (see :func:`technique_labels`)."""
+def plan_table(runs: pd.DataFrame, instruments: Mapping[str, pd.DataFrame] | None = None) -> pd.DataFrame:
+    """``runs`` with the derived columns a plan's cells may name: ``technique`` (see :func:`technique_labels`).
+
+    ``instruments`` (name -> tidy rows with ``trial``, as ``store.run_tables.instrument_table``) add their rows,
+    each with its run's columns, its own key columns as they are (``mode``, ``T``, ``layer``, ``epoch``...) and
+    its values as ``NAME.COLUMN`` (``test_time.accuracy``): a comparison with ``metric: test_time.accuracy``
+    selects them by ``{mode: mc, T: 100}`` and reads one value per seed. Run rows have no such value, and an
+    instrument row repeats its run's columns, so a run metric's per-seed mean is unchanged.
+    """
     if "model.noise" in runs or "noise" in runs:
-        return runs.assign(technique=technique_labels(runs))
-    return runs
+        runs = runs.assign(technique=technique_labels(runs))
+    parts = [runs]
+    for name, rows in (instruments or {}).items():
+        if rows.empty or "trial" not in rows:
+            continue
+        own = rows.drop(columns=[SEED], errors="ignore")
+        values = [c for c in own.columns if c != "trial" and pd.api.types.is_float_dtype(own[c])]
+        own = own.rename(columns={c: f"{name}.{c}" for c in values})
+        parts.append(own.merge(runs, on="trial", how="inner", suffixes=("", "_run")))
+    return pd.concat(parts, ignore_index=True) if len(parts) > 1 else runs
 
 
 def _matches(column: pd.Series, value: Any) -> pd.Series:

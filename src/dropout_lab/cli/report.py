@@ -22,8 +22,8 @@ def report_main(args: argparse.Namespace) -> int:
     from dropout_lab.reports.writer import REPORTS_DIR
 
     try:
-        spec, _, study = open_stored_study(args)
-        path = build_report(spec, study, Path(args.reports_dir or REPORTS_DIR))
+        spec, options, study = open_stored_study(args)
+        path = build_report(spec, study, Path(args.reports_dir or REPORTS_DIR), storage=options.storage)
     except DropoutLabError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -78,7 +78,7 @@ def study_main(args: argparse.Namespace) -> int:
                                launcher=args.launcher or LOCAL, population=population,
                                population_precision=args.population_precision)
             if spec.design:
-                from dropout_lab.runners.sequential import INCOMPLETE, run_sequential
+                from dropout_lab.runners.sequential_study import INCOMPLETE, run_sequential
 
                 outcome = run_sequential(spec, study_ref(args.name, args.fields), options)
                 print(f"sequential={outcome.status.replace(' ', '_')} seeds={outcome.n} looks={outcome.looks} "

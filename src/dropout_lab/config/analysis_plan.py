@@ -167,6 +167,28 @@ def plan_problems(plan: AnalysisPlan, grid_keys: set[str]) -> list[tuple[str, An
     return problems
 
 
+def _same(a: Any, b: Any) -> bool:
+    """Cell values as a YAML file and a grid give them: 0.5 == 0.5, "0.5" == 0.5, None == None."""
+    return a == b or str(a) == str(b)
+
+
+def cell_problems(plan: AnalysisPlan, grid: dict[str, list[Any]]) -> list[tuple[str, Any, str]]:
+    """Cells of ``plan`` (treatment, control, reference) naming a value the ``grid`` does not have.
+
+    Comparisons with their own ``metric`` (instrument rows) may select keys of those rows, so they are skipped.
+    """
+    problems: list[tuple[str, Any, str]] = []
+    cells = [(f"plan.comparisons[{i}].{side}", getattr(c, side)) for i, c in enumerate(plan.comparisons)
+             if c.metric is None for side in ("treatment", "control")]
+    cells += [(f"plan.references[{i}].cell", r.cell) for i, r in enumerate(plan.references)]
+    for where, cell in cells:
+        for key, value in cell.items():
+            if key in grid and not any(_same(value, v) for v in grid[key]):
+                problems.append((f"{where}.{key}", value, f"one of the grid's values {list(grid[key])} (a grid "
+                                 "narrowed on the command line keeps the plan's cells, or drops the plan: plan=null)"))
+    return problems
+
+
 def design_problems(design: SeedDesign) -> list[tuple[str, Any, str]]:
     """Every invalid field of a sequential seed design as (field, value, allowed)."""
     problems: list[tuple[str, Any, str]] = []

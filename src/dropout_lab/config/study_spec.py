@@ -19,7 +19,13 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from dropout_lab.compat import parse_overrides
-from dropout_lab.config.analysis_plan import AnalysisPlan, SeedDesign, design_problems, plan_problems
+from dropout_lab.config.analysis_plan import (
+    AnalysisPlan,
+    SeedDesign,
+    cell_problems,
+    design_problems,
+    plan_problems,
+)
 from dropout_lab.config.paths import STUDIES_DIR
 from dropout_lab.config.samplers import is_grid, pruner_config, sampler_config
 from dropout_lab.config.schema import METRICS
@@ -65,7 +71,9 @@ class StudySpec:
     experiment: str | None = None
     overrides: list[str] = field(default_factory=list)
     grid: dict[str, list[Any]] = field(default_factory=dict)
-    seeds: Any = field(default_factory=lambda: [0])  # a list of ints, or {first, min, max, batch}
+    # A list of ints, or {first, min, max, batch}; None (not given) is [0]. Not a list default: OmegaConf
+    # cannot merge a file's mapping into a list node.
+    seeds: Any = None
     search_space: dict[str, SearchDimension] = field(default_factory=dict)
     n_trials: int | None = None
     sampler: Any = "tpe"  # a short name (tpe, random, grid, cmaes, gp, ...) or {_target_: optuna.samplers.X, ...}
@@ -101,8 +109,15 @@ class StudySpec:
         return bool(self.search_space)
 
     @property
+    def objective(self) -> str:
+        """A trial's value, a run-table column: for a tuning study with a plan, the validation counterpart of its
+        primary metric (``best_val_acc`` or ``val_acc``; averaged over the seeds), otherwise ``metric``."""
+        return self.plan.validation_column if self.plan is not None and self.is_tuning else self.metric
+
+    @property
     def direction(self) -> Literal["minimize", "maximize"]:
-        return METRICS[self.metric]
+        """Whether the objective is maximised (accuracy) or minimised (loss)."""
+        return METRICS[self.objective.removeprefix("best_")]
 
 
 def available_studies(folder: Path = STUDIES_DIR) -> list[str]:
@@ -141,14 +156,15 @@ def _check(spec: StudySpec, source: str) -> StudySpec:
     if spec.goal is not None and not 0.0 < spec.goal < 1.0:
         raise bad("goal", spec.goal, "a test accuracy in (0, 1), e.g. 0.89, or null")
     if spec.plan is not None:
-        for field_, value, allowed in plan_problems(spec.plan, _cell_keys(spec)):
+        for field_, value, allowed in [*plan_problems(spec.plan, _cell_keys(spec)),
+                                       *cell_problems(spec.plan, dict(spec.grid))]:
             raise bad(field_, value, allowed)
+    if spec.is_tuning and spec.design is not None:
+        raise bad("seeds", spec.seeds, "a list for a tuning study (a sequential design is for grids)")
     if spec.design is not None and (spec.plan is None or not spec.plan.comparisons):
         raise bad("plan", spec.plan, "a plan with at least one comparison: a sequential design {first, min, max, "
                   "batch} stops when the plan's comparisons are decided")
     if spec.is_tuning:
-        if spec.design is not None:
-            raise bad("seeds", spec.seeds, "a list for a tuning study (a sequential design is for grids)")
         if spec.n_trials is None or spec.n_trials < 1:
             raise bad("n_trials", spec.n_trials, "an integer >= 1 for a study with a search_space")
         for key, dim in spec.search_space.items():
@@ -168,7 +184,7 @@ def _check(spec: StudySpec, source: str) -> StudySpec:
 
 def _check_seeds(spec: StudySpec, bad: Any) -> None:
     """Validate ``seeds`` and turn a mapping into a :class:`SeedDesign`."""
-    seeds = spec.seeds
+    seeds = [0] if spec.seeds is None else spec.seeds
     if isinstance(seeds, dict):
         unknown = sorted(set(seeds) - {"first", "min", "max", "batch"})
         if unknown:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import optuna
+from optuna.storages import BaseStorage
 
 from dropout_lab.config.study_spec import StudySpec
 from dropout_lab.errors import StudySpecError
@@ -15,12 +16,16 @@ from dropout_lab.reports.plan_section import plan_section
 from dropout_lab.reports.writer import REPORTS_DIR, write_index, write_report
 
 
-def build_report(spec: StudySpec, study: optuna.Study, reports_dir: Path = REPORTS_DIR) -> Path:
+def build_report(spec: StudySpec, study: optuna.Study, reports_dir: Path = REPORTS_DIR,
+                 storage: str | BaseStorage | None = None) -> Path:
     """Analyse the study's stored runs and write ``reports_dir/NAME/`` (README.md, answer.json, ...) and the index;
-    a study with a declared plan is answered by the plan's verdicts, its kind's analysis shown as exploratory."""
+    a study with a declared plan is answered by the plan's verdicts, its kind's analysis shown as exploratory.
+
+    ``storage`` is the study's store (a URL or storage), where ``tuned_from`` studies find their tuning studies.
+    """
     if spec.analysis not in ANALYSES:
         raise StudySpecError(f"analysis={spec.analysis!r} is invalid: allowed one of {', '.join(sorted(ANALYSES))}")
-    data = load_study_data(spec, study)
+    data = load_study_data(spec, study, storage)
     with closing_new_figures():
         with report_theme():
             report = ANALYSES[spec.analysis](data)

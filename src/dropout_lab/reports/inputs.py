@@ -6,10 +6,12 @@ from dataclasses import dataclass, field
 
 import optuna
 import pandas as pd
+from optuna.storages import BaseStorage
 from optuna.trial import TrialState
 
 from dropout_lab.config.study_spec import StudySpec
 from dropout_lab.store.run_tables import INSTRUMENTS, curves_table, instrument_table, runs_table
+from dropout_lab.store.study_setup import tuned_best, tuned_cell
 
 
 @dataclass
@@ -19,6 +21,7 @@ class StudyData:
     ``runs``/``all_runs`` are :func:`runs_table` rows (grid keys, the flattened config, final metrics);
     ``instruments`` maps ``activations``/``test_time`` to :func:`instrument_table` rows (with ``trial``).
     ``study`` is kept for Optuna's own summaries of a tuning study (parameter importances).
+    ``tuning`` (a study of tuned winners, ``tuned_from``): :func:`tuning_objectives` of its tuning studies.
     """
 
     spec: StudySpec
@@ -27,6 +30,7 @@ class StudyData:
     curves: pd.DataFrame
     instruments: dict[str, pd.DataFrame] = field(default_factory=dict)
     study: optuna.Study | None = None
+    tuning: pd.DataFrame | None = None
 
     @property
     def keys(self) -> list[str]:
@@ -45,11 +49,27 @@ class StudyData:
         return self.instruments.get(name, pd.DataFrame())
 
 
-def load_study_data(spec: StudySpec, study: optuna.Study) -> StudyData:
-    """Read a study's trials into its typed tables."""
+def tuning_objectives(spec: StudySpec, storage: str | BaseStorage) -> pd.DataFrame:
+    """One row per ``tuned_from`` tuning study of ``spec``: ``ref``, ``tuning_study``, its ``objective`` (a column
+    name), ``tuning_value`` (its best trial's value; None when the study is not in ``storage`` or has no complete
+    trial), ``trials`` (finished), ``tuning_seeds`` and ``cell`` (the fixed overrides and best params it stands for)."""
+    rows = []
+    for ref in spec.tuned_from:
+        tuning, best, finished = tuned_best(ref, storage)
+        rows.append({"ref": ref, "tuning_study": tuning.name, "objective": tuning.objective,
+                     "tuning_value": None if best is None else best.value, "trials": finished,
+                     "tuning_seeds": len(tuning.seed_list), "cell": None if best is None else tuned_cell(tuning, best)})
+    return pd.DataFrame(rows, columns=["ref", "tuning_study", "objective", "tuning_value", "trials", "tuning_seeds",
+                                       "cell"])
+
+
+def load_study_data(spec: StudySpec, study: optuna.Study, storage: str | BaseStorage | None = None) -> StudyData:
+    """Read a study's trials into its typed tables; for ``tuned_from``, also its tuning studies' objectives from
+    ``storage`` (the study's own store: Optuna has no public accessor for it, so the caller passes it)."""
     trials = study.get_trials(deepcopy=False)
     all_runs = runs_table(trials)
     runs = all_runs[all_runs["state"] == TrialState.COMPLETE.name]
     return StudyData(spec=spec, runs=runs.reset_index(drop=True), all_runs=all_runs, curves=curves_table(trials),
                      instruments={name: instrument_table(trials, name) for name in INSTRUMENTS},
-                     study=study)
+                     study=study,
+                     tuning=tuning_objectives(spec, storage) if spec.tuned_from and storage is not None else None)

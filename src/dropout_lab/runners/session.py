@@ -8,6 +8,7 @@ finished is left alone.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from types import TracebackType
 
 import optuna
@@ -21,7 +22,8 @@ from dropout_lab.training.run_record import RunRecord, Status
 
 
 class TrialSession:
-    """Holds trials of ``study`` (beating for each) and tells each its run's end on ``metric``."""
+    """Holds trials of ``study`` (beating for each) and tells each its runs' end on ``metric`` (a run-table
+    column: a trial of several seed runs is told their mean)."""
 
     def __init__(self, study: optuna.Study, storage: BaseStorage, metric: str,
                  heartbeat_interval: int | None = None) -> None:
@@ -49,16 +51,17 @@ class TrialSession:
         process tells it (a sweeper tells the trials its jobs trained)."""
         self.heartbeat.discard(self.pending.pop(number, -1))
 
-    def tell(self, trial: optuna.Trial, record: RunRecord | None) -> None:
-        """Finish ``trial`` from its run's record (see ``store.trial_records.tell``) and stop beating for it."""
+    def tell(self, trial: optuna.Trial, records: Sequence[RunRecord] | None) -> None:
+        """Finish ``trial`` from its runs' records (one per seed; see ``store.trial_records.tell``) and stop
+        beating for it."""
         try:
-            trial_records.tell(self.study, trial, record, self.metric)
+            trial_records.tell(self.study, trial, records, self.metric)
         finally:
             self.release(trial.number)
 
-    def stored_record(self, trial: optuna.Trial) -> RunRecord | None:
-        """The record a trial holds now (a job in another process may have stored it)."""
-        return trial_records.stored_record(self.storage.get_trial(self.trial_id(trial.number)).user_attrs)
+    def stored_records(self, trial: optuna.Trial) -> list[RunRecord] | None:
+        """The records a trial holds now (a job in another process may have stored them)."""
+        return trial_records.stored_records(self.storage.get_trial(self.trial_id(trial.number)).user_attrs)
 
     def close(self, reason: str = "the worker stopped before this run ended") -> None:
         """Fail and re-queue the trials held and not told (the next worker takes them), recording ``reason`` in

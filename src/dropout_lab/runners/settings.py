@@ -42,9 +42,10 @@ def trial_overrides(spec: StudySpec, settings: WorkerSettings, params: Mapping[s
     return run_overrides(spec, params) + [f"results_dir={settings.results_dir}", *settings.extra_overrides]
 
 
-def trial_output_dir(spec: StudySpec, settings: WorkerSettings, trial: optuna.Trial) -> str:
-    """The folder of a trial's ``run.json`` copy."""
-    return str(Path(settings.results_dir) / "studies" / spec.name / f"trial_{trial.number:05d}")
+def trial_output_dir(spec: StudySpec, settings: WorkerSettings, trial: optuna.Trial, seed: int | None = None) -> str:
+    """The folder of a trial's ``run.json`` copy (of its run of ``seed``, for a trial of several seeds)."""
+    folder = Path(settings.results_dir) / "studies" / spec.name / f"trial_{trial.number:05d}"
+    return str(folder if seed is None else folder / f"seed_{seed}")
 
 
 def population_size(settings: WorkerSettings, cfg: DictConfig) -> int:

@@ -49,10 +49,9 @@ def run_sweeper_job(cfg: DictConfig, output_dir: str, sweep_dir: str, overrides:
     job_overrides = [o for o in overrides if not o.startswith(("optuna.population_trials=", "hydra."))]
     records: list[RunRecord] = []
 
-    def finish(trial: optuna.Trial, record: RunRecord | None) -> None:  # stored in the trial; the sweeper tells it
+    def finish(trial: optuna.Trial, ended: list[RunRecord] | None) -> None:  # stored in the trial; the sweeper tells it
         session.release(trial.number)
-        if record is not None:
-            records.append(record)
+        records.extend(ended or [])
 
     with TrialSession(study, storage, cfg.metric, cfg.optuna.heartbeat) as session:
         runs = []

@@ -16,7 +16,8 @@ Policies every caller shares:
   ``RetryHeartbeatStaleTrialCallback``), and the next ask takes them first. A beating trial is never failed.
 
 The population engine asks for K trials at once (``ask(k)``, ``run(evaluate, batch=K)``), trains them as one
-fused population and tells each (a pruned or diverged member as soon as it leaves). Trials are held and
+fused population and tells each (a pruned or diverged member as soon as it leaves). A trial may hold several
+runs, one per seed (``runners/worker.py``): it is told once all of them ended, with their mean. Trials are held and
 told as every worker's are (:class:`~dropout_lab.runners.session.TrialSession`).
 """
 
@@ -27,7 +28,7 @@ import logging
 import time
 import warnings
 import zlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import optuna
@@ -75,7 +76,8 @@ def grid_of(space: Mapping[str, BaseDistribution]) -> dict[str, list[Any]]:
 
 
 class Tuner(TrialSession):
-    """Ask trials of one study and tell their runs' ends on ``metric``, until it holds ``n_trials`` finished trials.
+    """Ask trials of one study and tell their runs' ends on ``metric`` (a run-table column; a trial of several
+    seed runs is told their mean), until it holds ``n_trials`` finished trials.
 
     Open it with :meth:`open`; use it as a context manager, so that trials still asked but not told
     when it closes (Ctrl-C, a crashed launcher) are failed and re-queued for the next worker.
@@ -152,10 +154,10 @@ class Tuner(TrialSession):
                 trials.append(self.hold(self.trial_id(trial.number), trial))
         return trials
 
-    def tell(self, trial: optuna.Trial, record: RunRecord | None) -> None:
-        """Finish ``trial`` from its run's record, as every worker does (``TrialSession.tell``)."""
+    def tell(self, trial: optuna.Trial, records: Sequence[RunRecord] | None) -> None:
+        """Finish ``trial`` from its runs' records, as every worker does (``TrialSession.tell``)."""
         try:
-            super().tell(trial, record)
+            super().tell(trial, records)
         except RuntimeError as exc:
             # GridSampler calls study.stop() when its grid is done, which Optuna allows only inside
             # optimize; the trial is stored before that raises (Optuna's documented ask/tell workaround).
@@ -166,9 +168,9 @@ class Tuner(TrialSession):
     def run(self, evaluate: Callable[[list[optuna.Trial]], None], batch: int = 1) -> int:
         """Ask up to ``batch`` trials, ``evaluate`` them, until :meth:`remaining` is 0; returns the trials asked.
 
-        ``evaluate`` trains the trials' runs and tells each as it ends (a population member pruned or
-        diverged while its mates train on is told at once); a trial it leaves untold is told from the
-        record stored in it (a sweeper's job stores it from another process), FAIL without one.
+        ``evaluate`` trains the trials' runs and tells each trial as its runs end (a trial pruned, or of one
+        run that diverged, while its mates train on is told at once); a trial it leaves untold is told from
+        the records stored in it (a sweeper's job stores them from another process), FAIL without them.
 
         While running trials of other workers fill the budget it waits for them (with heartbeats, a
         dead one is re-queued and taken here); without heartbeats it stops.
@@ -185,6 +187,6 @@ class Tuner(TrialSession):
             evaluate(trials)
             for trial in trials:
                 if self.held(trial):
-                    self.tell(trial, self.stored_record(trial))
+                    self.tell(trial, self.stored_records(trial))
             asked += len(trials)
         return asked

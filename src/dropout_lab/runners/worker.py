@@ -1,9 +1,9 @@
 """A study worker: works through a grid study's queue (``grid_worker.py``) or tunes a search-space study.
 
 Tuning goes through the ask/tell core shared with the Hydra sweeper (:class:`~dropout_lab.runners.tuner.Tuner`):
-each ask takes one trial (``population=1``) or K (``population=K`` or ``auto``), trains them
-(``runners/trial_runs.py``) and prunes each member through its own trial. Runs train on their own
-networks (``engine: per-run``) or as one fused population (``engine: population(K=8, bf16)``).
+each ask takes one trial (``population=1``) or K / seeds (``population=K`` or ``auto``), trains every seed of
+each (``runners/trial_runs.py``) and prunes each trial, all its seeds together, through the trial. Runs train on
+their own networks (``engine: per-run``) or as one fused population (``engine: population(K=8, bf16)``).
 """
 
 from __future__ import annotations
@@ -44,29 +44,43 @@ def search_distributions(spec: StudySpec) -> dict[str, BaseDistribution]:
 
 
 def run_tuning(spec: StudySpec, settings: WorkerSettings) -> int:
-    """Ask, train and tell until the study holds ``n_trials`` complete or pruned trials, in total."""
+    """Ask, train and tell until the study holds ``n_trials`` complete or pruned trials, in total.
+
+    Every trial trains each of the study's seeds (``spec.seed_list``), all of them as one fused population
+    (with other trials when ``population`` allows: K is a multiple of the seeds, at least their number), in
+    ``population_precision``. Its value is the mean over its seeds of ``spec.objective`` (the validation
+    counterpart of the plan's primary metric: ``best_val_acc`` or last-epoch ``val_acc``; without a plan,
+    ``metric``); every epoch it reports the mean of that signal so far to its pruner, and a pruned trial
+    stops all its seeds. A failed (diverged) seed fails the trial, with the reason: never a mean over the
+    surviving seeds. Each seed run keeps its own record (``store/trial_records.py``).
+    """
     assert spec.n_trials is not None  # checked when the study was loaded
+    seeds = spec.seed_list
     tuner = Tuner.open(settings.storage_url, spec.name, direction=spec.direction, space=search_distributions(spec),
-                       n_trials=spec.n_trials, metric=spec.metric, sampler=spec.sampler, pruner=spec.pruner,
+                       n_trials=spec.n_trials, metric=spec.objective, sampler=spec.sampler, pruner=spec.pruner,
                        max_epochs=spec.epochs, base_seed=study_seed(spec), worker_index=settings.worker_index,
                        heartbeat_interval=settings.heartbeat_interval, poll_s=settings.poll_s)
-    size = 1
+    per_ask, size = 1, len(seeds)
     if settings.population != 1:
-        size = population_size(settings, compose_train_config(run_overrides(spec, {"seed": spec.seed_list[0]})))
-        log.info("study %s: asking %d trial(s) at a time, trained as one population (%s)", spec.name, size,
-                 settings.population_precision)
+        wanted = population_size(settings, compose_train_config(run_overrides(spec, {"seed": seeds[0]})))
+        per_ask = max(1, wanted // len(seeds))
+        size = per_ask * len(seeds)
+    if size > 1:
+        log.info("study %s: asking %d trial(s) at a time, %d seed(s) each, trained as one population of %d (%s)",
+                 spec.name, per_ask, len(seeds), size, settings.population_precision)
 
     def evaluate(trials: list[optuna.Trial]) -> None:
         runs = []
         for trial in trials:
-            params = {**trial.params, "seed": spec.seed_list[0]}
-            runs.append(TrialRun(trial, params, trial_overrides(spec, settings, params),
-                                 trial_output_dir(spec, settings, trial)))
-        train_trials(runs, size=size, precision=settings.population_precision, metric=spec.metric, pruning=True,
+            for seed in seeds:
+                params = {**trial.params, "seed": seed}
+                runs.append(TrialRun(trial, params, trial_overrides(spec, settings, params),
+                                     trial_output_dir(spec, settings, trial, seed if len(seeds) > 1 else None)))
+        train_trials(runs, size=size, precision=settings.population_precision, metric=spec.objective, pruning=True,
                      finish=tuner.tell)
 
     with tuner:
-        return tuner.run(evaluate, batch=size)
+        return tuner.run(evaluate, batch=per_ask)
 
 
 def check_settings(settings: WorkerSettings) -> WorkerSettings:

@@ -1,6 +1,7 @@
 """A study's typed tables, built from its Optuna trials alone (no ``run.json``, no config composition).
 
-* :func:`runs_table`: one row per run: trial, state, status, reason, seed, value, epochs run, wall
+* :func:`runs_table`: one row per run (a trial of several seeds has one per seed, each with the trial's
+  number, state and value: the mean over its seeds): trial, state, status, reason, seed, value, epochs run, wall
   time, config hash, host, engine (``per-run`` or ``population(K=8, fp32)``), attempts (1 + the earlier
   attempts lost to a dead worker and re-queued), the trial's params, the
   resolved config flattened to dotted columns (``model.dropout_1``, ``model.noise``,
@@ -26,7 +27,7 @@ import pandas as pd
 from optuna.trial import FrozenTrial
 
 from dropout_lab.config.engine import PER_RUN
-from dropout_lab.store.trial_records import final_trials, retry_history
+from dropout_lab.store.trial_records import final_trials, retry_history, seed_runs
 
 #: Columns every run table starts with, in this order.
 RUN_COLUMNS = ("trial", "state", "status", "reason", "seed", "value", "last_reported_value", "epochs_run",
@@ -63,18 +64,20 @@ def flatten(mapping: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def epochs_run(trial: FrozenTrial) -> int:
-    """Epochs the run trained: its curve rows, or its reported epochs if more.
+def epochs_run(trial: FrozenTrial, attrs: Mapping[str, Any] | None = None) -> int:
+    """Epochs a run of ``trial`` (its record's attributes ``attrs``; the trial's own by default) trained: its
+    curve rows, or the trial's reported epochs if more.
 
     A pruned run's last epoch reports its validation metric (step = 0-based epoch) and is stopped
     before the epoch's curve row is written, so its curves are one row short of what it trained.
     """
+    attrs = trial.user_attrs if attrs is None else attrs
     reported = max(trial.intermediate_values) + 1 if trial.intermediate_values else 0
-    return max(len(trial.user_attrs.get("curves") or []), reported)
+    return max(len(attrs.get("curves") or []), reported)
 
 
-def _seed(trial: FrozenTrial) -> Any:
-    return trial.user_attrs.get("seed", trial.params.get("seed"))
+def _seed(trial: FrozenTrial, attrs: Mapping[str, Any]) -> Any:
+    return attrs.get("seed", trial.params.get("seed"))
 
 
 def _typed(frame: pd.DataFrame) -> pd.DataFrame:
@@ -87,15 +90,15 @@ def _typed(frame: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
-def _run_row(trial: FrozenTrial) -> dict[str, Any]:
-    attrs = trial.user_attrs
+def _run_row(trial: FrozenTrial, attrs: Mapping[str, Any]) -> dict[str, Any]:
+    """The row of the run of ``trial`` whose record's attributes are ``attrs``."""
     reported = list(trial.intermediate_values.values())
     config = flatten(attrs.get("config") or {})
     params = {k: v for k, v in trial.params.items() if k not in config and k != "seed"}
     row = {"trial": trial.number, "state": trial.state.name, "status": attrs.get("status"),
-           "reason": attrs.get("reason"), "seed": _seed(trial), "value": trial.value,
+           "reason": attrs.get("reason"), "seed": _seed(trial, attrs), "value": trial.value,
            "last_reported_value": trial.value if trial.value is not None else (reported[-1] if reported else None),
-           "epochs_run": epochs_run(trial), "wall_time_s": attrs.get("wall_time_s"),
+           "epochs_run": epochs_run(trial, attrs), "wall_time_s": attrs.get("wall_time_s"),
            "config_hash": attrs.get("config_hash"), "host": attrs.get("host"),
            "engine": attrs.get("engine") or (PER_RUN if attrs.get("config") else None),  # older records: per-run
            "attempts": 1 + len(retry_history(trial)),
@@ -108,7 +111,7 @@ def _run_row(trial: FrozenTrial) -> dict[str, Any]:
 
 def runs_table(study: Trials) -> pd.DataFrame:
     """One row per finished run (re-queued failures left out: their retry is the run); see the module doc."""
-    rows = [_run_row(t) for t in _final(study)]
+    rows = [_run_row(t, attrs) for t in _final(study) for attrs in seed_runs(t.user_attrs)]
     if not rows:
         return pd.DataFrame(columns=list(RUN_COLUMNS))
     frame = pd.DataFrame(rows)
@@ -119,18 +122,24 @@ def runs_table(study: Trials) -> pd.DataFrame:
     return _typed(frame)
 
 
-def _rows_of(trial: FrozenTrial, key: str, with_params: bool) -> pd.DataFrame:
-    """A trial's list ``user_attrs[key]`` as a frame, led by trial and seed (and its params)."""
-    keys = {"trial": trial.number, "seed": _seed(trial)}
+def _rows_of(trial: FrozenTrial, attrs: Mapping[str, Any], key: str, with_params: bool) -> pd.DataFrame:
+    """A run's list ``attrs[key]`` as a frame, led by trial and seed (and the trial's params)."""
+    keys = {"trial": trial.number, "seed": _seed(trial, attrs)}
     if with_params:
         keys.update({k: v for k, v in trial.params.items() if k != "seed"})
-    rows = pd.DataFrame(trial.user_attrs[key])
+    rows = pd.DataFrame(attrs[key])
     return pd.concat([pd.DataFrame([keys] * len(rows)), rows.drop(columns=list(keys), errors="ignore")], axis=1)
+
+
+def _parts(study: Trials, key: str, with_params: bool) -> list[pd.DataFrame]:
+    """Every finished run's ``key`` rows (a trial of several seeds: each seed run's)."""
+    return [_rows_of(t, attrs, key, with_params) for t in _final(study) for attrs in seed_runs(t.user_attrs)
+            if attrs.get(key)]
 
 
 def curves_table(study: Trials) -> pd.DataFrame:
     """One row per (finished run, epoch): trial, seed, the trial's params, epoch, train/val metrics, seconds."""
-    parts = [_rows_of(t, "curves", with_params=True) for t in _final(study) if t.user_attrs.get("curves")]
+    parts = _parts(study, "curves", with_params=True)
     if not parts:
         return pd.DataFrame(columns=list(CURVE_COLUMNS))
     return _typed(pd.concat(parts, ignore_index=True))
@@ -142,7 +151,7 @@ def instrument_table(study: Trials, name: str) -> pd.DataFrame:
     """
     if name not in INSTRUMENTS:
         raise ValueError(f"instrument {name!r} is unknown: allowed one of {', '.join(INSTRUMENTS)}")
-    parts = [_rows_of(t, name, with_params=False) for t in _final(study) if t.user_attrs.get(name)]
+    parts = _parts(study, name, with_params=False)
     if not parts:
         return pd.DataFrame(columns=["trial", "seed"])
     return _typed(pd.concat(parts, ignore_index=True))

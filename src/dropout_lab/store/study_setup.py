@@ -7,7 +7,7 @@ import time
 
 import optuna
 from optuna.storages import BaseStorage
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
 from dropout_lab.config.samplers import build_pruner, build_sampler
 from dropout_lab.config.study_grid import cell_key, grid_cells
@@ -35,6 +35,24 @@ def current_total(spec: StudySpec, study: optuna.Study) -> int:
     return int(study.user_attrs.get("total_runs", total_runs(spec)))
 
 
+def tuned_best(ref: str, storage: str | BaseStorage) -> tuple[StudySpec, FrozenTrial | None, int]:
+    """A ``tuned_from`` reference's tuning study: its spec, its best trial (None while it holds no complete
+    trial, or is not in ``storage``) and how many finished (complete or pruned) trials it holds."""
+    tuning = load_study_ref(ref)
+    try:
+        study = optuna.load_study(study_name=tuning.name, storage=storage)
+        finished = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+        return tuning, study.best_trial, len(finished)
+    except (KeyError, ValueError):  # no such study, or no complete trial
+        return tuning, None, 0
+
+
+def tuned_cell(tuning: StudySpec, best: FrozenTrial) -> dict:
+    """The cell a tuning study's best trial stands for: its fixed ``key=value`` overrides and best params."""
+    fixed = dict(o.split("=", 1) for o in tuning.overrides if "=" in o and "${" not in o)
+    return {**fixed, **{k: v for k, v in best.params.items() if k != "seed"}}
+
+
 def tuned_cells(spec: StudySpec, storage: BaseStorage) -> list[dict]:
     """For ``tuned_from``: each tuning study's best parameters and fixed overrides, with every seed.
 
@@ -43,20 +61,12 @@ def tuned_cells(spec: StudySpec, storage: BaseStorage) -> list[dict]:
     """
     cells = []
     for ref in spec.tuned_from:
-        tuning = load_study_ref(ref)
-        try:
-            study = optuna.load_study(study_name=tuning.name, storage=storage)
-            finished = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
-            best = study.best_trial
-        except (KeyError, ValueError):
-            finished, best = [], None
-        if best is None or len(finished) < (tuning.n_trials or 0):
+        tuning, best, finished = tuned_best(ref, storage)
+        if best is None or finished < (tuning.n_trials or 0):
             raise StudySpecError(f"{spec.name}: tuned_from study {tuning.name!r} is not finished "
-                                 f"({len(finished)}/{tuning.n_trials} trials); run it first")
-        fixed = dict(o.split("=", 1) for o in tuning.overrides if "=" in o and "${" not in o)
-        params = {k: v for k, v in best.params.items() if k != "seed"}
+                                 f"({finished}/{tuning.n_trials} trials); run it first")
         for seed in spec.seed_list:
-            cells.append({**fixed, **params, "seed": seed})
+            cells.append({**tuned_cell(tuning, best), "seed": seed})
     return cells
 
 
@@ -126,7 +136,7 @@ def prepare_study(spec: StudySpec, storage: BaseStorage, wait_s: float = 60.0) -
         study = open_study(spec, storage)
         created = False
     if created:
-        for key, value in (("question", spec.question), ("metric", spec.metric), ("epochs", spec.epochs),
+        for key, value in (("question", spec.question), ("metric", spec.objective), ("epochs", spec.epochs),
                            ("analysis", spec.analysis), ("total_runs", total_runs(spec))):
             study.set_user_attr(key, value)
     if spec.is_tuning:

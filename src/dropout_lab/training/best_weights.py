@@ -39,6 +39,16 @@ def best_row(curves: list[dict[str, float]], metric: str) -> dict[str, float] | 
     return best
 
 
+def value_so_far(curves: list[dict[str, float]], column: str, metric: str) -> float | None:
+    """``column`` of the run table as it stands after the epochs in ``curves``: for ``best_X``, ``X`` at the best
+    epoch so far (selected on ``metric``, as ``best`` will be), else the last epoch's ``X``; None without it."""
+    if column.startswith("best_"):
+        row, name = best_row(curves, selection_metric(metric)), column.removeprefix("best_")
+    else:
+        row, name = (curves[-1] if curves else None), column
+    return float(row[name]) if row is not None and name in row else None
+
+
 def best_metrics(row: Mapping[str, float], tested: Mapping[str, float]) -> dict[str, float]:
     """The ``best`` block of a run record: the epoch, its validation metrics, the test metrics of its weights."""
     return {"epoch": int(row["epoch"]), "val_loss": row["val_loss"], "val_acc": row["val_acc"],

@@ -3,9 +3,10 @@
 In this order, for each member still training: its curve row (``epoch``, ``train_loss``,
 ``val_loss``, ``val_acc``, ``seconds``: its share of the epoch's time); ``failed`` if its training
 loss is not finite (the row keeps the epoch's validation metrics); its best-validation weights
-(``training/best_weights.py``); then pruning, which sees the member's curves so far (an Optuna glue
-reports the last row's metric to the member's trial and asks ``trial.should_prune()``). Members
-that end leave the population; with none left, training stops.
+(``training/best_weights.py``); then pruning, which sees every member still training with its curves so
+far and names those to stop (an Optuna glue reports each trial's signal, the mean over its members
+when a trial trains several seeds, and asks ``trial.should_prune()``: a pruned trial's members stop
+together). Members that end leave the population; with none left, training stops.
 
 A run that reached its last epoch has spent its whole budget: pruning it then saves nothing and
 would store a finished run as pruned, without its value. So the last epoch is reported, never pruned.
@@ -16,7 +17,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Mapping
 
 import lightning as L
 
@@ -26,9 +27,10 @@ from dropout_lab.training.run_record import RunRecord, Status
 
 log = logging.getLogger(__name__)
 
-#: ``prune(number, record, may_prune)``: called every epoch with the member's record (its curves so far);
-#: returns True to prune it. ``may_prune`` is False at the last epoch (report it, but do not prune).
-Pruning = Callable[[int, RunRecord, bool], bool]
+#: ``prune(training, may_prune)``: called every epoch with the members still training (position -> record, its
+#: curves so far; members leaving this epoch, e.g. diverged, are left out); returns the positions to prune.
+#: ``may_prune`` is False at the last epoch (report it, but do not prune).
+Pruning = Callable[[Mapping[int, RunRecord], bool], Collection[int]]
 CURVE_METRICS = ("train_loss", "val_loss", "val_acc")
 
 
@@ -70,7 +72,9 @@ class EpochEnd(L.Callback):
                            [module.records[n].curves[-1].get(metric) for n in module.active])
         if self.prune is not None:
             allowed = may_prune(epoch, trainer.max_epochs)
-            for number in module.active:
-                if number not in leaving and self.prune(number, module.records[number], allowed) and allowed:
+            training = {n: module.records[n] for n in module.active if n not in leaving}
+            pruned = self.prune(training, allowed)
+            for number in pruned if allowed else ():
+                if number in training:
                     leaving[number] = Status.PRUNED, f"TrialPruned: Trial was pruned at epoch {epoch}."
         module.leave(leaving)

@@ -132,6 +132,13 @@ class RunRecord:
         attrs[OUTPUT_DIR_ATTR] = str(output_dir)
         return attrs
 
+    def value(self, column: str) -> float | None:
+        """This run's ``column`` of the run table: ``best_X`` is ``X`` at its best-validation epoch (``best``),
+        any other name the last epoch's (``final``); None where the run has none (it did not complete)."""
+        source, name = (self.best, column.removeprefix("best_")) if column.startswith("best_") else (self.final, column)
+        value = source.get(name)
+        return None if value is None else float(value)
+
     @classmethod
     def from_trial_attrs(cls, attrs: dict[str, Any]) -> RunRecord:
         """The record a trial holds (the inverse of :meth:`trial_attrs`)."""

@@ -1,10 +1,15 @@
-"""Exercise 7's final comparison: every tuned technique against tuned chapter dropout, 10 seeds, test set."""
+"""Exercise 7's final comparison: every tuned technique against tuned chapter dropout, 10 seeds, test set; and how
+well each tuning study's objective predicted its technique's fresh-seed result (Spearman rank correlation)."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
+from typing import Any
 
+import numpy as np
 import pandas as pd
+from scipy import stats
 
 from dropout_lab.analysis.plan_verdicts import technique_labels
 from dropout_lab.analysis.stats import HIGHER, INCONCLUSIVE, difference_verdict
@@ -49,11 +54,71 @@ def goal_sentence(data: StudyData, summary: pd.DataFrame, goal: float) -> str:
             f"{final['train_loss'].mean():.4f}.")
 
 
+def _matches(runs: pd.DataFrame, cell: dict[str, Any]) -> pd.Series:
+    """Which runs were trained with ``cell`` (a tuning study's fixed overrides and best params)."""
+    mask = pd.Series(True, index=runs.index)
+    for key, value in cell.items():
+        if key not in runs:
+            return mask & False
+        column = runs[key]
+        try:
+            mask &= np.isclose(column.astype(float), float(value)) if pd.api.types.is_numeric_dtype(column) else (
+                column.astype(str) == str(value))
+        except (TypeError, ValueError):
+            return mask & False
+    return mask
+
+
+def tuning_vs_final(data: StudyData, runs: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """Each technique's tuning objective (its tuning study's best trial value) beside its final mean ``metric`` on
+    fresh seeds; ``runs`` are the final runs with their stored ``noise`` (before :func:`technique_labels`)."""
+    assert data.tuning is not None
+    labels = technique_labels(runs)
+    rows = []
+    for _, tuning in data.tuning.iterrows():
+        mine = runs[_matches(runs, tuning["cell"])] if tuning["cell"] is not None else runs.iloc[:0]
+        rows.append({"technique": labels[mine.index[0]] if len(mine) else None,
+                     "tuning_study": tuning["tuning_study"], "tuning_objective": tuning["objective"],
+                     "tuning_value": tuning["tuning_value"], "tuning_seeds": tuning["tuning_seeds"],
+                     f"final_{metric}": mine[metric].mean() if len(mine) else None, "final_n": len(mine)})
+    return pd.DataFrame(rows)
+
+
+def rank_correlation(data: StudyData, runs: pd.DataFrame, metric: str) -> tuple[Table | None, str]:
+    """The table of :func:`tuning_vs_final` and one sentence: Spearman's rank correlation between the tuning
+    objective and the final mean (``scipy.stats.spearmanr``), with n and p; or why it cannot be shown."""
+    table = tuning_vs_final(data, runs, metric)
+    final = f"final_{metric}"
+    missing = table.loc[table["tuning_value"].isna(), "tuning_study"].tolist()
+    both = table.dropna(subset=["tuning_value", final])
+    gap = (f" The tuning studies {', '.join(missing)} are not in this store (or hold no complete trial), so they "
+           "are left out." if missing else "")
+    if len(both) < 3:
+        return (Table("tuning_vs_final", table, "Tuning objective against the fresh-seed final, per technique")
+                if len(both) else None,
+                f"How well tuning's objective predicted the fresh-seed final cannot be shown: only {len(both)} "
+                f"technique(s) have both a stored tuning study and final runs (a rank correlation needs 3).{gap}")
+    result = stats.spearmanr(both["tuning_value"], both[final])
+    rho, p = float(result.statistic), float(result.pvalue)
+    objective = ", ".join(sorted(set(both["tuning_objective"])))
+    seeds = ", ".join(str(int(n)) for n in sorted(set(both["tuning_seeds"])))
+    strength = "undefined (a constant column)" if math.isnan(rho) else f"ρ = {rho:.2f}"
+    sentence = (f"Tuning's objective ({objective} on validation, the best trial's mean over {seeds} tuning seed(s)) "
+                f"against each technique's final mean {metric} on fresh seeds: Spearman rank correlation {strength} "
+                f"(n = {len(both)} techniques, p = {p:.3g}); near 1, tuning ranked the techniques as the final "
+                f"comparison did.{gap}")
+    table = table.assign(tuning_rank=table["tuning_value"].rank(ascending=False),
+                         final_rank=table[final].rank(ascending=False))
+    return Table("tuning_vs_final", table, "Each technique's tuning objective (its tuning study's best trial) and its "
+                                           f"final mean {metric} on fresh seeds, with their ranks (1: best)"), sentence
+
+
 def analyze(data: StudyData) -> Report:
     """Does any technique beat chapter dropout? Paired t-tests on seeds, Holm across techniques."""
     report = Report()
     if data.runs.empty or "noise" not in data.runs:
         return report
+    stored = data.runs
     data = replace(data, runs=data.runs.assign(noise=technique_labels(data.runs)))
     if BASELINE not in set(data.runs["noise"]):
         return report
@@ -102,5 +167,12 @@ def analyze(data: StudyData) -> Report:
         report.conclusions.append(goal_sentence(data, summary, data.spec.goal))
     if flip := seed_robustness(data, {"noise": BASELINE}):
         report.conclusions.append(flip)
+    if data.tuning is not None:
+        plan = data.spec.plan
+        metric = plan.test_column if plan is not None and plan.test_column in stored else METRIC
+        table, sentence = rank_correlation(data, stored, metric)
+        if table is not None:
+            report.tables.append(table)
+        report.conclusions.append(sentence)
     report.notes.append(SELECTION_NOTE)
     return report

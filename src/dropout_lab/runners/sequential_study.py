@@ -25,7 +25,7 @@ from dropout_lab.config.study_grid import cell_key
 from dropout_lab.config.study_spec import StudySpec
 from dropout_lab.runners.launch import RunOptions, run_study
 from dropout_lab.store.backends import open_storage
-from dropout_lab.store.run_tables import runs_table
+from dropout_lab.store.run_tables import INSTRUMENTS, instrument_table, runs_table
 from dropout_lab.store.study_setup import CELL_ATTR, open_study, study_cells
 from dropout_lab.store.trial_records import is_retry_pending
 
@@ -84,7 +84,7 @@ def run_sequential(spec: StudySpec, spec_path: str, options: RunOptions,
                 console.print(f"study {spec.name}: look {index + 1} ({n} seeds) is incomplete ({missing} runs "
                               "missing); relaunch the same command to resume")
                 return SequentialOutcome(INCOMPLETE, n, index + 1, undecided, counts)
-        table = plan_table(runs_table(study))
+        table = plan_table(runs_table(study), {name: instrument_table(study, name) for name in INSTRUMENTS})
         by_look = plan_looks(table, plan, looks[:index + 1], seed_order)
         at_look = by_look[by_look["n"] == n]
         undecided = at_look.loc[~at_look["decided"].astype(bool), "comparison"].tolist()

@@ -183,3 +183,21 @@ def test_build_report_answers_a_planned_study_from_its_store(tmp_path: Path) -> 
                              "comparisons decided: b vs a ")
     assert f"**Declared plan:** {answer}" in (tmp_path / "reports" / "README.md").read_text()
     assert (tmp_path / "reports" / "planned" / f"{FIGURE_NAME}.png").is_file()  # from 2 seeds to 4
+
+
+def test_a_comparison_may_read_an_instrument() -> None:
+    """A comparison with ``metric: test_time.accuracy`` reads the instrument rows of each run, selected by keys."""
+    runs = _runs(4)
+    runs = runs[runs["model"] == "a"].assign(trial=range(4)).reset_index(drop=True)
+    rows = pd.DataFrame([{"trial": t, "seed": t, "mode": mode, "T": 10, "accuracy": 0.85 + 0.001 * t + gain}
+                         for t in range(4) for mode, gain in (("standard", 0.0), ("mc", 0.02))])
+    plan = AnalysisPlan(comparisons=[Comparison(name="mc vs standard", treatment={"mode": "mc"},
+                                                control={"mode": "standard"}, margin=MARGIN, why="w",
+                                                metric="test_time.accuracy")])
+    spec = StudySpec(name="tt", question="q?", epochs=1, grid={"model": ["a"]}, seeds=list(range(4)), plan=plan)
+    data = StudyData(spec=spec, runs=runs, all_runs=runs, curves=pd.DataFrame(), instruments={"test_time": rows})
+    section = plan_section(data)
+    assert section is not None
+    (verdicts,) = [t.frame for t in section.tables if t.name == "plan_verdicts"]
+    assert verdicts.loc[0, "mean_diff"] == pytest.approx(0.02) and verdicts.loc[0, "n_pairs"] == 4
+    assert "metric `test_time.accuracy` instead of the primary" in "\n".join(section.plan_lines)

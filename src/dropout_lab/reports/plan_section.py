@@ -237,7 +237,7 @@ def plan_section(data: StudyData) -> PlanSection | None:
         section.answer = (f"No look of the declared plan yet: {stored} of the {first} seeds of the first look "
                           "have finished runs in every configuration; nothing is decided.")
         return section
-    table = plan_table(data.runs)
+    table = plan_table(data.runs, data.instruments)  # instrument rows for comparisons that read an instrument
     per_look = plan_looks(table, plan, looks, order)
     verdicts = plan_verdicts(per_look, plan, spec.design)
     claims = reference_claims(table, plan, design=spec.design) if plan.references else pd.DataFrame()

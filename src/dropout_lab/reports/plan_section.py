@@ -136,7 +136,9 @@ def verdict_sentence(row: pd.Series, plan: AnalysisPlan, spec: StudySpec, n: int
                 else "; no estimate of the seeds a decision would need")
         return text + f"**undecided at max seeds** ({n}){more}."
     later = " so far (more looks are declared)" if spec.design and n < spec.design.max else ""
-    return text + f"**{UNDECIDED}** with {n} seeds{later}."
+    needed = (f"; a decision would need about {int(np.ceil(row['seeds_needed']))} seeds"
+              if pd.notna(row["seeds_needed"]) else "")
+    return text + f"**{UNDECIDED}** with {n} seeds{later}{needed}."
 
 
 def reference_sentence(row: pd.Series, reference: Reference) -> str:
@@ -259,8 +261,7 @@ def plan_section(data: StudyData) -> PlanSection | None:
         section.figures.append(Figure(FIGURE_NAME, confidence_figure(every, plan, declared_looks(spec)),
                                       f"Each declared comparison's {100 * (1 - plan.alpha):g}% anytime-valid "
                                       f"confidence sequence (band) and estimate over the first {start} to {stored} "
-                                      "seeds, with zero (black), the ±margin band of equivalence (green) and the "
-                                      "declared looks (dotted); read at every n, so a band may end narrower than "
-                                      "the verdict table's, which reads the declared looks only"))
+                                      "seeds, with zero (black), the ±margin band (green) and the declared looks "
+                                      "(dotted); drawn at every n, while the verdicts read the declared looks only"))
     section.sensitivity_tables, section.sensitivity_lines = sensitivity(table, plan, spec, looks, order, verdicts)
     return section

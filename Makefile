@@ -51,7 +51,7 @@ postgres:
 demo: setup
 	$(BIN)/dropout-lab study run demo --jobs 2
 	$(BIN)/dropout-lab study report demo --reports-dir $(DEMO_DIR)
-	@echo; sed -n '/## Conclusion/,/^## Notes/p' $(DEMO_DIR)/demo/README.md | grep '^- '
+	@echo; sed -n '/^## Verdicts (declared plan)/,/^## Sensitivity/p' $(DEMO_DIR)/demo/README.md | grep '^- '
 	@echo; echo "Report: $(DEMO_DIR)/demo/README.md (tables as CSV, figures as PNG); runs stored in results/studies.db"
 
 # Full-budget studies for reports/ (about 1-2 h on 2 cores); resumable: rerun to continue.

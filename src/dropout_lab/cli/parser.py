@@ -101,10 +101,10 @@ def _study(sub: _Subparsers, name: str) -> None:
     run.add_argument("--heartbeat", type=int, default=30, help="seconds between worker heartbeats")
     run.add_argument("--launcher", help="{local}: one process per worker (default); or a Hydra launcher "
                                         "(submitit_local, ...)")
-    run.add_argument("--population", default=None, metavar="K|auto|1",
+    run.add_argument("--population", default="1", metavar="K|auto|1",
                      help="train up to K compatible runs together as one fused population per worker; 'auto' "
-                          "picks K from the device and free memory; 1: one run at a time (the default, except for a "
-                          "sequential seed design, whose default is its batch: one population per batch)")
+                          "picks K from the device and free memory; 1 (default): one run at a time. With a sequential "
+                          "seed design, --population BATCH trains each cell's new batch of seeds as one population")
     run.add_argument("--population-precision", default="fp32", choices=["fp32", "bf16"],
                      help="numeric mode of populations: fp32 (default) or bf16 autocast")
     run.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",

@@ -71,9 +71,7 @@ def study_main(args: argparse.Namespace) -> int:
             from dropout_lab.runners.launch import run_study
 
             spec = load_spec(args.name, args.fields)
-            # a sequential design trains each batch of new seeds as one fused population unless told otherwise
-            default = str(spec.design.batch) if spec.design else "1"
-            population = str(parse_population(args.population or default, "--population"))
+            population = str(parse_population(args.population, "--population"))
             options = _options(args, jobs=args.jobs, heartbeat=args.heartbeat, overrides=args.override,
                                launcher=args.launcher or LOCAL, population=population,
                                population_precision=args.population_precision)

@@ -392,8 +392,9 @@ def test_noise_final_shows_how_well_each_tuning_objective_predicted_the_fresh_se
         study = optuna.create_study(study_name=f"ex7_tune_{technique}", storage=storage, direction="maximize")
         study.add_trial(create_trial(params={**params, "model.dropout_1": 0.9}, distributions=dists, value=0.5))
         study.add_trial(create_trial(params=params, distributions=dists, value=value))  # the best trial
-        rows += [{"noise": technique, **params, "seed": seed, "test_acc": final + d, "val_acc": final,
-                  "state": "COMPLETE", "wall_time_s": 1.0} for seed, d in enumerate([-0.002, -0.001, 0, 0.001, 0.002])]
+        rows += [{"noise": technique, "data.split": "per_seed", **params, "seed": seed, "test_acc": final + d,
+                  "val_acc": final, "state": "COMPLETE", "wall_time_s": 1.0}
+                 for seed, d in enumerate([-0.002, -0.001, 0, 0.001, 0.002])]
     refs = [f"ex7_tune technique={t}" for t in [*techniques, "block"]]  # block: no tuning study in the store
     spec = load_spec("ex7_noise", [f"tuned_from=[{','.join(repr(r) for r in refs)}]", "seeds=[0,1,2,3,4]",
                                    "goal=null"])

@@ -59,7 +59,7 @@ def test_every_shipped_study_loads_and_its_runs_compose(ref: str) -> None:
 def test_ex7_tune_is_one_definition_per_technique(technique: str, high: float) -> None:
     spec = load_spec("ex7_tune", [f"technique={technique}"])
     noise = "dropout" if technique == "none" else technique  # the baseline: dropout at rate 0, the identity
-    assert spec.name == f"ex7_tune_{technique}" and spec.overrides == [f"noise={noise}"]
+    assert spec.name == f"ex7_tune_{technique}" and spec.overrides == [f"noise={noise}", "data.split=per_seed"]
     assert technique in spec.question and spec.is_tuning and spec.n_trials == 40
     assert {k: (d.low, d.high) for k, d in spec.search_space.items()} == \
         {"model.dropout_1": (0.0, high), "model.dropout_2": (0.0, high), "optim.lr": (0.02, 0.5)}
@@ -151,16 +151,21 @@ def test_ex7_tune_needs_a_known_technique() -> None:
 
 def test_fields_are_overridden_with_typed_values() -> None:
     spec = load_spec("ex1_rates", ["seeds=[0,1]", "epochs=2", "grid.model.dropout_1=[0.3]", "+grid.optim.lr=[0.05]",
-                                   "question='a question with spaces'", "plan=null"])
+                                   "question='a question with spaces'"])
     assert spec.seeds == [0, 1] and spec.epochs == 2 and spec.question == "a question with spaces"
     assert spec.grid == {"model.dropout_1": [0.3], "model.dropout_2": [0.1, 0.3, 0.5, 0.7], "optim.lr": [0.05]}
     # a plan naming a removed grid key is refused, naming it; without the plan (and so with a fixed list of
     # seeds: a sequential design stops on the plan) the smaller grid loads
     with pytest.raises(StudySpecError, match=r"treatment=\['model.dropout_2'\] is invalid"):
         load_spec("ex1_rates", ["~grid.model.dropout_2"])
-    # a grid narrowed to values the plan does not name is refused the same way
-    with pytest.raises(StudySpecError, match=r"dropout_1=0.1 is invalid: allowed one of the grid's values \[0.3\]"):
-        load_spec("ex1_rates", ["grid.model.dropout_1=[0.3]"])
+    # a grid narrowed on the command line keeps the comparisons whose cells remain and lists the others
+    narrowed = load_spec("ex1_rates", ["grid.model.dropout_1=[0.3,0.5]", "seeds=[0,1]"]).plan
+    assert narrowed is not None
+    assert [c.name for c in narrowed.comparisons] == ["swap 0.3/0.5", "first rate 0.3 instead of 0.5"]
+    assert "swap 0.1/0.3" in narrowed.dropped and len(narrowed.dropped) == 6
+    # ... but a sequential design needs one left
+    with pytest.raises(StudySpecError, match=r"left out: swap 0.1/0.3, .*first rate 0.1 instead of 0.5\)"):
+        load_spec("ex1_rates", ["grid.model.dropout_1=[0.7]"])
     assert load_spec("ex1_rates", ["~grid.model.dropout_2", "plan=null", "seeds=[0]"]).grid == \
         {"model.dropout_1": [0.1, 0.3, 0.5, 0.7]}
     tuned = load_spec("ex7_tune", ["technique=gamma", "search_space.model.dropout_1.high=0.3", "n_trials=2"])
@@ -242,10 +247,10 @@ def test_tuned_from_reruns_each_tuning_studys_best_with_every_seed(tmp_path: Pat
         study_cells(spec, storage)
     _add_tuning_trials(storage, "ex7_tune_uniform", rates=[0.2], values=[0.6])
     assert study_cells(spec, storage) == [
-        {"noise": "gamma", "model.dropout_1": 0.4, "model.dropout_2": 0.2, "seed": 3},
-        {"noise": "gamma", "model.dropout_1": 0.4, "model.dropout_2": 0.2, "seed": 4},
-        {"noise": "uniform", "model.dropout_1": 0.1, "model.dropout_2": 0.05, "seed": 3},
-        {"noise": "uniform", "model.dropout_1": 0.1, "model.dropout_2": 0.05, "seed": 4}]
+        {"noise": "gamma", "data.split": "per_seed", "model.dropout_1": 0.4, "model.dropout_2": 0.2, "seed": 3},
+        {"noise": "gamma", "data.split": "per_seed", "model.dropout_1": 0.4, "model.dropout_2": 0.2, "seed": 4},
+        {"noise": "uniform", "data.split": "per_seed", "model.dropout_1": 0.1, "model.dropout_2": 0.05, "seed": 3},
+        {"noise": "uniform", "data.split": "per_seed", "model.dropout_1": 0.1, "model.dropout_2": 0.05, "seed": 4}]
 
 
 def test_a_grown_grid_enqueues_only_its_new_cells(tmp_path: Path) -> None:

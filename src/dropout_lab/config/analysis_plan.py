@@ -27,7 +27,7 @@ runs are paired on their seed. Everything not declared here is a labelled sensit
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from omegaconf import MISSING
@@ -108,6 +108,9 @@ class AnalysisPlan:
     references: list[Reference] = field(default_factory=list)
     #: Other readings, reported as labelled sensitivity analyses (never verdicts).
     sensitivity: list[str] = field(default_factory=lambda: ["test_acc_last_epoch"])
+    #: Not declared: the comparisons and references left out because a grid narrowed on the command line
+    #: does not hold their cells (see :func:`restrict_to_grid`); the report lists them.
+    dropped: list[str] = field(default_factory=list)
 
     @property
     def test_column(self) -> str:
@@ -187,6 +190,21 @@ def cell_problems(plan: AnalysisPlan, grid: dict[str, list[Any]]) -> list[tuple[
                 problems.append((f"{where}.{key}", value, f"one of the grid's values {list(grid[key])} (a grid "
                                  "narrowed on the command line keeps the plan's cells, or drops the plan: plan=null)"))
     return problems
+
+
+def restrict_to_grid(plan: AnalysisPlan, grid: dict[str, list[Any]], narrowed: set[str]) -> AnalysisPlan:
+    """``plan`` without the comparisons and references whose cells name a value that a ``narrowed`` grid key
+    no longer holds (``grid.model.dropout_1=[0.5]`` on the command line); their names go to ``plan.dropped``."""
+
+    def kept(cell: dict[str, Any]) -> bool:
+        return all(key not in narrowed or key not in grid or any(_same(value, v) for v in grid[key])
+                   for key, value in cell.items())
+
+    comparisons = [c for c in plan.comparisons if c.metric is not None or (kept(c.treatment) and kept(c.control))]
+    references = [r for r in plan.references if kept(r.cell)]
+    dropped = [c.name for c in plan.comparisons if c not in comparisons]
+    dropped += [r.name for r in plan.references if r not in references]
+    return replace(plan, comparisons=comparisons, references=references, dropped=[*plan.dropped, *dropped])
 
 
 def design_problems(design: SeedDesign) -> list[tuple[str, Any, str]]:

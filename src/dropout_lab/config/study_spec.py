@@ -25,6 +25,7 @@ from dropout_lab.config.analysis_plan import (
     cell_problems,
     design_problems,
     plan_problems,
+    restrict_to_grid,
 )
 from dropout_lab.config.paths import STUDIES_DIR
 from dropout_lab.config.samplers import is_grid, pruner_config, sampler_config
@@ -130,7 +131,9 @@ def is_safe_name(name: str) -> bool:
     return NAME_PATTERN.fullmatch(name) is not None and ".." not in name
 
 
-def _check(spec: StudySpec, source: str) -> StudySpec:
+def _check(spec: StudySpec, source: str, narrowed: frozenset[str] = frozenset()) -> StudySpec:
+    """Validate ``spec``; ``narrowed`` are the grid keys given new values on the command line (a plan then
+    keeps the comparisons whose cells remain, see ``restrict_to_grid``)."""
     def bad(field_: str, value: Any, allowed: str) -> StudySpecError:
         return StudySpecError(f"{source}: {field_}={value!r} is invalid: allowed {allowed}")
 
@@ -156,14 +159,18 @@ def _check(spec: StudySpec, source: str) -> StudySpec:
     if spec.goal is not None and not 0.0 < spec.goal < 1.0:
         raise bad("goal", spec.goal, "a test accuracy in (0, 1), e.g. 0.89, or null")
     if spec.plan is not None:
+        if narrowed:
+            spec.plan = restrict_to_grid(spec.plan, dict(spec.grid), set(narrowed))
         for field_, value, allowed in [*plan_problems(spec.plan, _cell_keys(spec)),
                                        *cell_problems(spec.plan, dict(spec.grid))]:
             raise bad(field_, value, allowed)
     if spec.is_tuning and spec.design is not None:
         raise bad("seeds", spec.seeds, "a list for a tuning study (a sequential design is for grids)")
     if spec.design is not None and (spec.plan is None or not spec.plan.comparisons):
+        left_out = f" (the grid narrowed on the command line left out: {', '.join(spec.plan.dropped)})" \
+            if spec.plan is not None and spec.plan.dropped else ""
         raise bad("plan", spec.plan, "a plan with at least one comparison: a sequential design {first, min, max, "
-                  "batch} stops when the plan's comparisons are decided")
+                  "batch} stops when the plan's comparisons are decided" + left_out)
     if spec.is_tuning:
         if spec.n_trials is None or spec.n_trials < 1:
             raise bad("n_trials", spec.n_trials, "an integer >= 1 for a study with a search_space")
@@ -333,4 +340,6 @@ def load_spec(name_or_path: str, overrides: Sequence[str] = (), folder: Path = S
         spec = cast(StudySpec, OmegaConf.to_object(merged))
     except OmegaConfBaseException as exc:
         raise StudySpecError(f"{source}: {str(exc).splitlines()[0]} (full_key: {exc.full_key})") from None
-    return _check(spec, source)
+    narrowed = frozenset(key for key in (o.lstrip("+~").split("=", 1)[0] for o in overrides)
+                         if key.startswith("grid."))
+    return _check(spec, source, frozenset(key.removeprefix("grid.") for key in narrowed))

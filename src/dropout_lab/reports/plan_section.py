@@ -93,6 +93,9 @@ def plan_lines(spec: StudySpec, plan: AnalysisPlan) -> list[str]:
     for family, comparisons in plan.families().items():
         lines += [f"- family `{family}` ({len(comparisons)} comparison{'s' if len(comparisons) != 1 else ''}, "
                   "treatment vs control):", *map(_comparison_line, comparisons)]
+    if plan.dropped:
+        lines.append(f"- left out, because the grid was narrowed on the command line and no longer holds their cells: "
+                     f"{', '.join(plan.dropped)}")
     if plan.references:
         lines += ["", "References (absolute claims; their intervals include the test set's own sampling error):", "",
                   *map(_reference_line, plan.references)]

@@ -82,6 +82,9 @@ def worker_commands(spec_path: str, options: RunOptions) -> list[list[str]]:
 
 def engine_note(spec: StudySpec, options: RunOptions) -> str:
     """One line saying which engine the study's runs use (populations may fall back to per-run)."""
+    if spec.is_tuning and len(spec.seed_list) > 1:
+        return (f"study {spec.name}: each trial trains its {len(spec.seed_list)} seeds as one fused population "
+                f"({options.population_precision}); its value is their mean {spec.objective}")
     if str(options.population) == "1":
         return f"study {spec.name}: per-run engine (one run at a time per worker)"
     from dropout_lab.config.compose import compose_train_config

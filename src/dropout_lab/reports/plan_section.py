@@ -13,6 +13,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure as MplFigure
+from matplotlib.ticker import MaxNLocator
 
 from dropout_lab.analysis.plan_verdicts import (
     EQUIVALENT,
@@ -188,6 +189,7 @@ def confidence_figure(looks: pd.DataFrame, plan: AnalysisPlan, declared: Sequenc
         ax.plot(rows["n"], 100 * rows["mean_diff"], marker=".", label="mean difference")
         ax.set_title(name, fontsize="medium")
         ax.set_xlabel("seeds")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     for ax in axes.flat[len(names):]:
         ax.set_visible(False)
     for ax in axes[:, 0]:

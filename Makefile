@@ -91,12 +91,12 @@ test-quick: setup
 bench: setup
 	@$(BIN)/python -c "import d2l" 2>/dev/null || { $(BIN)/pip install -q --no-deps d2l==1.0.3 && \
 	  $(BIN)/pip install -q -c requirements.lock ipython matplotlib-inline requests; }
-	$(BIN)/python benchmarks/bench_train.py
-	$(BIN)/python benchmarks/bench_overhead.py
-	$(BIN)/python benchmarks/bench_sweep.py
-	$(BIN)/python benchmarks/bench_startup.py
-	$(BIN)/python benchmarks/bench_population.py
-	$(BIN)/python benchmarks/bench_dropconnect.py
+	$(BIN)/python benchmarks/bench_train.py --readme benchmarks/README.md
+	$(BIN)/python benchmarks/bench_overhead.py --readme benchmarks/README.md
+	$(BIN)/python benchmarks/bench_sweep.py --readme benchmarks/README.md
+	$(BIN)/python benchmarks/bench_startup.py --readme benchmarks/README.md
+	$(BIN)/python benchmarks/bench_population.py --readme benchmarks/README.md
+	$(BIN)/python benchmarks/bench_dropconnect.py --readme benchmarks/README.md
 
 clean:
 	rm -rf results outputs multirun .pytest_cache

@@ -20,14 +20,15 @@ Analysis (``dropout_lab.analysis.stats``): per engine and rate, DropConnect's ov
 timed epochs (mean per cell and repetition), paired on repetition: geometric-mean ratio, 95% CI and p from
 a paired t-test on log seconds, Holm over the engine x rate rows. *of peak*: the matmul work of a training
 epoch (1.61 MFLOP per image) per second, as a fraction of the matmul peak measured here at the chapter's
-shape with the same threads. Writes the per-epoch rows to ``--csv`` and the section of ``--readme``.
+shape with the same threads. Writes the per-epoch rows to ``--csv`` and its section to ``--readme`` when given
+(else to stdout).
 
 Ends with one line: ``dropconnect_cost_ratio=<r> ci_low=<l> ci_high=<h> p_holm=<p> rate=<rate>`` (per-run,
 at the chapter's rate), plus ``population_cost_ratio=<r>`` when populations were timed.
 
-    python benchmarks/bench_dropconnect.py                                     # ~6 min on 2 cores
+    python benchmarks/bench_dropconnect.py --readme benchmarks/README.md      # ~6 min on 2 cores, writes its section
     python benchmarks/bench_dropconnect.py --repeats 2 --epochs 1 --train-subset 2000 --population 2 \\
-        --readme /tmp/x.md --csv /tmp/x.csv
+        --csv /tmp/x.csv                                                       # prints the section only
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from bench_population import forward_flops, matmul_peak  # noqa: E402 - needs HERE on sys.path
-from bench_train import load_average, machine_info, write_section  # noqa: E402
+from bench_train import add_readme_option, load_average, machine_info, publish_section  # noqa: E402
 
 if TYPE_CHECKING:
     from dropout_lab.config.study_spec import StudySpec
@@ -191,7 +192,7 @@ def main() -> None:
                         help="members of the timed populations (default: auto's K on the CPU; 0: per-run only)")
     parser.add_argument("--population-precision", choices=["fp32", "bf16"], default="bf16")
     parser.add_argument("--data-root", default=os.environ.get("DROPOUT_LAB_DATA", "/usr/share/datasets/fashion-mnist"))
-    parser.add_argument("--readme", type=Path, default=HERE / "README.md")
+    add_readme_option(parser)
     parser.add_argument("--csv", type=Path, default=CSV, help="where the per-epoch rows go")
     args = parser.parse_args()
 
@@ -225,7 +226,7 @@ def main() -> None:
     rate = main_rate(spec, rates)
     head = ratios[(ratios["engine"] == PER_RUN) & (ratios["rate"] == rate)].iloc[0]
     population = ratios[(ratios["engine"] != PER_RUN) & (ratios["rate"] == rate)]
-    csv = os.path.relpath(args.csv, args.readme.parent)
+    csv = os.path.relpath(args.csv, (args.readme or HERE / "README.md").parent)  # the link from the README
     peak_text = ", ".join(f"{p} {v / 1e9:.0f} GFLOP/s" for p, v in peaks.items())
     lines = [
         "## DropConnect vs. dropout: training cost per epoch (exercise 6)",
@@ -251,8 +252,8 @@ def main() -> None:
         + "".join(f"; in a {r['engine']}: {r['ratio']:.3f}x ({ratio_text(r)})" for _, r in population.iterrows())
         + ".",
     ]
-    write_section(args.readme, BEGIN, END, "\n".join(lines))
-    print(f"wrote {args.readme} and {args.csv}; load average: start {load_start}, end {load_end}")
+    publish_section(args.readme, BEGIN, END, "\n".join(lines))
+    print(f"wrote {args.csv}; load average: start {load_start}, end {load_end}")
     print(f"dropconnect_cost_ratio={head['ratio']:.4f} ci_low={head['ratio_ci_low']:.4f} "
           f"ci_high={head['ratio_ci_high']:.4f} p_holm={head['p_holm']:.3g} rate={rate}"
           + "".join(f" population_cost_ratio={r['ratio']:.4f}" for _, r in population.iterrows()))

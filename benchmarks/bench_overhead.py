@@ -10,9 +10,8 @@
 
 Both alternate their configurations over ``--repeats`` repetitions; medians.
 
-    python benchmarks/bench_overhead.py                    # writes benchmarks/README.md
-    python benchmarks/bench_overhead.py --steps 200 --repeats 1 --monitor-epochs 1 --train-subset 2000 \\
-        --readme /tmp/x.md
+    python benchmarks/bench_overhead.py --readme benchmarks/README.md   # writes its section of benchmarks/README.md
+    python benchmarks/bench_overhead.py --steps 200 --repeats 1 --monitor-epochs 1 --train-subset 2000  # prints it only
 """
 
 from __future__ import annotations
@@ -30,7 +29,13 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
-from bench_train import _run_dropout_lab, load_average, machine_info, write_section  # noqa: E402 - needs HERE on sys.path
+from bench_train import (  # noqa: E402 - needs HERE on sys.path
+    _run_dropout_lab,
+    add_readme_option,
+    load_average,
+    machine_info,
+    publish_section,
+)
 
 BEGIN, END = "<!-- bench_overhead:begin -->", "<!-- bench_overhead:end -->"
 BATCH = 256
@@ -106,7 +111,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=4)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (the study-worker setting)")
     parser.add_argument("--data-root", default=os.environ.get("DROPOUT_LAB_DATA", str(ROOT / "data")))
-    parser.add_argument("--readme", type=Path, default=HERE / "README.md")
+    add_readme_option(parser)
     args = parser.parse_args()
 
     import torch
@@ -157,8 +162,7 @@ def main() -> None:
         f"{rows} rows per run): median epoch {off:.3f} s off, {on:.3f} s on: **{(on / off - 1) * 100:+.1f}% per "
         "epoch**.",
     ]
-    write_section(args.readme, BEGIN, END, "\n".join(lines))
-    print(f"wrote {args.readme}")
+    publish_section(args.readme, BEGIN, END, "\n".join(lines))
 
 
 if __name__ == "__main__":

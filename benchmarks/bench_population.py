@@ -26,8 +26,10 @@ Ends with one line: ``population_speedup=<x> independence_max_abs_diff=<d> tost_
 the fastest population mode measured, the fp32 independence figure, and that mode's largest TOST p
 over the nets.
 
-    python benchmarks/bench_population.py            # ex1 at full budget: 80 runs x 20 epochs each way (~40 min)
-    python benchmarks/bench_population.py --quick    # < 5 min: 16 cells x 1 seed x 3 epochs, TOST at 5 epochs
+    python benchmarks/bench_population.py --readme benchmarks/README.md   # ex1 at full budget: 80 runs x 20 epochs
+                                                                          # each way (~40 min), writes its section
+    python benchmarks/bench_population.py --quick    # < 5 min: 16 cells x 1 seed x 3 epochs, TOST at 5 epochs;
+                                                     # prints the section only
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
 from bench_sweep import timed_study_run  # noqa: E402
-from bench_train import load_average, machine_info, write_section  # noqa: E402
+from bench_train import add_readme_option, load_average, machine_info, publish_section  # noqa: E402
 
 if TYPE_CHECKING:
     from dropout_lab.training.run_record import RunRecord
@@ -229,7 +231,7 @@ def main() -> None:
     parser.add_argument("--tost-models", default="scratch,concise", help="comma list of chapter nets for the TOST")
     parser.add_argument("--skip", default="", help="comma list of parts to skip: grid, independence, tost")
     parser.add_argument("--data-root", default=os.environ.get("DROPOUT_LAB_DATA", "/usr/share/datasets/fashion-mnist"))
-    parser.add_argument("--readme", type=Path, default=HERE / "README.md")
+    add_readme_option(parser)
     args = parser.parse_args()
     if args.quick:  # 16 cells x 1 seed x 3 epochs, and a 5-epoch TOST
         args.seeds, args.epochs, args.tost_epochs = 1, 3, 5
@@ -339,8 +341,7 @@ def main() -> None:
                       f"{e['ci90'][1] * 100:+.2f}] pp, p = {e['p']:.3g} (per-run "
                       f"{by_mode['per-run']['seconds']:.0f} s, population {e['seconds']:.0f} s)")
         lines.append("")
-    write_section(args.readme, BEGIN, END, "\n".join(lines))
-    print(f"wrote {args.readme}")
+    publish_section(args.readme, BEGIN, END, "\n".join(lines))
     population_modes = [m for m in modes if m in speedups]
     best = max(population_modes, key=lambda m: speedups[m]) if population_modes else modes[0]
     tost_p = max((e.get(best, {}).get("p", float("nan")) for e in equivalence.values()), default=float("nan"))

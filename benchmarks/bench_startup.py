@@ -6,8 +6,8 @@ command runs ``--repeats`` times in a fresh process, the commands alternating, o
 holding the ``demo`` study's queue (no training); the table gives median wall seconds, the spread,
 the median over ``python -c pass`` and whether ``python -X importtime`` saw torch or Lightning.
 
-    python benchmarks/bench_startup.py                 # writes its section of benchmarks/README.md
-    python benchmarks/bench_startup.py --repeats 3 --readme /tmp/x.md
+    python benchmarks/bench_startup.py --readme benchmarks/README.md   # writes its section of benchmarks/README.md
+    python benchmarks/bench_startup.py --repeats 3                     # prints it only
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from bench_train import load_average, write_section  # noqa: E402 - needs HERE on sys.path (bench_train imports torch lazily)
+from bench_train import add_readme_option, load_average, publish_section  # noqa: E402 - needs HERE on sys.path (bench_train imports torch lazily)
 
 BEGIN, END = "<!-- bench_startup:begin -->", "<!-- bench_startup:end -->"
 HEAVY = ("torch", "lightning", "pytorch_lightning")
@@ -75,7 +75,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--study", default="demo")
-    parser.add_argument("--readme", type=Path, default=HERE / "README.md")
+    add_readme_option(parser)
     args = parser.parse_args()
 
     load_start = load_average()
@@ -108,8 +108,7 @@ def main() -> None:
     status = statistics.median(next(v for k, v in times.items() if " status " in k))
     lines += ["", f"**`study status`: {status:.2f} s** (target <= 1.5 s)."]
     print("\n".join(lines))
-    write_section(args.readme, BEGIN, END, "\n".join(lines))
-    print(f"wrote {args.readme}")
+    publish_section(args.readme, BEGIN, END, "\n".join(lines), printed=True)
 
 
 if __name__ == "__main__":

@@ -13,9 +13,9 @@ While (i) and (ii) run, the peak RSS (``VmHWM``) of every process below ``study 
 from ``/proc`` every 0.2 s, which gives the peak RSS per worker. The configurations alternate
 ((i) 1 job, (i) 2 jobs, (ii) median, (ii) none, then again) over ``--repeats`` repetitions; medians.
 
-    # full budget (about 10 minutes on 2 cores), writes benchmarks/README.md:
-    python benchmarks/bench_sweep.py
-    python benchmarks/bench_sweep.py --grid-epochs 1 --tune-trials 4 --tune-epochs 2 --repeats 1 --readme /tmp/x.md
+    # full budget (about 10 minutes on 2 cores), writes its section of benchmarks/README.md:
+    python benchmarks/bench_sweep.py --readme benchmarks/README.md
+    python benchmarks/bench_sweep.py --grid-epochs 1 --tune-trials 4 --tune-epochs 2 --repeats 1   # prints it only
 """
 
 from __future__ import annotations
@@ -35,7 +35,14 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
-from bench_train import PeriodicSampler, _vm_kib, load_average, machine_info, write_section  # noqa: E402 - needs HERE on sys.path
+from bench_train import (  # noqa: E402 - needs HERE on sys.path
+    PeriodicSampler,
+    _vm_kib,
+    add_readme_option,
+    load_average,
+    machine_info,
+    publish_section,
+)
 
 BEGIN, END = "<!-- bench_sweep:begin -->", "<!-- bench_sweep:end -->"
 DROPOUT_1 = [0.2, 0.35, 0.5, 0.65]
@@ -238,7 +245,7 @@ def main() -> None:
     parser.add_argument("--train-subset", type=int, default=0, help="training images per run (0: all 50k)")
     parser.add_argument("--skip", default="", help="comma list of parts to skip: grid, tune, rss")
     parser.add_argument("--data-root", default=os.environ.get("DROPOUT_LAB_DATA", str(ROOT / "data")))
-    parser.add_argument("--readme", type=Path, default=HERE / "README.md")
+    add_readme_option(parser)
     parser.add_argument("--child-rss", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     args.data_root = str(Path(args.data_root).resolve())
@@ -370,8 +377,7 @@ def main() -> None:
         print("RSS in one process: " + ", ".join(f"{r['after']} {r['rss_mib']:.0f} MiB" for r in rows)
               + f"; growth run 1 -> {args.rss_runs}: {growth:+.0f} MiB")
     print(f"load average: start {load_start}, end {load_end}")
-    write_section(args.readme, BEGIN, END, "\n".join(lines))
-    print(f"wrote {args.readme}")
+    publish_section(args.readme, BEGIN, END, "\n".join(lines))
 
 
 if __name__ == "__main__":

@@ -27,8 +27,8 @@ own, and the variants alternate (a, b, c, a, b, c, ...) so that background load 
 The timed span starts after the imports and ends with the test accuracy: it includes reading the
 data (and, for a, composing the config, building the Trainer and writing ``run.json``).
 
-    python benchmarks/bench_train.py                      # 10 epochs, 3 repetitions, writes benchmarks/README.md
-    python benchmarks/bench_train.py --epochs 1 --repeats 1 --train-subset 2000 --threads 1 --readme /tmp/x.md
+    python benchmarks/bench_train.py --readme benchmarks/README.md   # 10 epochs, 3 repetitions, writes its section
+    python benchmarks/bench_train.py --epochs 1 --repeats 1 --train-subset 2000 --threads 1   # prints it only
 """
 
 from __future__ import annotations
@@ -423,9 +423,9 @@ def table(rows: list[dict]) -> str:
 
 INTRO = """# Benchmarks
 
-Speed measurements of dropout-lab against plain PyTorch. `make bench` reruns both scripts at full
-budget and rewrites the generated sections below (between the `bench_*` markers); text outside
-the markers is kept.
+Speed measurements of dropout-lab against plain PyTorch. `make bench` reruns the scripts at full
+budget with `--readme benchmarks/README.md` and rewrites the generated sections below (between the
+`bench_*` markers); text outside the markers is kept.
 
 * `bench_train.py`: one chapter run three ways (dropout-lab, a hand-written loop over the same
   in-memory tensors, the book's `FashionMNIST` + `ToTensor` + `DataLoader` path), alternating,
@@ -433,6 +433,27 @@ the markers is kept.
 * `bench_sweep.py`: sweep throughput (a 16-run grid with 1 vs 2 local workers), a tuning study
   with pruning on vs off, peak RSS per worker and RSS growth over runs in one process.
 """
+
+
+NOT_WRITTEN = "not written to any README (pass --readme benchmarks/README.md)"
+
+
+def add_readme_option(parser: argparse.ArgumentParser) -> None:
+    """``--readme PATH``: the only way a benchmark writes its section; without it the section goes to stdout."""
+    parser.add_argument("--readme", type=Path, default=None,
+                        help="write this script's section into PATH (make bench: benchmarks/README.md); "
+                             "default: print it and write no file")
+
+
+def publish_section(readme: Path | None, begin: str, end: str, body: str, *, printed: bool = False) -> None:
+    """Write the section into ``readme`` when one was given, else print it (unless ``printed``) and say so."""
+    if readme is None:
+        if not printed:
+            print(body)
+        print(NOT_WRITTEN)
+        return
+    write_section(readme, begin, end, body)
+    print(f"wrote {readme}")
 
 
 def write_section(readme: Path, begin: str, end: str, body: str) -> None:
@@ -473,7 +494,7 @@ def main() -> None:
                         help="torch threads per run, one table per setting (0: torch's default); default: 1 0")
     parser.add_argument("--workers", type=int, default=4, help="DataLoader workers of variant c (d2l's default: 4)")
     parser.add_argument("--data-root", default=os.environ.get("DROPOUT_LAB_DATA", str(ROOT / "data")))
-    parser.add_argument("--readme", type=Path, default=HERE / "README.md", help="where the table goes")
+    add_readme_option(parser)
     parser.add_argument("--variants", default="abcdms" if importlib.util.find_spec("d2l") else "abcms",
                         help="which variants to run (default: abcms, and d when the d2l package is installed)")
     parser.add_argument("--child", choices=VARIANTS, help=argparse.SUPPRESS)
@@ -569,8 +590,7 @@ def main() -> None:
            "recording; s draws other masks, so its accuracy is another draw."
            if set("ms") & set(args.variants) else ""),
     ])
-    write_section(args.readme, BEGIN, END, body)
-    print(f"wrote {args.readme}")
+    publish_section(args.readme, BEGIN, END, body)
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
-"""Smoke test of ``benchmarks/bench_train.py`` on a tiny budget (no timing asserts)."""
+"""Smoke tests of the ``benchmarks/`` scripts on tiny budgets (no timing asserts)."""
 
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -80,6 +81,29 @@ def test_bench_overhead_measures_step_and_monitor_costs_and_writes_its_section(d
     # 8 steps of 256 on 2000 images: step 0 recorded (2 layers x 2 stages) plus the two probe passes.
     assert "monitor: epoch s off " in out and ", 12 rows" in out
     assert "| hand-written |" in text and "`data.batches_per_call=16`" in text and "% per epoch**" in text
+
+
+@pytest.mark.slow
+def test_a_benchmark_without_readme_prints_its_section_and_leaves_the_readme_alone(
+        data_root: Path, tmp_path: Path) -> None:
+    # A copy of the scripts and README: with the old default (--readme benchmarks/README.md) the copy's
+    # README would be rewritten, and the real one is never at risk.
+    copy = tmp_path / "benchmarks"
+    shutil.copytree(BENCH.parent, copy, ignore=shutil.ignore_patterns("results", "__pycache__"))
+    before = {path.relative_to(copy): path.read_bytes() for path in copy.rglob("*") if path.is_file()}
+    proc = subprocess.run(
+        [sys.executable, str(copy / OVERHEAD.name), "--steps", "64", "--repeats", "1", "--monitor-epochs", "1",
+         "--train-subset", "2000", "--data-root", str(data_root)],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    after = {path.relative_to(copy): path.read_bytes() for path in copy.rglob("*")
+             if path.is_file() and "__pycache__" not in path.parts}
+    assert after == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["benchmarks"]
+    out = proc.stdout
+    assert "| hand-written |" in out and "`data.batches_per_call=16`" in out  # the section, on stdout
+    assert out.strip().splitlines()[-1] == "not written to any README (pass --readme benchmarks/README.md)"
+    assert "wrote " not in out
 
 
 POPULATION = BENCH.with_name("bench_population.py")

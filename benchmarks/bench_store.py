@@ -138,26 +138,32 @@ def claim_worker(url: str, spec_path: str, workers: int, barrier: Any, out: str)
 
 
 def _kill_holders(url: str, name: str, procs: list[Any], kills: int, cells: int, deadline: float,
-                  rng: random.Random) -> int:
-    """SIGKILL up to ``kills`` workers, each while a RUNNING trial names its pid, spread over the run."""
+                  rng: random.Random) -> tuple[int, int]:
+    """SIGKILL workers, spread over the run, while a RUNNING trial names their pid, until ``kills`` of them died
+    holding it (the trial still RUNNING once the worker is gone; one that told it first does not count), keeping
+    two workers alive. Returns (workers killed, those killed while holding a run)."""
     storage = open_storage(url, heartbeat_interval=None)
     study = optuna.load_study(study_name=name, storage=storage)
     pids = {p.pid: p for p in procs}
-    killed = 0
-    while killed < kills and time.monotonic() < deadline and any(p.is_alive() for p in procs):
+    killed = held = 0
+    while held < kills and time.monotonic() < deadline and sum(p.is_alive() for p in procs) > 2:
         trials = study.get_trials(deepcopy=False)
         done = sum(t.state == TrialState.COMPLETE for t in trials)
-        if done < cells * (killed + 1) / (kills + 2):  # spread the kills over the run
+        if done < cells * (held + 1) / (kills + 2):  # spread the kills over the run
             time.sleep(0.05)
             continue
-        holders = [t.user_attrs["worker"]["pid"] for t in trials
+        holders = [(t.user_attrs["worker"]["pid"], t.number) for t in trials
                    if t.state == TrialState.RUNNING and "worker" in t.user_attrs]
-        holders = [pid for pid in holders if pid in pids and pids[pid].is_alive()]
-        if holders:
-            os.kill(rng.choice(holders), signal.SIGKILL)
-            killed += 1
+        holders = [(pid, number) for pid, number in holders if pid in pids and pids[pid].is_alive()]
+        if not holders:
+            continue
+        pid, number = rng.choice(holders)
+        os.kill(pid, signal.SIGKILL)
+        pids[pid].join()
+        killed += 1
+        held += study.get_trials(deepcopy=False)[number].state == TrialState.RUNNING
     storage.engine.dispose()
-    return killed
+    return killed, held
 
 
 def claim_run(url: str, folder: Path, name: str, workers: int, cells: int, kills: int = 0,
@@ -176,7 +182,7 @@ def claim_run(url: str, folder: Path, name: str, workers: int, cells: int, kills
         proc.start()
     barrier.wait(timeout=timeout_s)
     start, deadline = time.time(), time.monotonic() + timeout_s
-    killed = _kill_holders(url, name, procs, kills, cells, deadline, random.Random(0)) if kills else 0
+    killed, held = _kill_holders(url, name, procs, kills, cells, deadline, random.Random(0)) if kills else (0, 0)
     for proc in procs:
         proc.join(max(1.0, deadline - time.monotonic()))
         if proc.is_alive():
@@ -189,7 +195,7 @@ def claim_run(url: str, folder: Path, name: str, workers: int, cells: int, kills
             "per_min": 60 * counts["complete"] / wall, "claims_per_s": counts["complete"] / wall,
             "p50_ms": 1000 * statistics.median(latencies) if latencies else None,
             "p99_ms": 1000 * statistics.quantiles(latencies, n=100)[98] if len(latencies) > 1 else None,
-            "killed": killed, **counts}
+            "killed": killed, "held": held, **counts}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -212,7 +218,7 @@ def train_run(url: str, folder: Path, name: str, workers: int, cells: int, data_
     counts = count_cells(url, name, cells)
     return {"mode": "train", "workers": workers, "cells": cells, "wall_s": wall,
             "per_min": 60 * counts["complete"] / wall, "claims_per_s": counts["complete"] / wall,
-            "p50_ms": None, "p99_ms": None, "killed": 0, **counts}
+            "p50_ms": None, "p99_ms": None, "killed": 0, "held": 0, **counts}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -225,11 +231,11 @@ def _ms(value: float | None) -> str:
 
 def table(rows: list[dict[str, Any]]) -> str:
     lines = ["| backend | mode | workers | runs | wall s | trials per minute | claim p50 ms | claim p99 ms "
-             "| killed | re-queued | lost | duplicated |",
+             "| killed (holding a run) | re-queued | lost | duplicated |",
              "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in rows:
         lines.append(f"| {r['backend']} | {r['mode']} | {r['workers']} | {r['cells']} | {r['wall_s']:.1f} "
-                     f"| {r['per_min']:.0f} | {_ms(r['p50_ms'])} | {_ms(r['p99_ms'])} | {r['killed']} "
+                     f"| {r['per_min']:.0f} | {_ms(r['p50_ms'])} | {_ms(r['p99_ms'])} | {r['killed']} ({r['held']}) "
                      f"| {r['requeued']} | {r['lost']} | {r['duplicated']} |")
     return "\n".join(lines)
 
@@ -357,7 +363,8 @@ def main() -> None:
                     rows.append(row)
                     print(f"{backend} {mode} N={n}{f' kills={kills}' if kills else ''}: "
                           f"{row['per_min']:.0f} trials/min, claim p50 {_ms(row['p50_ms'])} ms "
-                          f"p99 {_ms(row['p99_ms'])} ms, killed {row['killed']}, re-queued {row['requeued']}, "
+                          f"p99 {_ms(row['p99_ms'])} ms, killed {row['killed']} ({row['held']} holding a run), "
+                          f"re-queued {row['requeued']}, "
                           f"lost {row['lost']}, duplicated {row['duplicated']}", flush=True)
     command = "python benchmarks/bench_store.py " + " ".join(sys.argv[1:])
     body = (f"## Store scale-out: claims per second on one Optuna store\n\n"
@@ -372,7 +379,8 @@ def main() -> None:
                f"{train_runs} runs, timed from the command's start (imports included) to its exit. "
                if any(r["mode"] == "train" for r in rows) else "")
             + f"The store server (PostgreSQL) and all N workers share this machine's {info['cores']} cores. "
-            f"A row with killed workers SIGKILLed them while they held a claim; lost = cells never completed, "
+            f"A row with killed workers SIGKILLed workers seen holding a run (a RUNNING trial naming their pid) "
+            f"until {args.kills} of them died still holding it; lost = cells never completed, "
             f"duplicated = completions beyond the first per cell.\n\n"
             f"{table(rows)}\n\n"
             f"{hosts_paragraph(rows, population_figures(args.readme or HERE / 'README.md'))}\n")

@@ -153,3 +153,19 @@ def test_bench_dropconnect_times_both_techniques_at_every_rate_and_ends_with_its
     last = out.strip().splitlines()[-1]
     assert re.fullmatch(r"dropconnect_cost_ratio=\d+\.\d+ ci_low=\S+ ci_high=\S+ p_holm=\S+ rate=0\.5 "
                         r"population_cost_ratio=\d+\.\d+", last), last
+
+
+STORE = BENCH.with_name("bench_store.py")
+
+
+@pytest.mark.slow
+def test_bench_store_claims_every_queued_run_once_and_ends_with_its_line(tmp_path: Path) -> None:
+    out, text = run_bench(STORE, "bench_store", ["--tiny", "--backends", "sqlite"], tmp_path, timeout=120)
+    assert "sqlite claim N=1: " in out and "sqlite claim N=2: " in out
+    rows = [line for line in text.splitlines() if line.startswith("| sqlite | claim |")]
+    assert [row.split("|")[3].strip() for row in rows] == ["1", "2"]
+    assert all(row.rstrip(" |").endswith("| 0 | 0") for row in rows)  # lost 0, duplicated 0 in every row
+    last = out.strip().splitlines()[-1]
+    match = re.fullmatch(r"store_claims_per_s=(\d+\.\d) lost=(\d+) duplicated=(\d+)", last)
+    assert match, last
+    assert float(match[1]) > 0 and match[2] == "0" and match[3] == "0"

@@ -99,10 +99,17 @@ def select(table: pd.DataFrame, cell: Mapping[str, Any], where: str) -> pd.DataF
     if missing:
         raise InvalidValueError(where, dict(cell), f"keys that are columns of the run table (missing: {missing}; "
                                 f"it has {', '.join(sorted(map(str, table.columns)))})")
+    return table[cell_mask(table, cell)]
+
+
+def cell_mask(table: pd.DataFrame, cell: Mapping[str, Any]) -> pd.Series:
+    """Which rows of ``table`` hold every value of ``cell`` (see :func:`_matches`); none when a key is no column."""
     mask = pd.Series(True, index=table.index)
     for key, value in cell.items():
+        if key not in table:
+            return mask & False
         mask &= _matches(table[key], value)
-    return table[mask]
+    return mask
 
 
 def _metric_of(table: pd.DataFrame, name: str, where: str) -> str:

@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import replace
-from typing import Any
 
-import numpy as np
 import pandas as pd
 from scipy import stats
 
-from dropout_lab.analysis.plan_verdicts import technique_labels
+from dropout_lab.analysis.plan_verdicts import cell_mask, technique_labels
 from dropout_lab.analysis.stats import HIGHER, INCONCLUSIVE, difference_verdict
 from dropout_lab.reports.analyses.compare import (
     METRIC,
@@ -54,21 +52,6 @@ def goal_sentence(data: StudyData, summary: pd.DataFrame, goal: float) -> str:
             f"{final['train_loss'].mean():.4f}.")
 
 
-def _matches(runs: pd.DataFrame, cell: dict[str, Any]) -> pd.Series:
-    """Which runs were trained with ``cell`` (a tuning study's fixed overrides and best params)."""
-    mask = pd.Series(True, index=runs.index)
-    for key, value in cell.items():
-        if key not in runs:
-            return mask & False
-        column = runs[key]
-        try:
-            mask &= np.isclose(column.astype(float), float(value)) if pd.api.types.is_numeric_dtype(column) else (
-                column.astype(str) == str(value))
-        except (TypeError, ValueError):
-            return mask & False
-    return mask
-
-
 def tuning_vs_final(data: StudyData, runs: pd.DataFrame, metric: str) -> pd.DataFrame:
     """Each technique's tuning objective (its tuning study's best trial value) beside its final mean ``metric`` on
     fresh seeds; ``runs`` are the final runs with their stored ``noise`` (before :func:`technique_labels`)."""
@@ -76,7 +59,7 @@ def tuning_vs_final(data: StudyData, runs: pd.DataFrame, metric: str) -> pd.Data
     labels = technique_labels(runs)
     rows = []
     for _, tuning in data.tuning.iterrows():
-        mine = runs[_matches(runs, tuning["cell"])] if tuning["cell"] is not None else runs.iloc[:0]
+        mine = runs[cell_mask(runs, tuning["cell"])] if tuning["cell"] is not None else runs.iloc[:0]
         rows.append({"technique": labels[mine.index[0]] if len(mine) else None,
                      "tuning_study": tuning["tuning_study"], "tuning_objective": tuning["objective"],
                      "tuning_value": tuning["tuning_value"], "tuning_seeds": tuning["tuning_seeds"],

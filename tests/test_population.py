@@ -15,6 +15,7 @@ from dropout_lab.config.compose import compose_train_config
 from dropout_lab.data.batches import MemberBatches
 from dropout_lab.errors import InvalidValueError
 from dropout_lab.models import NoisyMLP, make_noise
+from dropout_lab.models.counter_rng import MemberStreams
 from dropout_lab.models.stacked import StackedDropConnectLinear, StackedLinear, StackedMLP
 from dropout_lab.training.best_weights import best_row
 from dropout_lab.training.fit import RunSpec, train, train_population
@@ -112,13 +113,14 @@ def test_a_diverging_member_leaves_alone_and_the_others_go_on(four: list[RunReco
 
 @pytest.mark.parametrize("overrides", [
     ["optim.momentum=0.9", "optim.weight_decay=0.001"],
-    ["model=noisy", "noise=dropconnect", "model.dropout_1=0.3"],
-    ["model=noisy", "noise=gamma", "model.dropout_1=0.3"],
+    ["model=noisy", "noise=dropconnect", "optim.lr=0.2"],
+    ["model=noisy", "noise=gamma", "optim.momentum=0.5"],
 ])
 def test_a_population_of_one_reproduces_the_run_on_its_own_network(compose, runs, tmp_path: Path,
                                                                    overrides: list[str]) -> None:
-    """Same init, batch order and noise as ``train()``: the same curves up to matmul rounding."""
-    cfg = compose("seed=1", *overrides)
+    """Same init, batch order, layers and optimizer as ``train()``: with the noise off (a population draws its
+    masks from counter-based streams, a single run from the global RNG) the same curves up to matmul rounding."""
+    cfg = compose("seed=1", *overrides, "model.dropout_1=0", "model.dropout_2=0")
     single = train(cfg, tmp_path)
     (member,) = train_population(runs(cfg))
     assert max_curve_difference(member, single) <= TOLERANCE
@@ -138,13 +140,14 @@ def test_a_pruned_member_leaves_and_its_mates_are_unchanged(compose, runs, four:
 def test_members_record_their_own_best_epochs(compose, runs) -> None:
     """An unstable member (lr 0.9, best epoch before the last of 4) beside a steady one: each is selected on its
     own curve, and the unstable one's best test metrics are those of the same member stopped at its best epoch."""
-    unstable, steady = compose("optim.lr=0.9", "trainer.max_epochs=4"), compose("seed=1", "trainer.max_epochs=4")
+    unstable = compose("optim.lr=0.9", "seed=3", "trainer.max_epochs=4")
+    steady = compose("seed=1", "trainer.max_epochs=4")
     first, second = train_population(runs(unstable, steady))
     for member in (first, second):
         row = best_row(member.curves, "val_acc")
         assert member.best["epoch"] == row["epoch"] and member.best["val_acc"] == row["val_acc"]
     assert first.best["epoch"] < 4
-    (stopped,) = train_population(runs(compose("optim.lr=0.9", f"trainer.max_epochs={first.best['epoch']}")))
+    (stopped,) = train_population(runs(compose("optim.lr=0.9", "seed=3", f"trainer.max_epochs={first.best['epoch']}")))
     assert first.best["test_acc"] == pytest.approx(stopped.final["test_acc"], abs=1e-6)
     if second.best["epoch"] == 4:
         assert second.best["test_acc"] == second.final["test_acc"]
@@ -192,13 +195,13 @@ def test_stacked_linear_is_k_independent_linears() -> None:
 
 
 def test_stacked_mlp_matches_noisy_mlp_and_keeps_members_in_place() -> None:
-    net = StackedMLP(generators(0, 1, 2), [0.5, 0.2, 0.0], [0.5, 0.1, 0.0], 32, 16, noise="gaussian").eval()
+    net = StackedMLP([0, 1, 2], [0.5, 0.2, 0.0], [0.5, 0.1, 0.0], 32, 16, noise="gaussian").eval()
     torch.manual_seed(1)
     single = NoisyMLP(32, 16, 0.2, 0.1, noise="gaussian").eval()
     X = torch.rand(5, 1, 28, 28)
     torch.testing.assert_close(net(X)[1], single(X))
     net.keep(torch.tensor([2, 1]))
-    assert net.noise1.rates == [0.0, 0.2] and len(net.generators) == 2
+    assert net.noise1.rates == [0.0, 0.2] and net.streams.seeds == [2, 1]
     torch.testing.assert_close(net(X)[1], single(X))
 
 
@@ -227,46 +230,58 @@ def test_population_noise_is_unbiased_per_member_with_the_documented_variance(na
     rate, kwargs, variance = ACTIVATION_CASES[name]
     rates = [rate, rate / 2, 0.0]
     noise = make_noise(name, rates, **kwargs).train()
-    out = noise(H.expand(len(rates), SAMPLES, -1).clone(), generators(0, 1, 2))
+    streams = MemberStreams([0, 1, 2])
+    streams.advance()
+    out = noise(H.expand(len(rates), SAMPLES, -1).clone(), streams)
     for k, p in enumerate(rates[:2]):
         var = variance(H, p)
         se = (var / SAMPLES).sqrt()
         assert ((out[k].mean(0) - H).abs() <= 5 * se).all(), (k, (out[k].mean(0) - H) / se)
         assert abs(((out[k] - H) ** 2 / var).mean().item() - 1) < 0.05
     assert torch.equal(out[2], H.expand(SAMPLES, -1))  # rate 0: unchanged
-    assert torch.equal(noise.eval()(out, generators(0, 1, 2)), out)
+    assert torch.equal(noise.eval()(out, streams), out)
 
 
-@pytest.mark.parametrize("name", sorted(set(ACTIVATION_CASES) - {"dropout_concise"}))
-def test_a_member_draws_what_a_single_run_draws_from_the_same_state(name: str) -> None:
-    """Member k's noise is a single run's under the same generator state, whatever its mates (``dropout_concise``
-    draws ``u > p`` masks in a population: ``nn.Dropout``'s sampler cannot take a member's generator)."""
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("name", sorted(ACTIVATION_CASES))
+def test_a_member_draws_the_same_noise_whatever_its_mates(name: str, dtype: torch.dtype) -> None:
+    """Member k's noise depends on its seed, the step and the layer only: the same alone or beside others, at any
+    step, in float32 and bfloat16 (``dropout_concise`` draws ``dropout``'s masks in a population)."""
     rate, kwargs, _ = ACTIVATION_CASES[name]
-    h = torch.rand(2, 64, 16) + 0.1
-    out = make_noise(name, [rate / 2, rate], **kwargs).train()(h, generators(4, 9))
-    torch.manual_seed(9)
-    torch.testing.assert_close(out[1], make_noise(name, rate, **kwargs).train()(h[1]))
+    h = (torch.rand(3, 64, 16) + 0.1).to(dtype)
+    together, alone = MemberStreams([4, 9, 5]), MemberStreams([9])
+    for step in range(3):
+        together.advance()
+        alone.advance()
+        out = make_noise(name, [rate / 2, rate, 0.0], **kwargs).train()(h, together)
+        single = make_noise(name, [rate], **kwargs).train()(h[1:2], alone)
+        assert out.dtype == dtype and torch.equal(out[1], single[0]), step
+        assert not torch.equal(out[1], h[1]) and torch.equal(out[2], h[2])
 
 
 def test_population_dropconnect_is_unbiased_per_member_and_shares_a_mask_per_batch() -> None:
     draws, rates = 3000, [0.5, 0.2, 0.0]
     layer = StackedDropConnectLinear(32, 8, generators(0, 1, 2), rates).train()
     x = torch.randn(1, 32)
-    gens = generators(10, 11, 12)
+    streams = MemberStreams([10, 11, 12])
+
+    def step() -> MemberStreams:
+        streams.advance()
+        return streams
+
     with torch.no_grad():
         expected = layer.eval()(x)[:, 0]
-        outs = torch.stack([layer.train()(x, gens)[:, 0] for _ in range(draws)])  # [draws, K, 8]
+        outs = torch.stack([layer.train()(x, step())[:, 0] for _ in range(draws)])  # [draws, K, 8]
         for k, p in enumerate(rates[:2]):
             se = (p / (1 - p) * (layer.weight[k].t() ** 2 * x**2).sum(1) / draws).sqrt()
             assert ((outs[:, k].mean(0) - expected[k]).abs() <= 5 * se).all()
         assert torch.equal(outs[:, 2], expected[2].expand(draws, -1))
-        out = layer(x.expand(4, -1), gens)
+        out = layer(x.expand(4, -1), step())
         assert (out == out[:, :1]).all()
 
 
 def test_population_training_step_keeps_gradients_per_member() -> None:
-    net = StackedMLP(generators(0, 1), [0.5, 0.5], [0.5, 0.5], 16, 8).train()
-    net.generators = generators(0, 1)
+    net = StackedMLP([0, 1], [0.5, 0.5], [0.5, 0.5], 16, 8).train()
     X, y = torch.rand(2, 4, 784), torch.randint(0, 10, (2, 4))
     X[1] = float("nan")  # member 1 breaks
     losses = F.cross_entropy(net(X).reshape(8, -1), y.reshape(-1), reduction="none").view(2, 4).mean(1)

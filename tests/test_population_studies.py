@@ -94,7 +94,7 @@ def test_bf16_populations_name_their_engine_and_stay_close_to_a_member_alone(mak
     assert {r.engine for r in pair} == {"population(K=2, bf16)"} and alone.engine == "population(K=1, bf16)"
     assert all(r.status is Status.COMPLETED and math.isfinite(r.final["test_loss"]) for r in pair)
     diff = max(abs(a[k] - b[k]) for a, b in zip(pair[1].curves, alone.curves, strict=True) for k in CURVE_KEYS)
-    assert diff <= 1e-2, diff  # bf16 matmuls: the figure is measured in benchmarks/bench_population.py
+    assert diff == 0, diff  # a member's numbers do not depend on its mates, in bf16 too
 
 
 def test_the_report_design_says_which_engines_ran() -> None:
@@ -161,8 +161,11 @@ def test_study_run_refuses_arms_on_different_engines_before_any_worker_starts(ru
 
 def test_grid_population_matches_per_run_fails_nan_members_alone_and_records_the_engine(
         run_cli, write_spec, tmp_path: Path) -> None:
-    grid = {"model.dropout_1": [0.2, 0.5], "optim.lr": [0.1, 1e6]}
-    fields = dict(epochs=2, overrides=["model=scratch"], grid=grid, seeds=[0, 1])
+    """Noise off: a population draws its masks from counter-based streams, a single run from the global RNG; the
+    rest (init, batch order, layers, optimizer) is the per-run engine's."""
+    grid = {"optim.momentum": [0.0, 0.5], "optim.lr": [0.1, 1e6]}
+    fields = dict(epochs=2, overrides=["model=scratch", "model.dropout_1=0", "model.dropout_2=0"], grid=grid,
+                  seeds=[0, 1])
     per_run = run_cli("study", "run", write_spec("per_run", **fields))
     fused = run_cli("study", "run", write_spec("fused", **fields), "--population", "8")
     assert per_run.returncode == 0 and fused.returncode == 0, fused.stderr[-3000:]
@@ -187,7 +190,7 @@ def test_grid_population_matches_per_run_fails_nan_members_alone_and_records_the
         assert trial.state == TrialState.COMPLETE and record.status == "completed" and len(record.curves) == 2
         diff = max([abs(a[k] - b[k]) for a, b in zip(record.curves, reference.curves, strict=True) for k in CURVE_KEYS]
                    + [abs(record.final[k] - reference.final[k]) for k in record.final])
-        assert diff <= 1e-4, (trial.params, diff)  # same init, batch order and masks as the per-run engine
+        assert diff <= 1e-4, (trial.params, diff)  # same init, batch order and optimizer as the per-run engine
     runs = runs_table(_study(tmp_path, "fused"))
     assert set(runs["engine"]) == {"population(K=8, fp32)"} and len(runs) == 8
 

@@ -1,28 +1,35 @@
-"""What every noise technique shares: rates, one per member, and each member's random numbers from its own generator.
+"""What every noise technique shares: rates, one per member, and each member's random numbers from its own stream.
 
-A single run is a population of one that draws from the global RNG (generator ``None``); the members of a
-population each draw from their own generator, so a member's noise never depends on its mates. A technique's
-constants (its rate's scale, threshold, ...) are ``[K, 1, 1]`` columns, broadcast over ``[K, rows, cols]``.
+A single run is a population of one that draws from the global RNG (``ONE_RUN``), exactly as the chapter's
+code does; the members of a population draw from their counter-based streams (``models/counter_rng.py``):
+all members in one batched operation, each member's numbers a function of its own seed only, so a member's
+noise never depends on its mates. A technique's constants (its rate's scale, threshold, ...) are ``[K, 1, 1]``
+columns, broadcast over ``[K, rows, cols]``.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
 
 from dropout_lab.compat import standard_gamma
 from dropout_lab.errors import InvalidValueError
+from dropout_lab.models.counter_rng import MemberStreams
 from dropout_lab.models.dropout import check_rate
 
 HALF_OPEN_INTERVAL = "a number in [0, 1)"
-#: One generator per member; ``None`` draws from the global RNG (a single run).
+#: Where a run's random numbers come from: the global RNG (``ONE_RUN``: a single run, as the chapter's code) or
+#: the members' counter-based streams (a population).
 Generators = Sequence[torch.Generator | None]
-#: How a member's row of random numbers is filled: ``fill(row, rate, generator)``.
+Source = Generators | MemberStreams
+#: How a single run's row of random numbers is filled: ``fill(row, rate, generator)``.
 Fill = Callable[[torch.Tensor, float, torch.Generator | None], Any]
+#: How a population's ``[K, *shape]`` numbers are drawn: ``batched(streams, slot, shape, rates)``.
+Batched = Callable[[MemberStreams, int, Sequence[int], Sequence[float]], torch.Tensor]
 ONE_RUN: Generators = (None,)
 
 
@@ -67,19 +74,37 @@ def normal(row: torch.Tensor, rate: float, generator: torch.Generator | None) ->
     row.normal_(generator=generator)
 
 
-def gamma(row: torch.Tensor, rate: float, generator: torch.Generator | None) -> None:
+def gamma_row(row: torch.Tensor, rate: float, generator: torch.Generator | None) -> None:
     """Gamma(k, k), k = (1 - p) / p, as ``torch.distributions.Gamma(k, k).sample`` computes it."""
     shape = torch.tensor((1.0 - rate) / rate, dtype=row.dtype, device=row.device)
     row.copy_(standard_gamma(shape.expand(row.shape), generator) / shape)
     row.clamp_(min=torch.finfo(row.dtype).tiny)
 
 
-class MemberDraws:
-    """Random numbers for all members in one reusable float32 buffer ``[K, *shape]`` per shape.
+def gamma_members(streams: MemberStreams, slot: int, shape: Sequence[int], rates: Sequence[float]) -> torch.Tensor:
+    """Gamma(k, k), k = (1 - p) / p, per member (k = 1 where p is 0 or 1: those members do not draw)."""
+    k = torch.tensor([(1.0 - p) / p if 0.0 < p < 1.0 else 1.0 for p in rates], device=streams.device).view(-1, 1, 1)
+    return (streams.gamma_draw(slot, shape, k) / k).clamp_(min=torch.finfo(torch.float32).tiny)
 
-    Row ``k`` is refilled by ``fill(row, rates[k], generators[k])`` where ``drawing[k]`` is true;
-    other rows keep ``fill_value``. The next call overwrites the buffer (autograd notices if a
-    saved buffer is overwritten before its backward pass).
+
+class Draws(NamedTuple):
+    """A technique's random numbers: a single run's row from the global RNG, a population's from its streams."""
+
+    fill: Fill
+    batched: Batched
+
+
+UNIFORM = Draws(uniform, lambda streams, slot, shape, rates: streams.uniform(slot, shape))
+NORMAL = Draws(normal, lambda streams, slot, shape, rates: streams.normal(slot, shape))
+GAMMA = Draws(gamma_row, gamma_members)
+
+
+class OneRunDraws:
+    """A single run's random numbers from the global RNG, in one reusable float32 buffer per shape.
+
+    The buffer is refilled by ``fill(row, rate, None)`` where the run draws; otherwise it keeps
+    ``fill_value``. The next call overwrites it (autograd notices if a saved buffer is overwritten
+    before its backward pass).
     """
 
     def __init__(self, fill: Fill, fill_value: float = 0.0) -> None:
@@ -87,20 +112,14 @@ class MemberDraws:
         self.fill_value = fill_value
         self._buffers: dict[tuple, torch.Tensor] = {}
 
-    def __call__(self, shape: Sequence[int], rates: Sequence[float], drawing: Sequence[bool],
-                 generators: Generators, device: torch.device) -> torch.Tensor:
-        key = (len(rates), *shape, device)
+    def __call__(self, shape: Sequence[int], rate: float, drawing: bool, device: torch.device) -> torch.Tensor:
+        key = (*shape, device)
         buffer = self._buffers.get(key)
         if buffer is None:
-            buffer = self._buffers[key] = torch.full((len(rates), *shape), self.fill_value, device=device)
-        for row, rate, draw, generator in zip(buffer, rates, drawing, generators, strict=True):
-            if draw:
-                self.fill(row, rate, generator)
+            buffer = self._buffers[key] = torch.full((1, *shape), self.fill_value, device=device)
+        if drawing:
+            self.fill(buffer[0], rate, None)
         return buffer
-
-    def clear(self) -> None:
-        """Forget the buffers (after the members changed)."""
-        self._buffers.clear()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -132,11 +151,12 @@ class RateSpec:
 class MemberRates(RateSpec, nn.Module):
     """A technique's rates, one per member, checked; their constants as ``[K, 1, 1]`` buffers.
 
-    ``FILL`` draws a member's random numbers; ``DRAWS(rate)`` says whether a member at that rate
-    draws any; ``CONSTANTS`` maps each constant's name to its value at a rate.
+    ``FILL`` draws the random numbers; ``DRAWS(rate)`` says whether a member at that rate draws any
+    (the others get ``FILL_VALUE``); ``CONSTANTS`` maps each constant's name to its value at a rate.
+    ``slot`` tells a population's noise layers apart (a net numbers its layers 0, 1, ...).
     """
 
-    FILL: Fill = staticmethod(uniform)
+    FILL: Draws = UNIFORM
     FILL_VALUE = 0.0
     DRAWS: Callable[[float], bool] = staticmethod(lambda p: p > 0.0)
     CONSTANTS: dict[str, Callable[[float], float]] = {}
@@ -146,7 +166,9 @@ class MemberRates(RateSpec, nn.Module):
         rates = [rate] if isinstance(rate, (int, float)) else list(rate)
         self.rates = [self.check_rate(p, field) for p in rates]
         self.drawing = [self.DRAWS(p) for p in self.rates]
-        self.draws = MemberDraws(self.FILL, self.FILL_VALUE)
+        self.slot = 0
+        self.draws = OneRunDraws(self.FILL.fill, self.FILL_VALUE)
+        self.register_buffer("drawing_column", torch.tensor(self.drawing).view(-1, 1, 1), persistent=False)
         for name, value in self.CONSTANTS.items():
             self.register_buffer(name, member_column([value(p) for p in self.rates]), persistent=False)
 
@@ -157,9 +179,17 @@ class MemberRates(RateSpec, nn.Module):
             raise AttributeError(f"{type(self).__name__} has {len(self.rates)} members: read .rates")
         return self.rates[0]
 
-    def draw(self, shape: Sequence[int], generators: Generators, device: torch.device) -> torch.Tensor:
-        """``[K, *shape]`` random numbers, row ``k`` from ``generators[k]`` (see :class:`MemberDraws`)."""
-        return self.draws(shape, self.rates, self.drawing, generators, device)
+    drawing_column: torch.Tensor
+
+    def draw(self, shape: Sequence[int], source: Source, device: torch.device) -> torch.Tensor:
+        """``[K, *shape]`` float32 random numbers: member ``k``'s from its stream (a population, in one batched
+        operation) or a single run's from the global RNG (``ONE_RUN``); ``FILL_VALUE`` where a member does not draw."""
+        if isinstance(source, MemberStreams):
+            values = self.FILL.batched(source, self.slot, shape, self.rates)
+            return values if all(self.drawing) else torch.where(self.drawing_column, values, self.FILL_VALUE)
+        if len(self.rates) != 1:
+            raise ValueError(f"{len(self.rates)} members draw from their MemberStreams, not from the global RNG")
+        return self.draws(shape, self.rates[0], self.drawing[0], device)
 
     def keep(self, index: torch.Tensor) -> None:
         """Keep only the members at positions ``index`` (in that order)."""
@@ -167,7 +197,6 @@ class MemberRates(RateSpec, nn.Module):
         self.rates = [self.rates[i] for i in positions]
         self.drawing = [self.drawing[i] for i in positions]
         keep_members(self, index)
-        self.draws.clear()
 
     def extra_repr(self) -> str:
         return f"rate={self.rates[0]}" if len(self.rates) == 1 else f"rates={self.rates}"
@@ -197,11 +226,14 @@ class KeepRates(MemberRates):
     threshold: torch.Tensor
     scale: torch.Tensor
 
-    def kept(self, x: torch.Tensor, generators: Generators, group_size: int = 1) -> torch.Tensor:
+    def kept(self, x: torch.Tensor, source: Source, group_size: int = 1) -> torch.Tensor:
         """``x`` with each member's entries kept or dropped, ``group_size`` neighbours along the last dimension
-        together (one draw per group; a last group may be shorter)."""
+        together (one draw per group; a last group may be shorter). A population's single-unit masks are one
+        fused kernel (mask drawn, applied and recomputed for the backward pass), in ``x``'s dtype."""
+        if isinstance(source, MemberStreams) and group_size == 1:
+            return source.scale_by_mask(x, self.slot, self.threshold, self.scale)
         width = x.shape[-1]
-        u = self.draw((*x.shape[1:-1], -(-width // group_size)), generators, x.device)
+        u = self.draw((*x.shape[1:-1], -(-width // group_size)), source, x.device)
         if group_size > 1:
             u = u.repeat_interleave(group_size, dim=-1)[..., :width]
         return keep_and_scale(x, u, self.threshold, self.scale)

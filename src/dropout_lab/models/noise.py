@@ -1,7 +1,7 @@
 """Noise techniques for hidden layers, each unbiased (E[h'] = h) and active in training mode only.
 
 Every technique is written once, for one run or for the K members of a population (``member_rates.py``):
-``rates`` holds one rate per member, ``draw`` fills each member's random numbers from its own generator,
+``rates`` holds one rate per member, ``draw`` gives each member's random numbers from its own stream,
 and ``perturb`` is the technique's formula on ``h`` of shape ``[K, batch, width]``, with the per-member
 constants of its rate as ``[K, 1, 1]`` columns. A single run's ``[batch, width]`` is its ``[1, batch, width]``.
 
@@ -24,14 +24,14 @@ from torch import nn
 
 from dropout_lab.errors import InvalidValueError
 from dropout_lab.models.member_rates import (
+    GAMMA,
     HALF_OPEN_INTERVAL,
+    NORMAL,
     ONE_RUN,
-    Generators,
     KeepRates,
     MemberRates,
     RateSpec,
-    gamma,
-    normal,
+    Source,
     number,
 )
 
@@ -44,38 +44,38 @@ class Noise(MemberRates):
 
     A single run calls it as ``noise(h)``, drawing from the global RNG, with ``h`` of any shape (its
     ``[batch, width]`` is member 0 of ``[1, batch, width]``); a population passes ``h`` of shape
-    ``[K, batch, width]`` and one generator per member.
+    ``[K, batch, width]`` and its members' :class:`~dropout_lab.models.counter_rng.MemberStreams`.
     """
 
-    def forward(self, h: torch.Tensor, generators: Generators = ONE_RUN) -> torch.Tensor:
+    def forward(self, h: torch.Tensor, source: Source = ONE_RUN) -> torch.Tensor:
         if not self.training or not any(self.rates):
             return h
-        if generators is ONE_RUN:
-            return self.perturb(h.unsqueeze(0), generators).squeeze(0)
-        return self.perturb(h, generators)
+        if source is ONE_RUN:
+            return self.perturb(h.unsqueeze(0), source).squeeze(0)
+        return self.perturb(h, source).to(h.dtype)  # float32 draws must not widen a bf16 population
 
-    def perturb(self, h: torch.Tensor, generators: Generators) -> torch.Tensor:
+    def perturb(self, h: torch.Tensor, source: Source) -> torch.Tensor:
         raise NotImplementedError
 
 
 class Dropout(KeepRates, Noise):
     """The chapter's dropout: zero with probability p, scale survivors by 1/(1-p) (as ``dropout_layer``)."""
 
-    def perturb(self, h: torch.Tensor, generators: Generators) -> torch.Tensor:
-        return self.kept(h, generators)
+    def perturb(self, h: torch.Tensor, source: Source) -> torch.Tensor:
+        return self.kept(h, source)
 
 
 class DropoutConcise(Dropout):
     """The chapter's concise dropout: ``nn.Dropout``'s sampler for a single run.
 
-    ``nn.Dropout`` cannot draw from a member's own generator, so in a population the members draw
-    :class:`Dropout`'s masks, which have the same distribution (and cost about 4x less on the CPU).
+    ``nn.Dropout`` cannot draw from a member's own stream, so in a population the members draw
+    :class:`Dropout`'s masks, which have the same distribution.
     """
 
-    def forward(self, h: torch.Tensor, generators: Generators = ONE_RUN) -> torch.Tensor:
-        if generators is ONE_RUN:
+    def forward(self, h: torch.Tensor, source: Source = ONE_RUN) -> torch.Tensor:
+        if source is ONE_RUN:
             return F.dropout(h, self.rate, self.training)
-        return super().forward(h, generators)
+        return super().forward(h, source)
 
 
 class GaussianNoise(Noise):
@@ -85,7 +85,7 @@ class GaussianNoise(Noise):
     so rate p is comparable with dropout's; p = 1 would need infinite variance.
     """
 
-    FILL = staticmethod(normal)
+    FILL = NORMAL
     CONSTANTS = {"scale": lambda p: math.sqrt(p / (1.0 - p))}
     scale: torch.Tensor
 
@@ -93,8 +93,8 @@ class GaussianNoise(Noise):
     def check_rate(cls, rate: Any, field: str = "rate") -> float:
         return number(rate, field, HALF_OPEN_INTERVAL, lambda x: 0.0 <= x < 1.0)
 
-    def perturb(self, h: torch.Tensor, generators: Generators) -> torch.Tensor:
-        return h * (1.0 + self.scale * self.draw(h.shape[1:], generators, h.device))
+    def perturb(self, h: torch.Tensor, source: Source) -> torch.Tensor:
+        return h * (1.0 + self.scale * self.draw(h.shape[1:], source, h.device))
 
 
 class AdditiveGaussianNoise(Noise):
@@ -105,7 +105,7 @@ class AdditiveGaussianNoise(Noise):
     scale with h, so zero (inactive) ReLU units are perturbed too.
     """
 
-    FILL = staticmethod(normal)
+    FILL = NORMAL
     CONSTANTS = {"scale": float}
     scale: torch.Tensor
 
@@ -114,8 +114,8 @@ class AdditiveGaussianNoise(Noise):
         return number(rate, field, "a finite number >= 0 (the noise's standard deviation)",
                        lambda x: 0.0 <= x < math.inf)
 
-    def perturb(self, h: torch.Tensor, generators: Generators) -> torch.Tensor:
-        return h + self.scale * self.draw(h.shape[1:], generators, h.device)
+    def perturb(self, h: torch.Tensor, source: Source) -> torch.Tensor:
+        return h + self.scale * self.draw(h.shape[1:], source, h.device)
 
 
 class UniformNoise(Noise):
@@ -136,8 +136,8 @@ class UniformNoise(Noise):
                        "sqrt(3p/(1-p)) of the multiplier's range stays <= 1)",
                        lambda x: 0.0 <= x <= cls.MAX_RATE)
 
-    def perturb(self, h: torch.Tensor, generators: Generators) -> torch.Tensor:
-        u = self.draw(h.shape[1:], generators, h.device)
+    def perturb(self, h: torch.Tensor, source: Source) -> torch.Tensor:
+        u = self.draw(h.shape[1:], source, h.device)
         return h * (1.0 + self.half_width * (2.0 * u - 1.0))
 
 
@@ -150,15 +150,15 @@ class GammaNoise(Noise):
     noise, a sign is never flipped. p = 1 is refused (infinite variance).
     """
 
-    FILL = staticmethod(gamma)
+    FILL = GAMMA
     FILL_VALUE = 1.0
 
     @classmethod
     def check_rate(cls, rate: Any, field: str = "rate") -> float:
         return number(rate, field, HALF_OPEN_INTERVAL, lambda x: 0.0 <= x < 1.0)
 
-    def perturb(self, h: torch.Tensor, generators: Generators) -> torch.Tensor:
-        return h * self.draw(h.shape[1:], generators, h.device)
+    def perturb(self, h: torch.Tensor, source: Source) -> torch.Tensor:
+        return h * self.draw(h.shape[1:], source, h.device)
 
 
 class BlockDropout(KeepRates, Noise):
@@ -185,8 +185,8 @@ class BlockDropout(KeepRates, Noise):
             raise InvalidValueError(f"{prefix}noise_kwargs.group_size", size, cls.PARAMS["group_size"])
         return params
 
-    def perturb(self, h: torch.Tensor, generators: Generators) -> torch.Tensor:
-        return self.kept(h, generators, self.group_size)
+    def perturb(self, h: torch.Tensor, source: Source) -> torch.Tensor:
+        return self.kept(h, source, self.group_size)
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, group_size={self.group_size}"
@@ -199,9 +199,9 @@ class BlockDropout(KeepRates, Noise):
 class DropConnectRates(KeepRates):
     """DropConnect's per-member rates: a weight is kept where ``u > p`` and scaled by 1/(1-p), as a unit by dropout."""
 
-    def masked(self, weight: torch.Tensor, generators: Generators) -> torch.Tensor:
+    def masked(self, weight: torch.Tensor, source: Source) -> torch.Tensor:
         """A fresh draw of ``W * M / (1-p)`` for every member; ``weight`` is ``[K, out, in]``."""
-        return self.kept(weight, generators)
+        return self.kept(weight, source)
 
 
 class DropConnectLinear(RateSpec, nn.Linear):

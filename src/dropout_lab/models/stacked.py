@@ -5,6 +5,9 @@ transposed as ``weight[k]`` (``[in, out]``) so that the forward pass is one batc
 ``torch.baddbmm(bias, x, weight)`` over ``x`` of shape ``[K, batch, in]``. Nothing mixes members:
 member ``k``'s output and gradients depend on member ``k``'s inputs and parameters only.
 :class:`StackedMLP` is K of the chapter's MLPs with a noise technique of ``models/noise.py``.
+
+Layers compute in their input's dtype: a bf16 population casts its float32 (master) weights to
+bfloat16 once per forward pass, and its activations stay bfloat16 (no per-operation casts).
 """
 
 from __future__ import annotations
@@ -16,9 +19,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from dropout_lab.models.member_rates import Generators, keep_members
+from dropout_lab.models.counter_rng import MemberStreams
+from dropout_lab.models.member_rates import keep_members
 from dropout_lab.models.mlp import IMAGE_PIXELS, check_width
 from dropout_lab.models.noise import WEIGHT_TECHNIQUES, DropConnectRates, Noise, make_noise, technique
+
+#: The numeric modes of a population's forward pass.
+COMPUTE_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
 def init_linear(num_inputs: int, num_outputs: int,
@@ -49,15 +56,15 @@ class StackedLinear(nn.Module):
         self.weight = nn.Parameter(torch.stack([w.t() for w in weights]).contiguous())
         self.bias = nn.Parameter(torch.stack(biases).unsqueeze(1))
 
-    def forward(self, x: torch.Tensor, generators: Generators = ()) -> torch.Tensor:
-        """``x @ weight[k] + bias[k]`` for every member ``k`` (``generators`` is for noisy subclasses)."""
-        return self.affine(x, self.weight)
+    def forward(self, x: torch.Tensor, streams: MemberStreams | None = None) -> torch.Tensor:
+        """``x @ weight[k] + bias[k]`` for every member ``k``, in ``x``'s dtype (``streams`` is for noisy subclasses)."""
+        return self.affine(x, self.weight.to(x.dtype))
 
     def affine(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-        """``x @ weight[k] + bias[k]`` for every member ``k``, with ``weight`` ``[K, in, out]``."""
+        """``x @ weight[k] + bias[k]`` for every member ``k``, with ``weight`` ``[K, in, out]`` in ``x``'s dtype."""
         if x.dim() == 2:
             x = x.expand(weight.shape[0], *x.shape)
-        return torch.baddbmm(self.bias, x, weight)
+        return torch.baddbmm(self.bias.to(x.dtype), x, weight)
 
     def keep(self, index: torch.Tensor) -> None:
         """Keep only the members at positions ``index`` (in that order); their values are unchanged."""
@@ -70,10 +77,9 @@ class StackedLinear(nn.Module):
 
 class StackedDropConnectLinear(StackedLinear):
     """Per-member :class:`~dropout_lab.models.noise.DropConnectLinear`: member ``k``'s weights are dropped
-    with probability ``rates[k]`` (one mask per batch and member, from ``generators[k]``), scaled by 1/(1-p).
+    with probability ``rates[k]`` (one mask per batch and member, from its stream), scaled by 1/(1-p).
 
-    Each mask is drawn in ``nn.Linear``'s ``[out, in]`` layout, the numbers ``DropConnectLinear``
-    draws, and used transposed.
+    Each mask is drawn in ``nn.Linear``'s ``[out, in]`` layout and used transposed.
     """
 
     def __init__(self, num_inputs: int, num_outputs: int, generators: Sequence[torch.Generator],
@@ -81,11 +87,13 @@ class StackedDropConnectLinear(StackedLinear):
         super().__init__(num_inputs, num_outputs, generators)
         self.noise = DropConnectRates(rates, field)
 
-    def forward(self, x: torch.Tensor, generators: Generators = ()) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, streams: MemberStreams | None = None) -> torch.Tensor:
+        weight = self.weight.to(x.dtype)
         if not (self.training and any(self.noise.rates)):
-            return self.affine(x, self.weight)
-        masked = self.noise.masked(self.weight.transpose(1, 2), generators).transpose(1, 2)
-        return self.affine(x, masked)
+            return self.affine(x, weight)
+        if streams is None:
+            raise ValueError("a training StackedDropConnectLinear needs its members' MemberStreams")
+        return self.affine(x, self.noise.masked(weight.transpose(1, 2), streams).transpose(1, 2))
 
     def keep(self, index: torch.Tensor) -> None:
         super().keep(index)
@@ -95,16 +103,18 @@ class StackedDropConnectLinear(StackedLinear):
 class StackedMLP(nn.Module):
     """``K`` independent 784-h1-h2-out ReLU MLPs with technique ``noise`` after hidden layer k.
 
-    Member ``k`` is initialised from ``generators[k]`` as ``NoisyMLP`` (or either chapter net) is
-    after ``torch.manual_seed``, has its own rates ``dropout_1[k]``, ``dropout_2[k]``, and draws its
-    noise from ``self.generators[k]`` (set them on the training device before training). Layers
-    and noise modules have ``NoisyMLP``'s names. ``forward`` maps ``[K, batch, ...]`` images (one
-    batch per member) or ``[batch, ...]`` (one batch for all) to ``[K, batch, out]`` logits.
+    Member ``k`` is initialised as ``NoisyMLP`` (or either chapter net) is after
+    ``torch.manual_seed(seeds[k])``, has its own rates ``dropout_1[k]``, ``dropout_2[k]``, and draws
+    its noise from its counter-based stream ``self.streams`` (keyed by ``seeds[k]``, advanced once per
+    training forward pass; move it with the net: ``streams.to(device)``). Layers and noise modules
+    have ``NoisyMLP``'s names. ``forward`` maps ``[K, batch, ...]`` images (one batch per member) or
+    ``[batch, ...]`` (one batch for all) to ``[K, batch, out]`` logits in ``compute_dtype``
+    (``fp32``, or ``bf16``: bfloat16 matmuls and activations, float32 weights).
     """
 
     def __init__(
         self,
-        generators: Sequence[torch.Generator],
+        seeds: Sequence[int],
         dropout_1: Sequence[float],
         dropout_2: Sequence[float],
         num_hiddens_1: int = 256,
@@ -113,9 +123,12 @@ class StackedMLP(nn.Module):
         noise: str = "dropout",
         noise_kwargs: Mapping[str, Any] | None = None,
         num_inputs: int = IMAGE_PIXELS,
+        compute_dtype: str = "fp32",
     ) -> None:
         super().__init__()
         technique(noise, "model.noise")
+        self.compute_dtype = COMPUTE_DTYPES[compute_dtype]
+        generators = [torch.Generator().manual_seed(int(seed)) for seed in seeds]
         self.noise = noise
         kwargs = dict(noise_kwargs or {})
         widths = (check_width(num_hiddens_1, "model.num_hiddens_1"),
@@ -136,7 +149,11 @@ class StackedMLP(nn.Module):
             self.lin1 = StackedLinear(num_inputs, widths[0], generators)
             self.lin2 = StackedLinear(widths[0], widths[1], generators)
         self.lin3 = StackedLinear(widths[1], widths[2], generators)
-        self.generators: list[torch.Generator] = list(generators)
+        for slot, rates in enumerate((self.noise1, self.noise2, getattr(self.lin1, "noise", None),
+                                      getattr(self.lin2, "noise", None))):
+            if rates is not None:
+                rates.slot = slot
+        self.streams = MemberStreams(seeds)
 
     @property
     def size(self) -> int:
@@ -144,25 +161,29 @@ class StackedMLP(nn.Module):
         return self.lin3.weight.shape[0]
 
     def forward(self, X: torch.Tensor) -> torch.Tensor:
-        gens = self.generators
+        streams = self.streams
+        if self.training:
+            streams.advance()
         if X.shape[-1] != self.num_inputs:  # images: flatten [..., 1, 28, 28] to [..., 784]
             X = X.flatten(-3)
-        H1 = torch.relu(self.lin1(X, gens))
+        X = X.to(self.compute_dtype)
+        H1 = torch.relu(self.lin1(X, streams))
         if self.noise1 is not None:
-            H1 = self.noise1(H1, gens)
-        H2 = torch.relu(self.lin2(H1, gens))
+            H1 = self.noise1(H1, streams)
+        H2 = torch.relu(self.lin2(H1, streams))
         if self.noise2 is not None:
-            H2 = self.noise2(H2, gens)
+            H2 = self.noise2(H2, streams)
         return self.lin3(H2)
 
     def keep(self, index: torch.Tensor) -> None:
-        """Keep only the members at positions ``index`` (in that order), with their generators."""
+        """Keep only the members at positions ``index`` (in that order), with their streams."""
         for layer in (self.lin1, self.lin2, self.lin3):
             layer.keep(index)
         for noise in (self.noise1, self.noise2):
             if noise is not None:
                 noise.keep(index)
-        self.generators = [self.generators[i] for i in index.tolist()]
+        self.streams.keep(index)
 
     def extra_repr(self) -> str:
-        return f"size={self.size}, noise={self.noise!r}"
+        dtype = next(name for name, value in COMPUTE_DTYPES.items() if value == self.compute_dtype)
+        return f"size={self.size}, noise={self.noise!r}, compute={dtype}"

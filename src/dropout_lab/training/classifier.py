@@ -75,9 +75,10 @@ class Classifier(L.LightningModule):
         return self.net(X)
 
     def _logits(self, X: torch.Tensor, per_member: bool) -> torch.Tensor:
-        """``[K, batch, classes]`` logits: ``X`` holds one batch per member (training) or one for all (evaluation)."""
+        """``[K, batch, classes]`` float32 logits: ``X`` holds one batch per member (training) or one for all
+        (evaluation)."""
         if self.stacked:
-            return self(X)
+            return self(X).float()
         return self(X[0] if per_member else X).unsqueeze(0)
 
     def _log(self, name: str, values: torch.Tensor, batch_size: int) -> None:
@@ -89,10 +90,9 @@ class Classifier(L.LightningModule):
     # set-up
 
     def on_fit_start(self) -> None:
-        """Members' noise generators on the training device (on the CPU the init generators simply continue)."""
-        if self.stacked and self.device.type != "cpu":
-            assert isinstance(self.net, StackedMLP)
-            self.net.generators = [torch.Generator(self.device).manual_seed(self.records[m].seed) for m in self.active]
+        """Members' noise streams on the training device."""
+        if isinstance(self.net, StackedMLP):
+            self.net.streams.to(self.device)
 
     def on_train_start(self) -> None:
         self.setup_share = (time.perf_counter() - self.fit_start) / len(self.active)
@@ -186,7 +186,7 @@ class Classifier(L.LightningModule):
     def leave(self, leaving: dict[int, tuple[Status, str]]) -> None:
         """End the members ``leaving`` (number -> status, reason) and take them out of the population.
 
-        Called between epochs, with the trainer attached: parameters, optimizer state, generators and
+        Called between epochs, with the trainer attached: parameters, optimizer state, noise streams and
         batches keep the other members' rows; with nobody left, training stops.
         """
         if not leaving:

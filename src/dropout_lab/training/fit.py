@@ -4,7 +4,7 @@
 ``DropoutMLPScratch`` or ``DropoutMLPConcise``, ``NoisyMLP``, or a user's), with the optional
 instruments (activation monitor, test-time evaluation, checkpoint); its record's ``engine`` is
 ``per-run``. ``train_population(runs)`` trains K runs as one :class:`~dropout_lab.models.stacked.StackedMLP`
-in float32 or bf16 autocast; their ``engine`` is ``population(K=8, bf16)``. Both go through
+in float32 or bfloat16; their ``engine`` is ``population(K=8, bf16)``. Both go through
 :func:`fit_runs`: one :class:`~dropout_lab.training.classifier.Classifier`, one Lightning ``Trainer``,
 the same epoch rows, divergence check, best-epoch selection and pruning (``epoch_end.py``), the same
 test passes and the same records, each written to its ``run.json`` the moment its run ends.
@@ -98,8 +98,9 @@ def train(cfg: DictConfig, output_dir: str | Path, overrides: Sequence[str] = ()
 
 def train_population(runs: Sequence[RunSpec], precision: str = "fp32", callbacks: Sequence[L.Callback] = (),
                      prune: Pruning | None = None, on_finish: OnFinish | None = None) -> list[RunRecord]:
-    """Train ``runs`` as one fused population in ``precision`` (``fp32``, or ``bf16`` autocast: matmuls in
-    bfloat16, weights, optimizer and losses in float32); one record per run, in order."""
+    """Train ``runs`` as one fused population in ``precision`` (``fp32``, or ``bf16``: matmuls and activations
+    in bfloat16, weights cast once per step; weights, optimizer, noise constants and losses in float32);
+    one record per run, in order."""
     check_precision(precision)
     check_population([run.cfg for run in runs])
     return fit_runs(runs, population=True, precision=precision, callbacks=callbacks, prune=prune,
@@ -167,15 +168,13 @@ def _build(cfgs: Sequence[DictConfig], records: list[RunRecord], population: boo
     """The trainer, data module and Lightning module of ``cfgs`` (their first config's trainer and data)."""
     first = cfgs[0]
     datamodule = build(first, "data")
-    net = stacked_net(cfgs) if population else build(first, "model")
+    net = stacked_net(cfgs, precision) if population else build(first, "model")
     options: dict[str, Any] = {} if first.trainer.get("profiler") else {"profiler": NoProfiler()}
-    if precision == "bf16":
-        options["precision"] = "bf16-mixed"
     trainer = build(first, "trainer", logger=build(first, "logger") if first.logger else False, **options,
                     callbacks=callbacks)
     datamodule.shuffle_seeds = [int(cfg.data.shuffle_seed) for cfg in cfgs]
     datamodule.seeds = [int(cfg.seed) for cfg in cfgs]  # each member's split with data.split=per_seed
-    if precision == "bf16":  # autocast casts the images to bf16: gather them as such
+    if precision == "bf16":  # the net computes in bf16: gather the images as such
         datamodule.train_dtype = torch.bfloat16
     module = Classifier(net, records, lr=[c.optim.lr for c in cfgs], momentum=[c.optim.momentum for c in cfgs],
                         weight_decay=[c.optim.weight_decay for c in cfgs], metric=selection_metric(first.metric))

@@ -3,9 +3,9 @@
 Members share architecture, noise technique, epochs, batch size and data; each has its own seed,
 dropout rates, learning rate, momentum and weight decay (``config/engine.py``). Member ``k`` is
 independent of its mates: its initial weights come from a CPU generator seeded with its ``seed``,
-drawn as ``nn.Linear`` draws them after ``torch.manual_seed(seed)``, and its noise continues that
-stream (on a GPU, a generator of its own on the device, seeded with its ``seed``), so adding or
-removing members changes nobody else's numbers (up to the summation order inside batched matmuls).
+drawn as ``nn.Linear`` draws them after ``torch.manual_seed(seed)``, and its noise from a
+counter-based stream keyed by its ``seed`` (``models/counter_rng.py``; the same on every device), so
+adding or removing members changes nobody else's numbers.
 """
 
 from __future__ import annotations
@@ -68,11 +68,12 @@ def check_population(cfgs: Sequence[DictConfig]) -> None:
                                 "null in a population (each member's curves are in its record)")
 
 
-def stacked_net(cfgs: Sequence[DictConfig]) -> StackedMLP:
-    """The network of a population of ``cfgs`` (checked with :func:`check_population` first)."""
+def stacked_net(cfgs: Sequence[DictConfig], precision: str = "fp32") -> StackedMLP:
+    """The network of a population of ``cfgs`` (checked with :func:`check_population` first), computing in
+    ``precision``."""
     model = resolved(cfgs[0].model)
     technique = model["noise"] if model["_target_"] == NOISY_TARGET else MODEL_TECHNIQUES[model["_target_"]]
-    return StackedMLP([torch.Generator().manual_seed(int(c.seed)) for c in cfgs],
-                      [c.model.dropout_1 for c in cfgs], [c.model.dropout_2 for c in cfgs],
+    return StackedMLP([int(c.seed) for c in cfgs], [c.model.dropout_1 for c in cfgs], [c.model.dropout_2 for c in cfgs],
                       num_hiddens_1=model["num_hiddens_1"], num_hiddens_2=model["num_hiddens_2"],
-                      num_outputs=model["num_outputs"], noise=technique, noise_kwargs=model.get("noise_kwargs"))
+                      num_outputs=model["num_outputs"], noise=technique, noise_kwargs=model.get("noise_kwargs"),
+                      compute_dtype=precision)

@@ -1,0 +1,218 @@
+"""Counter-based random numbers for populations: every member's draws in one batched operation.
+
+A member's numbers are a pure function of (its seed, the training step, the noise layer's slot, the
+position in the tensor), so they never depend on K or on its mates, and any draw can be recomputed
+(the backward pass of a mask recomputes it instead of storing it). The generator is SplitMix64
+(Steele, Lea & Flood 2014) evaluated at a counter, as Philox and threefry (Salmon et al. 2011) are:
+member ``k`` is a split stream with its own start ``key[k]`` and odd increment ``gamma[k]``, both
+derived from its seed, and its draw number ``c`` is ``mix64(key[k] + c * gamma[k])`` (wrapping int64
+arithmetic). ``c = (((step * SLOTS + slot) * SUBS + sub) << 32) + position``. Every operation is an
+elementwise tensor op over ``[K, *shape]``, on any device; on the CPU, the mask kernel is compiled with
+``torch.compile`` (one fused loop; ``DROPOUT_LAB_COMPILE=0`` keeps it eager).
+
+Each value carries 24 random bits (a float32's precision): uniforms are ``bits / 2**24``, normals
+come from Box-Muller, gammas from Marsaglia and Tsang's rejection method, whose rounds are counted
+in ``sub`` (a loop over rounds, never over members).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+
+log = logging.getLogger(__name__)
+
+_MASK64 = (1 << 64) - 1
+#: Noise layers per step (a net's ``slot`` numbers are below this) and draws per layer and step.
+SLOTS = 8
+SUBS = 64
+_BITS = 24
+_TO_UNIT = 2.0 ** -_BITS
+
+
+def _signed(value: int) -> int:
+    """``value`` modulo 2**64 as a signed int64 (what a tensor holds)."""
+    value &= _MASK64
+    return value - (1 << 64) if value >= 1 << 63 else value
+
+
+_GOLDEN = _signed(0x9E3779B97F4A7C15)
+_MIX1 = _signed(0xBF58476D1CE4E5B9)
+_MIX2 = _signed(0x94D049BB133111EB)
+
+
+def mix64_int(z: int) -> int:
+    """SplitMix64's output function on a Python int (the reference the tensor version is tested against)."""
+    z &= _MASK64
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return z ^ (z >> 31)
+
+
+def _shift_right(x: torch.Tensor, n: int) -> torch.Tensor:
+    """Logical right shift of int64 values (``>>`` is arithmetic on signed tensors)."""
+    return (x >> n) & ((1 << (64 - n)) - 1)
+
+
+def mix64(z: torch.Tensor) -> torch.Tensor:
+    """SplitMix64's output function on int64 tensors (multiplication wraps modulo 2**64)."""
+    z = (z ^ _shift_right(z, 30)) * _MIX1
+    z = (z ^ _shift_right(z, 27)) * _MIX2
+    return z ^ _shift_right(z, 31)
+
+
+def member_key(seed: int) -> tuple[int, int]:
+    """Member ``seed``'s stream: its start and its odd increment (with SplitMix's check for weak increments)."""
+    start = mix64_int(seed * 0x9E3779B97F4A7C15 + 0x5851F42D4C957F2D)
+    gamma = mix64_int(seed * 0x9E3779B97F4A7C15 + 0x14057B7EF767814F) | 1
+    if bin(gamma ^ (gamma >> 1)).count("1") < 24:
+        gamma ^= 0xAAAAAAAAAAAAAAAA
+    return _signed(start), _signed(gamma)
+
+
+def _bits(offset: torch.Tensor, gamma: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
+    """``[K, *shape]`` random 64-bit words: ``mix64(offset[k] + position * gamma[k])``."""
+    positions = torch.arange(math.prod(shape), dtype=torch.int64, device=offset.device).view(1, *shape)
+    column = (-1, *(1,) * len(shape))
+    return mix64(offset.view(column) + positions * gamma.view(column))
+
+
+def _unit(word: torch.Tensor, shift: int) -> torch.Tensor:
+    """The 24 bits of ``word`` from bit ``shift`` on, as a float32 in [0, 1)."""
+    return (_shift_right(word, shift) & ((1 << _BITS) - 1)).to(torch.float32) * _TO_UNIT
+
+
+def _scale_by_mask(x: torch.Tensor, offset: torch.Tensor, gamma: torch.Tensor, threshold: torch.Tensor,
+                   scale: torch.Tensor) -> torch.Tensor:
+    """``x * (u > threshold) * scale`` computed in float32 and rounded once to ``x``'s dtype (u uniform, 24 bits)."""
+    keep = _unit(_bits(offset, gamma, x.shape[1:]), 40) > threshold
+    return (x.to(torch.float32) * (keep * scale)).to(x.dtype)
+
+
+def _compiled(fn: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
+    """``fn`` through ``torch.compile`` (one fused loop instead of ~15 passes), falling back to ``fn`` where
+    compiling fails or ``DROPOUT_LAB_COMPILE=0``; both give identical numbers (integer ops, one rounding)."""
+    if os.environ.get("DROPOUT_LAB_COMPILE", "1") == "0":
+        return fn
+    compiled = torch.compile(fn)
+    state = {"ok": True}
+
+    def run(*args: Any) -> torch.Tensor:
+        if state["ok"]:
+            try:
+                return compiled(*args)
+            except Exception as exc:  # no C++ compiler, unsupported platform: the eager ops give the same numbers
+                state["ok"] = False
+                log.warning("torch.compile of the mask kernel failed (%s: %s); using eager tensor ops",
+                            type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
+        return fn(*args)
+
+    return run
+
+
+_fused_scale_by_mask = _compiled(_scale_by_mask)
+
+
+class _MaskedScale(torch.autograd.Function):
+    """``x * mask`` with a counter-based mask: linear in ``x``, so the backward pass applies the same mask to the
+    gradient, recomputed from its counter rather than stored."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, offset: torch.Tensor, gamma: torch.Tensor, threshold: torch.Tensor,
+                scale: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(offset, gamma, threshold, scale)
+        return _fused_scale_by_mask(x, offset, gamma, threshold, scale)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        offset, gamma, threshold, scale = ctx.saved_tensors
+        return _fused_scale_by_mask(grad.contiguous(), offset, gamma, threshold, scale), None, None, None, None
+
+
+class MemberStreams:
+    """The counter-based streams of a population's members (see the module docstring).
+
+    ``advance()`` starts a new training step; each noise layer draws with its own ``slot``. Member
+    ``k``'s numbers depend only on ``seeds[k]``, the step, the slot and the position.
+    """
+
+    def __init__(self, seeds: Sequence[int], device: torch.device | str = "cpu") -> None:
+        self.seeds = [int(seed) for seed in seeds]
+        starts, gammas = zip(*(member_key(seed) for seed in self.seeds)) if self.seeds else ((), ())
+        self.start = torch.tensor(starts, dtype=torch.int64, device=device).view(-1, 1, 1)
+        self.gamma = torch.tensor(gammas, dtype=torch.int64, device=device).view(-1, 1, 1)
+        self.step = 0
+
+    @property
+    def device(self) -> torch.device:
+        return self.start.device
+
+    def to(self, device: torch.device | str) -> MemberStreams:
+        """The same streams, at the same step, on ``device``."""
+        self.start, self.gamma = self.start.to(device), self.gamma.to(device)
+        return self
+
+    def advance(self) -> None:
+        """Start the next training step's draws."""
+        self.step += 1
+
+    def keep(self, index: torch.Tensor) -> None:
+        """Keep only the members at positions ``index`` (in that order)."""
+        self.seeds = [self.seeds[i] for i in index.tolist()]
+        index = index.to(self.device)
+        self.start, self.gamma = self.start.index_select(0, index), self.gamma.index_select(0, index)
+
+    def offset(self, slot: int, sub: int = 0) -> torch.Tensor:
+        """``[K, 1, 1]``: each member's ``key + (counter of this step, slot and sub) * gamma``."""
+        if not (0 <= slot < SLOTS and 0 <= sub < SUBS):
+            raise ValueError(f"slot {slot} / sub {sub} outside [0, {SLOTS}) / [0, {SUBS})")
+        counter = _signed(((self.step * SLOTS + slot) * SUBS + sub) << 32)
+        return self.start + self.gamma * counter
+
+    def uniform(self, slot: int, shape: Sequence[int], sub: int = 0) -> torch.Tensor:
+        """``[K, *shape]`` float32 uniforms in [0, 1), 24 bits each."""
+        return _unit(_bits(self.offset(slot, sub), self.gamma, shape), 40)
+
+    def normal(self, slot: int, shape: Sequence[int], sub: int = 0) -> torch.Tensor:
+        """``[K, *shape]`` float32 standard normals (Box-Muller on two 24-bit uniforms of one word)."""
+        word = _bits(self.offset(slot, sub), self.gamma, shape)
+        radius = torch.sqrt(-2.0 * torch.log1p(-_unit(word, 40)))  # 1 - u is in (0, 1]
+        return radius * torch.cos((2.0 * math.pi) * _unit(word, 16))
+
+    def gamma_draw(self, slot: int, shape: Sequence[int], alpha: torch.Tensor) -> torch.Tensor:
+        """``[K, *shape]`` float32 Gamma(alpha[k], 1) draws (``alpha`` ``[K, 1, 1]``, > 0).
+
+        Marsaglia and Tsang (2000) at alpha + 1, times ``U ** (1 / alpha)`` where alpha < 1; each rejection
+        round draws from the next two ``sub`` numbers, so the loop runs over rounds, all members at once.
+        """
+        alpha = alpha.view(-1, *(1,) * len(shape))
+        boosted = alpha < 1
+        d = torch.where(boosted, alpha + 1, alpha) - 1.0 / 3.0
+        c = 1.0 / torch.sqrt(9.0 * d)
+        out = torch.zeros(alpha.shape[0], *shape, device=self.device)
+        pending = torch.ones_like(out, dtype=torch.bool)
+        for round_ in range((SUBS - 1) // 2):
+            x = self.normal(slot, shape, 1 + 2 * round_)
+            v = (1.0 + c * x) ** 3
+            u = self.uniform(slot, shape, 2 + 2 * round_)
+            accept = (v > 0) & (torch.log1p(-u) < 0.5 * x * x + d - d * v + d * torch.log(v.clamp(min=1e-30)))
+            take = pending & accept
+            out = torch.where(take, d * v, out)
+            pending &= ~take
+            if not bool(pending.any()):
+                break
+        else:  # probability below 1e-40 per value
+            raise RuntimeError("gamma draws not accepted after all rejection rounds")
+        boost = (1.0 - self.uniform(slot, shape, 0)) ** (1.0 / alpha)  # U in (0, 1]
+        return torch.where(boosted, out * boost, out)
+
+    def scale_by_mask(self, x: torch.Tensor, slot: int, threshold: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        """``x * (u > threshold) * scale`` for ``x`` ``[K, ...]`` (fused; differentiable in ``x``); ``threshold``
+        and ``scale`` are ``[K, 1, 1]`` float32 (dropout's: keep with probability 1 - p, survivors times 1/(1-p))."""
+        return _MaskedScale.apply(x, self.offset(slot), self.gamma, threshold.to(self.device),
+                                  scale.to(self.device))

@@ -13,7 +13,7 @@ EX7_TUNE := ex7_tune,technique=none ex7_tune,technique=dropout ex7_tune,techniqu
 STUDIES := baseline baseline_book ex2_epochs ex1_rates ex5_weight_decay ex6_dropconnect ex3_variance \
   ex4_test_time $(EX7_TUNE) ex7_noise
 
-.PHONY: setup data postgres demo lint test test-quick bench studies reports clean
+.PHONY: setup data postgres slurm demo lint test test-quick bench studies reports clean
 
 setup: $(STAMP) data
 
@@ -46,6 +46,18 @@ postgres:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; \
 	else echo "postgres: not installed; the PostgreSQL test will be skipped (apt-get install postgresql)"; fi
 
+# SLURM with accounting (slurmdbd on MariaDB), for the cluster test: it starts a throw-away single-node
+# cluster as root (tests/slurm_cluster.py), with its own daemons: the packages' services are not used.
+SLURM_PACKAGES := slurm-wlm munge slurmdbd mariadb-server-core mariadb-client-core
+SLURM_BINS := /usr/sbin/slurmctld /usr/sbin/slurmd /usr/sbin/slurmdbd /usr/sbin/munged /usr/sbin/mariadbd \
+  /usr/bin/mariadb-install-db
+slurm:
+	@if ls $(SLURM_BINS) >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "slurm: installing Debian's $(SLURM_PACKAGES)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(SLURM_PACKAGES) >/dev/null; \
+	else echo "slurm: not installed; the SLURM test will be skipped (as root: apt-get install $(SLURM_PACKAGES))"; fi
+
 # The main job: the baseline study at a small budget (scratch vs. concise, 3 seeds, 10 epochs) on the
 # embedded store, then its report. Resumable and idempotent: a rerun only regenerates the report.
 demo: setup
@@ -76,7 +88,7 @@ lint: setup
 	$(BIN)/mypy
 
 # Tests run in parallel, one pytest-xdist worker per core (-n auto).
-test: setup postgres lint
+test: setup postgres slurm lint
 	$(BIN)/python -m pytest -q -n auto
 
 # The quick tier: no dropout-lab subprocess, study, sweep, server, benchmark or packaging test (under 2 min).

@@ -7,7 +7,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
@@ -19,6 +19,7 @@ from omegaconf import DictConfig
 
 from dropout_lab.config import CONF_DIR, register_schemas
 from dropout_lab.data.files import ensure_fashion_mnist
+from pg_server import postgres_installed, throwaway_postgres
 
 CLI = [sys.executable, "-m", "dropout_lab.cli"]
 T = TypeVar("T")
@@ -111,6 +112,17 @@ def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("fashion_mnist")
     ensure_fashion_mnist(root, download=False)
     return root
+
+
+@pytest.fixture(scope="module")
+def postgres_url() -> Iterator[str]:
+    """A throw-away PostgreSQL server on loopback (``pg_server.py``), stopped after the module."""
+    if not postgres_installed():
+        if os.environ.get("CI"):
+            pytest.fail("PostgreSQL is not installed; `make test` installs it (Debian package postgresql)")
+        pytest.skip("PostgreSQL is not installed (apt-get install postgresql)")
+    with throwaway_postgres() as url:
+        yield url
 
 
 @pytest.fixture

@@ -13,20 +13,8 @@ import yaml
 from optuna.trial import TrialState
 
 from conftest import CLI
-from pg_server import postgres_installed, throwaway_postgres
 
 pytestmark = pytest.mark.postgres
-
-
-@pytest.fixture(scope="module")
-def postgres_url():
-    """A throw-away PostgreSQL server on loopback, stopped after the module."""
-    if not postgres_installed():
-        if os.environ.get("CI"):
-            pytest.fail("PostgreSQL is not installed; `make test` installs it (Debian package postgresql)")
-        pytest.skip("PostgreSQL is not installed (apt-get install postgresql)")
-    with throwaway_postgres() as url:
-        yield url
 
 
 @pytest.mark.slow

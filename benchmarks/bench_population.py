@@ -17,14 +17,18 @@
         vs. each of them alone (a population of 1), 2 epochs: the largest absolute difference of
         their curves and final metrics, fp32 and bf16.
   (iv)  Equivalence (TOST): ``--tost-seeds`` seeds of the chapter setting (``--tost-epochs`` epochs)
-        each way, per-run (``train()``) vs. population (fp32, bf16), paired by seed, for each net of
-        ``--tost-models`` (``scratch``: same masks both ways; ``concise``: ``nn.Dropout``'s vs.
-        ``dropout_layer``'s); two one-sided t-tests on the mean difference of test accuracy with a
-        +-0.5 pp margin: p < 0.05 means equivalent within the margin.
+        each way, per-run (``train()``, the global RNG's masks) vs. population (fp32, bf16; counter-based
+        masks), paired by seed, for each net of ``--tost-models``; two one-sided t-tests on the mean
+        difference of test accuracy with a +-0.5 pp margin: p < 0.05 means equivalent within the margin.
+  (v)   Where a population step's time goes: ``torch.profiler`` over chapter-shaped training steps of a
+        population of ``--profile-members`` (bf16 and fp32, one worker's threads), operators grouped.
+  (vi)  What a worker pays once: a fresh worker process's imports, its data, and its first population's
+        extra time (kernel compilation) against its second; and what every population pays (Trainer and
+        module construction), in ``bench_population_step``-sized populations.
 
-Ends with one line: ``population_speedup=<x> independence_max_abs_diff=<d> tost_p=<p>``: the speedup of
-the fastest population mode measured, the fp32 independence figure, and that mode's largest TOST p
-over the nets.
+Ends with one line: ``population_speedup=<x> independence_max_abs_diff=<d> tost_p=<p> bf16_peak_fraction=<f>``:
+the speedup of the fastest population mode measured, the fp32 independence figure, that mode's largest TOST p
+over the nets, and the bf16 populations' FLOP/s as a fraction of the bf16 matmul peak.
 
     python benchmarks/bench_population.py --readme benchmarks/README.md   # ex1 at full budget: 80 runs x 20 epochs
                                                                           # each way (~40 min), writes its section
@@ -189,9 +193,8 @@ def independence(args: argparse.Namespace, root: str, precision: str) -> float:
 def tost(args: argparse.Namespace, root: str, modes: list[str], model: str) -> dict:
     """Per-run vs. population test accuracy of the chapter setting with ``model``, paired by seed, per mode.
 
-    ``scratch``: the population draws the same masks as the per-run net, so a pair differs only by the
-    engine and its numeric mode. ``concise``: the per-run net draws ``nn.Dropout``'s masks and the
-    population ``dropout_layer``'s, so a pair also differs by its mask stream (seed-to-seed noise).
+    A pair shares its seed's initial weights and batch order; the per-run net draws its masks from the
+    global RNG and the member from its counter-based stream, so a pair also differs by its masks.
     """
     from dropout_lab.analysis.stats import tost_paired
     from dropout_lab.training.fit import train, train_population
@@ -214,6 +217,106 @@ def tost(args: argparse.Namespace, root: str, modes: list[str], model: str) -> d
 
 
 # ----------------------------------------------------------------------------------------------
+# (v) where a population step's time goes
+# ----------------------------------------------------------------------------------------------
+
+#: Operator groups of the profile (the first group whose pattern is in an operator's name takes its self time).
+PROFILE_GROUPS = (
+    ("matmuls (bmm, baddbmm)", ("aten::bmm", "aten::baddbmm", "aten::mm", "aten::addmm")),
+    ("noise masks (fused counter-based kernel)", ("CompiledFxGraph", "Torch-Compiled Region", "TorchDynamo",
+                                                  "_MaskedScale", "aten::bitwise", "aten::arange")),
+    ("dtype casts (weights, gradients, logits)", ("aten::copy_", "aten::_to_copy", "aten::to")),
+    ("loss (log-softmax, NLL)", ("softmax", "nll_loss")),
+    ("optimizer (per-member SGD)", ("aten::addcmul_", "aten::mul_", "aten::add_", "Optimizer.")),
+    ("ReLU and other elementwise", ("relu", "threshold", "clamp", "aten::mul", "aten::where", "aten::add")),
+)
+
+
+def profile_step(precision: str, members: int, threads: int, steps: int = 30) -> dict[str, float]:
+    """Milliseconds per training step of a ``members``-member chapter population by operator group (and ``total``)."""
+    import torch
+    import torch.nn.functional as F
+    from torch.profiler import ProfilerActivity, profile
+
+    from dropout_lab.models.stacked import StackedMLP
+    from dropout_lab.training.optim import MemberSGD
+
+    torch.set_num_threads(threads)
+    K, batch = members, 256
+    net = StackedMLP(list(range(K)), [0.5] * K, [0.5] * K, compute_dtype=precision).train()
+    optimizer = MemberSGD(net.parameters(), [0.1] * K, [0.0] * K, [0.0] * K)
+    X = torch.rand(K, batch, 784).to(net.compute_dtype)
+    y = torch.randint(0, 10, (K, batch))
+
+    def step() -> None:
+        losses = F.cross_entropy(net(X).float().reshape(K * batch, -1), y.reshape(-1), reduction="none")
+        optimizer.zero_grad(set_to_none=True)
+        losses.view(K, batch).mean(1).sum().backward()
+        optimizer.step()
+
+    for _ in range(10):  # warm-up: kernel compilation, allocator
+        step()
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    total = (time.perf_counter() - start) / steps
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(steps):
+            step()
+    groups = {name: 0.0 for name, _ in PROFILE_GROUPS} | {"other": 0.0}
+    for event in prof.key_averages():
+        name = next((g for g, patterns in PROFILE_GROUPS if any(p in event.key for p in patterns)), "other")
+        groups[name] += event.self_cpu_time_total / 1e3 / steps
+    profiled = sum(groups.values())
+    return {name: total * 1e3 * ms / profiled for name, ms in groups.items()} | {"total": total * 1e3}
+
+
+# ----------------------------------------------------------------------------------------------
+# (vi) what a worker pays once, and what every population pays
+# ----------------------------------------------------------------------------------------------
+
+WORKER_CHILD = """
+import json, sys, time
+start = time.perf_counter()
+from dropout_lab.config.compose import compose_train_config
+from dropout_lab.training.fit import RunSpec, train_population
+imported = time.perf_counter() - start
+args = json.loads(sys.argv[1])
+out = {"imports_s": imported, "populations": []}
+for population in range(2):
+    cfgs = [compose_train_config(["experiment=chapter", "trainer.max_epochs=1", "trainer=cpu", f"threads={args['threads']}",
+                                  "optuna.record=false", f"data.root={args['data_root']}", f"results_dir={args['root']}",
+                                  f"data.train_subset={args['train_subset']}", f"seed={population * 100 + k}"])
+            for k in range(args["members"])]
+    runs = [RunSpec(cfg, f"{args['root']}/worker_{population}_{k}") for k, cfg in enumerate(cfgs)]
+    begin = time.perf_counter()
+    records = train_population(runs, precision=args["precision"])
+    wall = time.perf_counter() - begin
+    epochs = sum(row["seconds"] for row in records[0].curves) * len(records)
+    out["populations"].append({"wall_s": wall, "epochs_s": epochs})
+print(json.dumps(out))
+"""
+
+
+def worker_costs(args: argparse.Namespace, root: str, precision: str, members: int, threads: int) -> dict:
+    """A fresh worker process: its imports, then two populations of ``members`` (1 epoch on ``train_subset``
+    images): the first one's extra wall time over the second is what a worker pays once (data read, kernels
+    compiled); a population's wall time beyond its epochs is what every population pays (Trainer, module, tests)."""
+    import subprocess
+
+    payload = json.dumps({"threads": threads, "data_root": args.data_root, "root": root, "members": members,
+                          "train_subset": 5000, "precision": precision})
+    start = time.perf_counter()
+    done = subprocess.run([sys.executable, "-c", WORKER_CHILD, payload], capture_output=True, text=True, check=True)
+    process = time.perf_counter() - start
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    first, second = result["populations"]
+    return {"process_s": process, "imports_s": result["imports_s"], "first_s": first["wall_s"],
+            "second_s": second["wall_s"], "once_s": first["wall_s"] - second["wall_s"],
+            "per_population_s": second["wall_s"] - second["epochs_s"], "epochs_s": second["epochs_s"]}
+
+
+# ----------------------------------------------------------------------------------------------
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -229,7 +332,9 @@ def main() -> None:
     parser.add_argument("--tost-seeds", type=int, default=10)
     parser.add_argument("--tost-epochs", type=int, default=10)
     parser.add_argument("--tost-models", default="scratch,concise", help="comma list of chapter nets for the TOST")
-    parser.add_argument("--skip", default="", help="comma list of parts to skip: grid, independence, tost")
+    parser.add_argument("--profile-members", type=int, default=8, help="population size of the step profile")
+    parser.add_argument("--skip", default="", help="comma list of parts to skip: grid, independence, tost, "
+                                                   "profile, worker")
     parser.add_argument("--data-root", default=os.environ.get("DROPOUT_LAB_DATA", "/usr/share/datasets/fashion-mnist"))
     add_readme_option(parser)
     args = parser.parse_args()
@@ -272,6 +377,16 @@ def main() -> None:
                   flush=True)
         equivalence = {} if "tost" in skip else {model: tost(args, tmp, modes, model)
                                                  for model in args.tost_models.split(",") if model}
+        worker_threads = max(1, threads // args.jobs)
+        profiles = {} if "profile" in skip else {m: profile_step(m, args.profile_members, worker_threads)
+                                                 for m in ("bf16", "fp32")}
+        for mode, prof in profiles.items():
+            print(f"profile ({mode}, K={args.profile_members}, {worker_threads} thread(s)): "
+                  + ", ".join(f"{k} {v:.2f} ms" for k, v in prof.items()), flush=True)
+        workers = {} if "worker" in skip else {m: worker_costs(args, tmp, m, args.profile_members, worker_threads)
+                                               for m in modes}
+        for mode, costs in workers.items():
+            print(f"worker ({mode}): " + ", ".join(f"{k} {v:.2f}" for k, v in costs.items()), flush=True)
     load_end = load_average()
 
     lines = [
@@ -283,6 +398,7 @@ def main() -> None:
         "",
     ]
     speedups: dict[str, float] = {}
+    peak_fractions: dict[str, float] = {}
     if grid.get("per-run") and "grid" not in skip:
         base = statistics.median(r["wall_s"] for r in grid["per-run"])
         lines += [
@@ -302,6 +418,7 @@ def main() -> None:
             peak = peaks[("bf16" if config == "bf16" else "fp32", (256, 784, 256))]
             speedup = statistics.median(b["wall_s"] / r["wall_s"] for b, r in zip(grid["per-run"], rs, strict=True))
             speedups[config] = speedup
+            peak_fractions[config] = flops / peak
             peaks_text = ", ".join(f"{x:.0f}" for x in rs[-1]["worker_peaks_mib"])
             lines.append(f"| {', '.join(rs[-1]['engines'])} | `{' '.join(CONFIGS[config]) or '(none)'}` | {wall:.1f} | "
                          f"{n_runs * 3600 / wall:,.0f} | {speedup:.2f}x | {flops / 1e9:.1f} | {flops / peak:.0%} | "
@@ -322,10 +439,10 @@ def main() -> None:
         lines += [
             f"**Equivalence (TOST)**: {args.tost_seeds} seeds of the chapter setting ({args.tost_epochs} epochs on "
             f"{args.train_subset or 'all 50k'} training images) each way, per-run `train()` vs. a population of "
-            f"{args.tost_seeds}, paired by seed; margin +-{MARGIN * 100:.1f} pp of test accuracy. With "
-            "`model=scratch` both engines draw the same masks, so a pair differs only by the engine and its numeric "
-            "mode; with `model=concise` the per-run net draws `nn.Dropout`'s masks and the population "
-            "`dropout_layer`'s, so a pair also differs by its mask stream.",
+            f"{args.tost_seeds}, paired by seed; margin +-{MARGIN * 100:.1f} pp of test accuracy. A pair shares "
+            "its seed's initial weights and batch order; its masks differ (the per-run net draws from the global "
+            "RNG, `dropout_layer`'s or `nn.Dropout`'s, a member from its counter-based stream), so a pair also "
+            "differs by seed-to-seed mask noise.",
             "",
             "| net | mode | mean test acc | per-run mean | difference pp | 90% CI pp | TOST p | equivalent |",
             "| --- | --- | ---: | ---: | ---: | ---: | ---: | --- |",
@@ -341,12 +458,41 @@ def main() -> None:
                       f"{e['ci90'][1] * 100:+.2f}] pp, p = {e['p']:.3g} (per-run "
                       f"{by_mode['per-run']['seconds']:.0f} s, population {e['seconds']:.0f} s)")
         lines.append("")
+    if profiles:
+        lines += [
+            f"**Where a step goes** (`torch.profiler`, a population of {args.profile_members} chapter members, batch "
+            f"256, {worker_threads} thread(s) as one of {args.jobs} workers; self time by operator group, scaled to the "
+            "step's wall time):",
+            "",
+            "| operator group | " + " | ".join(f"{m} ms per step | {m} share" for m in profiles) + " |",
+            "| --- | " + " | ".join("---: | ---:" for _ in profiles) + " |",
+        ]
+        for group in [name for name, _ in PROFILE_GROUPS] + ["other", "total"]:
+            cells = " | ".join(f"{prof[group]:.2f} | {prof[group] / prof['total']:.0%}" for prof in profiles.values())
+            lines.append(f"| {group} | {cells} |")
+        lines.append("")
+    if workers:
+        lines += [
+            f"**What a worker pays once, and each population** (a fresh worker process, {worker_threads} thread(s), "
+            f"two populations of {args.profile_members} in a row, 1 epoch on 5,000 images each): process start and "
+            "imports; the first population's extra wall time over the second (data read, kernels compiled); the "
+            "second population's time beyond its epoch (Trainer and module construction, test passes).",
+            "",
+            "| mode | process s | imports s | first population s | second population s | once per worker s "
+            "| per population s |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        ]
+        for mode, c in workers.items():
+            lines.append(f"| {mode} | {c['process_s']:.1f} | {c['imports_s']:.1f} | {c['first_s']:.1f} | "
+                         f"{c['second_s']:.1f} | {c['once_s']:.1f} | {c['per_population_s']:.1f} |")
+        lines.append("")
     publish_section(args.readme, BEGIN, END, "\n".join(lines))
     population_modes = [m for m in modes if m in speedups]
     best = max(population_modes, key=lambda m: speedups[m]) if population_modes else modes[0]
     tost_p = max((e.get(best, {}).get("p", float("nan")) for e in equivalence.values()), default=float("nan"))
     print(f"population_speedup={speedups.get(best, float('nan')):.2f} "
-          f"independence_max_abs_diff={indep.get('fp32', float('nan')):.2e} tost_p={tost_p:.3g}")
+          f"independence_max_abs_diff={indep.get('fp32', float('nan')):.2e} tost_p={tost_p:.3g} "
+          f"bf16_peak_fraction={peak_fractions.get('bf16', float('nan')):.2f}")
 
 
 if __name__ == "__main__":

@@ -114,17 +114,23 @@ def test_bench_population_measures_both_engines_independence_and_tost_and_ends_w
         data_root: Path, tmp_path: Path) -> None:
     out, text = run_bench(POPULATION, "bench_population", [
         "--cells", "2", "--seeds", "2", "--epochs", "1", "--train-subset", "1000", "--members", "2",
-        "--tost-seeds", "3", "--tost-epochs", "1", "--data-root", str(data_root)], tmp_path, timeout=600)
+        "--tost-seeds", "3", "--tost-epochs", "1", "--profile-members", "2", "--data-root", str(data_root)],
+        tmp_path, timeout=600)
     assert "per-run: " in out and "fp32: " in out and "bf16: " in out and "runs/h" in out
     assert "independence (fp32, 2 members vs alone, 2 epochs): max abs diff" in out
     assert "TOST scratch bf16: " in out and "TOST concise fp32: " in out
     last = out.strip().splitlines()[-1]
-    assert re.fullmatch(r"population_speedup=\d+\.\d+ independence_max_abs_diff=\S+ tost_p=\S+", last), last
+    assert re.fullmatch(r"population_speedup=\d+\.\d+ independence_max_abs_diff=\S+ tost_p=\S+ "
+                        r"bf16_peak_fraction=\d+\.\d+", last), last
     rows = [line for line in text.splitlines() if line.startswith("| ")]
     engines = [row.split("|")[1].strip() for row in rows[2:5]]
     assert engines[0] == "per-run" and "population(K=2, fp32)" in engines[1] and "population(K=2, bf16)" in engines[2]
     assert "**Independence**" in text and "| scratch | population fp32 |" in text
     assert "| concise | population bf16 |" in text
+    profile = {row.split("|")[1].strip(): row for row in rows if "ms per step" not in row}
+    assert "matmuls (bmm, baddbmm)" in profile and "noise masks (fused counter-based kernel)" in profile
+    assert profile["total"].count("100%") == 2  # bf16 and fp32 columns, each group's share of the step
+    assert re.search(r"\| bf16 \| [\d.]+ \| [\d.]+ \| [\d.]+ \| [\d.]+ \| -?[\d.]+ \| [\d.]+ \|", text)  # once per worker
 
 
 DROPCONNECT = BENCH.with_name("bench_dropconnect.py")

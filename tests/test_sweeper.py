@@ -142,10 +142,11 @@ def test_hyperband_pruner_of_the_sweep_prunes_in_its_jobs(run_cli, tmp_path: Pat
 def test_population_sweep_trains_members_together_each_its_own_trial(run_cli, tmp_path: Path) -> None:
     """``hydra.sweeper.population=3``: 6 trials in 2 jobs of 3 fused members; each member is its own
     complete trial (record, curves, value), trained with its own params; with the same seed and
-    params, a member's curves are those of the same run trained alone by ``train`` (``model=scratch``: the
-    population draws the scratch masks the same way; ``nn.Dropout``'s stream differs)."""
+    params, a member's curves are those of the same run trained alone by ``train`` (noise off: a population
+    draws its masks from counter-based streams, a single run from the global RNG)."""
     common = ("model=scratch", "trainer.max_epochs=2", "hydra.sweeper.sampler=random", "hydra.sweeper.pruner=none",
-              "model.dropout_1=interval(0.1, 0.8)", "optim.lr=interval(0.05, 0.3)")
+              "model.dropout_1=0", "model.dropout_2=0", "optim.momentum=interval(0.0, 0.9)",
+              "optim.lr=interval(0.05, 0.3)")
     out = _sweep(run_cli, "hydra.sweeper.n_trials=6", "hydra.sweeper.population=3", *common)
     assert out.returncode == 0, out.stderr
     study = _study(tmp_path)
@@ -155,18 +156,18 @@ def test_population_sweep_trains_members_together_each_its_own_trial(run_cli, tm
         attrs = t.user_attrs
         assert attrs["engine"] == "population(K=3, fp32)" and attrs["status"] == "completed"
         assert t.value == attrs["final"]["val_acc"] and len(attrs["curves"]) == 2
-        assert attrs["config"]["model"]["dropout_1"] == t.params["model.dropout_1"]
+        assert attrs["config"]["optim"]["momentum"] == t.params["optim.momentum"]
         assert attrs["config"]["optim"]["lr"] == t.params["optim.lr"]
-        assert f"model.dropout_1={t.params['model.dropout_1']}" in attrs["overrides"]
+        assert f"optim.momentum={t.params['optim.momentum']}" in attrs["overrides"]
         assert (Path(attrs["output_dir"]) / "run.json").exists()
-    assert len({round(t.params["model.dropout_1"], 6) for t in trials}) == 6
+    assert len({round(t.params["optim.momentum"], 6) for t in trials}) == 6
     populations = sorted(p.name for p in Path(trials[0].user_attrs["output_dir"]).parent.glob("population_*"))
     assert populations == ["population_00000", "population_00003"]
 
     first = trials[0]
     alone = run_cli("train", "experiment=smoke", "model=scratch", "trainer.max_epochs=2", "optuna.record=false",
-                    f"model.dropout_1={first.params['model.dropout_1']}", f"optim.lr={first.params['optim.lr']}",
-                    f"hydra.run.dir={tmp_path / 'alone'}")
+                    "model.dropout_1=0", "model.dropout_2=0", f"optim.momentum={first.params['optim.momentum']}",
+                    f"optim.lr={first.params['optim.lr']}", f"hydra.run.dir={tmp_path / 'alone'}")
     assert alone.returncode == 0, alone.stderr
     single = json.loads((tmp_path / "alone" / "run.json").read_text())
     diff = max(abs(a[k] - b[k]) for a, b in zip(first.user_attrs["curves"], single["curves"], strict=True)

@@ -106,7 +106,7 @@ def _study(sub: _Subparsers, name: str) -> None:
                           "picks K from the device and free memory; 1 (default): one run at a time. With a sequential "
                           "seed design, --population BATCH trains each cell's new batch of seeds as one population")
     run.add_argument("--population-precision", default="fp32", choices=["fp32", "bf16"],
-                     help="numeric mode of populations: fp32 (default) or bf16 autocast")
+                     help="numeric mode of populations: fp32 (default) or bf16 (bfloat16 matmuls and activations)")
     run.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
                      help="extra Hydra override for every run (repeatable)")
     parsers["export"].add_argument("--out", help="folder for the tables (default: results/studies/NAME/export)")

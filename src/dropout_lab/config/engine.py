@@ -37,7 +37,7 @@ BOOKKEEPING_KEYS = ("name", "results_dir", "metric", "optuna")
 MODEL_TECHNIQUES = {"dropout_lab.models.DropoutMLPScratch": "dropout",
                     "dropout_lab.models.DropoutMLPConcise": "dropout_concise"}
 NOISY_TARGET = "dropout_lab.models.NoisyMLP"
-#: Numeric modes of a population: float32, or bfloat16 autocast (``precision="bf16-mixed"``).
+#: Numeric modes of a population: float32, or bfloat16 (matmuls and activations; float32 weights, optimizer, losses).
 PRECISIONS = ("fp32", "bf16")
 #: The ``engine`` of a run record trained alone, on its own network.
 PER_RUN = "per-run"

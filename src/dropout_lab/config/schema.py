@@ -157,7 +157,7 @@ class WorkerConfig:
     overrides: list[str] = field(default_factory=list)
     #: ``1``: one run at a time (per-run); ``K`` or ``auto``: up to K compatible runs as one fused population.
     population: str = "1"
-    #: ``fp32`` or ``bf16`` (bfloat16 autocast) for populations.
+    #: ``fp32`` or ``bf16`` (bfloat16 matmuls and activations, float32 weights) for populations.
     population_precision: str = "fp32"
     #: Workers sharing the study on this host (``auto`` splits memory and queue between them).
     workers: int = 1

@@ -70,7 +70,7 @@ class MemberBatches:
 
     Iterating starts a pass: every member draws its permutation (on the CPU, from its generator) and
     the pass yields :class:`StepGroup`s; a group's batches are gathered when it is iterated, from the
-    members present then (see :meth:`keep`). ``dtype`` (e.g. ``torch.bfloat16`` under bf16 autocast,
+    members present then (see :meth:`keep`). ``dtype`` (e.g. ``torch.bfloat16`` for a bf16 population,
     which casts the images to it anyway) stores the images in that type once, so each gather moves
     fewer bytes. ``rows`` (``[K, n]``, optional) gives each member its own ``n`` rows of ``X`` to shuffle
     (``data.split=per_seed``); without it every member shuffles all of ``X``.

@@ -84,7 +84,7 @@ class RunRecord:
     its weights (``training/best_weights.py``); both are empty unless the run completed.
 
     ``engine`` says how it was trained: ``per-run`` (its own network), or ``population(K=8, fp32)``: as one
-    of K members of a fused population, in float32 or bf16 autocast (``training/fit.py``).
+    of K members of a fused population, in float32 or bfloat16 (``training/fit.py``).
     """
 
     config: dict[str, Any]

@@ -284,9 +284,10 @@ imported = time.perf_counter() - start
 args = json.loads(sys.argv[1])
 out = {"imports_s": imported, "populations": []}
 for population in range(2):
-    cfgs = [compose_train_config(["experiment=chapter", "trainer.max_epochs=1", "trainer=cpu", f"threads={args['threads']}",
-                                  "optuna.record=false", f"data.root={args['data_root']}", f"results_dir={args['root']}",
-                                  f"data.train_subset={args['train_subset']}", f"seed={population * 100 + k}"])
+    common = ["experiment=chapter", "trainer.max_epochs=1", "trainer=cpu", f"threads={args['threads']}",
+              "optuna.record=false", f"data.root={args['data_root']}", f"results_dir={args['root']}",
+              f"data.train_subset={args['train_subset']}"]
+    cfgs = [compose_train_config([*common, f"seed={population * 100 + k}"])
             for k in range(args["members"])]
     runs = [RunSpec(cfg, f"{args['root']}/worker_{population}_{k}") for k, cfg in enumerate(cfgs)]
     begin = time.perf_counter()
@@ -461,8 +462,8 @@ def main() -> None:
     if profiles:
         lines += [
             f"**Where a step goes** (`torch.profiler`, a population of {args.profile_members} chapter members, batch "
-            f"256, {worker_threads} thread(s) as one of {args.jobs} workers; self time by operator group, scaled to the "
-            "step's wall time):",
+            f"256, {worker_threads} thread(s) as one of {args.jobs} workers; self time by operator group, scaled to "
+            "the step's wall time):",
             "",
             "| operator group | " + " | ".join(f"{m} ms per step | {m} share" for m in profiles) + " |",
             "| --- | " + " | ".join("---: | ---:" for _ in profiles) + " |",

@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # Populations on a GPU, in one prepared run of at most 5 minutes (a hard `timeout` inside):
 #   1. runs per hour of the per-run path (`train()`, trainer=gpu) and of populations of K = 1, 16, 64, 256
-#      chapter runs (fp32 and bf16 autocast), EPOCHS epochs each on SUBSET training images;
-#   2. equivalence on the GPU: a population of 1 vs `train()` (same init, batch order and masks: expected
-#      within float rounding), a member of a population of 16 vs the same run alone, and the mean test
+#      chapter runs (fp32 and bf16), EPOCHS epochs each on SUBSET training images;
+#   2. the counter-based mask streams on the device: the same numbers as on the CPU (exact integer
+#      arithmetic), drawn for all members in one kernel per noise layer (no per-member launches);
+#   3. equivalence on the GPU: a population of 1 vs `train()` with the noise off (same init, batch order
+#      and layers: expected within float rounding; with noise on, their masks come from different
+#      generators), a member of a population of 16 vs the same run alone (expected exact), and the mean test
 #      accuracy of EQ_SEEDS seeds per-run vs as one population (paired difference, pp).
 # Prints one table and a last machine-readable line; writes nothing outside a temporary folder.
 #
@@ -25,6 +28,7 @@ from pathlib import Path
 import torch
 
 from dropout_lab.config.compose import compose_train_config
+from dropout_lab.models.counter_rng import MemberStreams
 from dropout_lab.training.fit import RunSpec, train, train_population as _train_population
 
 logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
@@ -73,7 +77,7 @@ wall = time.perf_counter() - start
 rows.append(("per-run", 1, "fp32", wall, 3600 / wall, rec.final["test_acc"]))
 print(f"per-run: {wall:.1f} s per run, {3600 / wall:,.0f} runs/h", flush=True)
 for precision in precisions:
-    train_population([member(0)], precision=precision)  # kernels and autocast of this precision: not timed
+    train_population([member(0)], precision=precision)  # kernels of this precision: not timed
     for K in sizes:
         cfgs = [member(s) for s in range(K)]
         sync(); start = time.perf_counter()
@@ -85,8 +89,22 @@ for precision in precisions:
               f"peak GPU memory {torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else 0:.1f} GiB",
               flush=True)
 
+# The mask streams on the device: the CPU's numbers, one kernel per draw for all members
+device = "cuda" if torch.cuda.is_available() else "cpu"
+streams_here, streams_cpu = MemberStreams(range(256), device), MemberStreams(range(256))
+for streams in (streams_here, streams_cpu):
+    streams.advance()
+same_numbers = torch.equal(streams_here.uniform(0, (256, 256)).cpu(), streams_cpu.uniform(0, (256, 256)))
+h = torch.ones(256, 256, 256, device=device)
+threshold, scale = torch.full((256, 1, 1), 0.5, device=device), torch.full((256, 1, 1), 2.0, device=device)
+streams_here.scale_by_mask(h, 0, threshold, scale); sync()
+start = time.perf_counter()
+for _ in range(20):
+    streams_here.scale_by_mask(h, 0, threshold, scale)
+sync(); mask_ms = (time.perf_counter() - start) / 20 * 1e3
+
 # Equivalence
-scratch = cfg(1, "model=scratch", "optim.momentum=0.9")
+scratch = cfg(1, "model=scratch", "optim.momentum=0.9", "model.dropout_1=0", "model.dropout_2=0")
 single = train(scratch, Path(tmp) / "scratch")
 (alone,) = train_population([scratch])
 one_vs_train = diff(alone, single)
@@ -105,11 +123,13 @@ print("| --- | ---: | --- | ---: | ---: | ---: |")
 base = rows[0][4]
 for name, K, precision, wall, rph, acc in rows:
     print(f"| {name} | {K} | {precision} | {wall:.1f} | {rph:,.0f} ({rph / base:.1f}x) | {acc:.4f} |")
-print(f"\npopulation of 1 vs train() (model=scratch, momentum 0.9): max abs diff {one_vs_train:.2e}")
+print(f"\nmask streams on {device}: the CPU's numbers: {same_numbers}; 256 members x 256 x 256 masks in "
+      f"{mask_ms:.2f} ms (one fused kernel)")
+print(f"population of 1 vs train() (model=scratch, momentum 0.9, noise off): max abs diff {one_vs_train:.2e}")
 print(f"member of 16 vs alone (3 members checked): max abs diff {k_vs_one:.2e}")
 print(f"{eq_seeds} seeds, population - per-run test accuracy: {mean_d:+.2f} pp (sd {sd_d:.2f} pp)")
 best = max(rows[1:], key=lambda r: r[4])
 print(f"gpu_runs_per_hour_per_run={base:.0f} gpu_runs_per_hour_best={best[4]:.0f} best=K{best[1]}_{best[2]} "
       f"one_vs_train_max_abs_diff={one_vs_train:.2e} k_vs_one_max_abs_diff={k_vs_one:.2e} "
-      f"paired_test_acc_diff_pp={mean_d:+.2f}")
+      f"paired_test_acc_diff_pp={mean_d:+.2f} streams_match_cpu={same_numbers} mask_ms_k256={mask_ms:.2f}")
 EOF

@@ -130,7 +130,8 @@ def test_bench_population_measures_both_engines_independence_and_tost_and_ends_w
     profile = {row.split("|")[1].strip(): row for row in rows if "ms per step" not in row}
     assert "matmuls (bmm, baddbmm)" in profile and "noise masks (fused counter-based kernel)" in profile
     assert profile["total"].count("100%") == 2  # bf16 and fp32 columns, each group's share of the step
-    assert re.search(r"\| bf16 \| [\d.]+ \| [\d.]+ \| [\d.]+ \| [\d.]+ \| -?[\d.]+ \| [\d.]+ \|", text)  # once per worker
+    once = r"\| bf16 \| [\d.]+ \| [\d.]+ \| [\d.]+ \| [\d.]+ \| -?[\d.]+ \| [\d.]+ \|"  # what a worker pays once
+    assert re.search(once, text)
 
 
 DROPCONNECT = BENCH.with_name("bench_dropconnect.py")
@@ -175,3 +176,20 @@ def test_bench_store_claims_every_queued_run_once_and_ends_with_its_line(tmp_pat
     match = re.fullmatch(r"store_claims_per_s=(\d+\.\d) lost=(\d+) duplicated=(\d+)", last)
     assert match, last
     assert float(match[1]) > 0 and match[2] == "0" and match[3] == "0"
+
+
+GPU_CHECK = BENCH.with_name("gpu_check.sh")
+
+
+@pytest.mark.slow  # over 5 s
+def test_gpu_check_dry_runs_on_the_cpu_with_exact_member_independence(data_root: Path) -> None:
+    """The GPU script's CPU dry run: its table and last line, the mask streams' numbers, a member of 16 exactly the
+    run alone, and a population of 1 within float rounding of ``train()`` with the noise off."""
+    env = {"PATH": "/usr/bin:/bin", "PYTHON": sys.executable, "DROPOUT_LAB_DATA": str(data_root), "TRAINER": "cpu",
+           "SIZES": "1 2", "EPOCHS": "1", "SUBSET": "1000", "EQ_SEEDS": "2", "LIMIT_S": "500"}
+    done = subprocess.run(["bash", str(GPU_CHECK)], capture_output=True, text=True, env=env, timeout=560)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "| population | 2 | bf16 |" in done.stdout
+    last = dict(field.split("=", 1) for field in done.stdout.strip().splitlines()[-1].split())
+    assert last["streams_match_cpu"] == "True" and float(last["k_vs_one_max_abs_diff"]) == 0.0, last
+    assert float(last["one_vs_train_max_abs_diff"]) <= 1e-4 and float(last["mask_ms_k256"]) > 0, last

@@ -119,7 +119,8 @@ def test_a_run_records_its_best_epoch_tested_on_that_epochs_weights(make_cfg, fi
     assert row is not None and row["epoch"] < 4  # else this test checks nothing: pick another lr
     assert long.best["epoch"] == row["epoch"] and long.best["val_acc"] == row["val_acc"]
     assert long.best["test_acc"] != long.final["test_acc"]
-    stopped = fit(make_cfg(*UNSTABLE, UNSTABLE_SEED[engine], f"trainer.max_epochs={row['epoch']}"), tmp_path / "stopped")
+    stopped = fit(make_cfg(*UNSTABLE, UNSTABLE_SEED[engine], f"trainer.max_epochs={row['epoch']}"),
+                  tmp_path / "stopped")
     assert long.best["test_acc"] == pytest.approx(stopped.final["test_acc"], abs=1e-6)
     assert long.best["test_loss"] == pytest.approx(stopped.final["test_loss"], abs=1e-5)
     assert stopped.best == {"epoch": row["epoch"], **{k: stopped.final[k] for k in stopped.final}}

@@ -229,7 +229,7 @@ class KeepRates(MemberRates):
     def kept(self, x: torch.Tensor, source: Source, group_size: int = 1) -> torch.Tensor:
         """``x`` with each member's entries kept or dropped, ``group_size`` neighbours along the last dimension
         together (one draw per group; a last group may be shorter). A population's single-unit masks are one
-        fused kernel (mask drawn, applied and recomputed for the backward pass), in ``x``'s dtype."""
+        fused kernel (mask drawn and applied; the backward pass applies the kept mask), in ``x``'s dtype."""
         if isinstance(source, MemberStreams) and group_size == 1:
             return source.scale_by_mask(x, self.slot, self.threshold, self.scale)
         width = x.shape[-1]

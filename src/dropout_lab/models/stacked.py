@@ -57,7 +57,7 @@ class StackedLinear(nn.Module):
         self.bias = nn.Parameter(torch.stack(biases).unsqueeze(1))
 
     def forward(self, x: torch.Tensor, streams: MemberStreams | None = None) -> torch.Tensor:
-        """``x @ weight[k] + bias[k]`` for every member ``k``, in ``x``'s dtype (``streams`` is for noisy subclasses)."""
+        """``x @ weight[k] + bias[k]`` for every member ``k``, in ``x``'s dtype (``streams``: for noisy layers)."""
         return self.affine(x, self.weight.to(x.dtype))
 
     def affine(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:

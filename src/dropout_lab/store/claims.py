@@ -9,15 +9,41 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import optuna
+import sqlalchemy
 from filelock import FileLock
-from optuna.storages import BaseStorage, fail_stale_trials
-from optuna.trial import FrozenTrial
+from optuna.storages import BaseStorage, RetryHeartbeatStaleTrialCallback, fail_stale_trials
+from optuna.trial import FrozenTrial, TrialState
 
 from dropout_lab.compat import claim_trial
-from dropout_lab.store.heartbeat import heartbeat_interval, quiet_experimental
+from dropout_lab.store.heartbeat import heartbeat_interval, quiet_experimental, retry_callback
 
 #: User attribute naming the worker process (host, pid) that runs or ran a trial.
 WORKER_ATTR = "worker"
+#: The PostgreSQL advisory lock key of the queue steps ("drop" in ASCII): one lock per database.
+QUEUE_LOCK_KEY = 0x64726F70
+
+
+class AdvisoryLock:
+    """PostgreSQL's session advisory lock (``pg_advisory_lock``) around the queue steps of all workers, on any host.
+
+    Held on a connection of its own, opened at the first use and kept; the server releases a session's
+    locks when it ends, so a SIGKILLed worker never leaves the lock held.
+    """
+
+    def __init__(self, url: str, key: int = QUEUE_LOCK_KEY) -> None:
+        self.url, self.key = url, key
+        self._connection: sqlalchemy.Connection | None = None
+
+    def __enter__(self) -> AdvisoryLock:
+        if self._connection is None:
+            engine = sqlalchemy.create_engine(self.url, poolclass=sqlalchemy.pool.NullPool)
+            self._connection = engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+        self._connection.execute(sqlalchemy.text("SELECT pg_advisory_lock(:key)"), {"key": self.key})
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        assert self._connection is not None
+        self._connection.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:key)"), {"key": self.key})
 
 
 def queue_lock(url: str) -> contextlib.AbstractContextManager:
@@ -26,11 +52,15 @@ def queue_lock(url: str) -> contextlib.AbstractContextManager:
     SQLite has no row locks (Optuna's ``SELECT ... FOR UPDATE`` is a plain read there), so two
     workers can both see a stale run RUNNING and both re-queue it, and the run is then done
     twice (seen in a test: two workers relaunched at once re-queued each killed run twice). A file
-    lock next to the database serializes those steps; SQLite is single-host anyway. PostgreSQL's
-    row locks already serialize them, and the journal storage has no heartbeats.
+    lock next to the database serializes those steps; SQLite is single-host anyway. On PostgreSQL,
+    row locks serialize a claim, but re-queueing a run whose re-queueing worker died
+    (:func:`requeue_stale`) reads, decides and writes across rows: a database-wide advisory lock
+    serializes it between hosts (:class:`AdvisoryLock`). The journal storage has no heartbeats.
     """
     if url.startswith("sqlite:///"):
         return FileLock(url[len("sqlite:///"):] + ".lock")
+    if url.startswith("postgresql"):
+        return AdvisoryLock(url)
     return contextlib.nullcontext()
 
 
@@ -58,9 +88,23 @@ def claim_waiting(study: optuna.Study, storage: BaseStorage, trials: Iterable[Fr
 
 
 def requeue_stale(study: optuna.Study) -> None:
-    """Fail the RUNNING trials whose heartbeats stopped and queue them again (Optuna's retry callback)."""
+    """Fail the RUNNING trials whose heartbeats stopped and queue them again (Optuna's retry callback); call it
+    under :func:`queue_lock`.
+
+    Optuna first fails all stale trials, then queues their retries: a worker killed in between leaves
+    failed trials that no worker ran to the end and nobody re-queued. Those (claimed by a worker, failed
+    without a ``status``, which every told trial has, and in no trial's retry history) are queued here.
+    """
     with quiet_experimental():
         fail_stale_trials(study)
+        failed = [t for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
+                  if WORKER_ATTR in t.user_attrs and "status" not in t.user_attrs]
+        if not failed:  # the common case: no worker died, no need to read every trial's retry history
+            return
+        retried = {number for t in study.get_trials(deepcopy=False)
+                   for number in RetryHeartbeatStaleTrialCallback.retry_history(t)}
+        for trial in (t for t in failed if t.number not in retried):
+            retry_callback()(study, trial)  # within its retry budget, as Optuna would have
 
 
 def suggest_fixed(trial: optuna.Trial, fixed: Mapping[str, Any], choices: Mapping[str, list]) -> None:

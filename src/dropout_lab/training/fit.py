@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,9 +65,11 @@ class RunSpec:
 
 
 def quiet_lightning() -> None:
-    """Lightning's start-up chatter (GPU/TPU available, tips) at WARNING."""
+    """Lightning's start-up chatter (GPU/TPU available, tips) at WARNING, and without its hint to use ``srun`` on a
+    host with SLURM installed: each run trains in one process, started by a worker or by submitit's job."""
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message="The `srun` command is available on your system but is not used")
 
 
 def prepare_output_dir(folder: str | Path) -> Path:

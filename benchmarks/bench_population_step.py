@@ -6,7 +6,7 @@ validation on 10k every epoch. Variants, interleaved in one process (``--repeats
   single concise / single scratch   ``train()`` (the per-run engine: the run on its own network)
                                     with ``model=concise`` (``nn.Dropout``) and ``model=scratch``
   population K                      ``train_population`` of K ``model=concise`` runs (seeds 0..K-1)
-  population K bf16                 the same with ``precision="bf16"`` (bf16 autocast, ``--bf16``;
+  population K bf16                 the same with ``precision="bf16"`` (bfloat16 matmuls, ``--bf16``;
                                     equivalence with fp32 runs: ``bench_population.py``'s TOST)
 
 Seconds per epoch are the runs' ``curves[].seconds`` (training + validation; a population member's is
@@ -67,7 +67,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--train-subset", type=int, default=None)
-    parser.add_argument("--bf16", action="store_true", help="also every K with bf16 autocast")
+    parser.add_argument("--bf16", action="store_true", help="also every K in bf16")
     parser.add_argument("--data-root", default=os.environ.get("DROPOUT_LAB_DATA", "data"))
     args = parser.parse_args()
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)

@@ -256,7 +256,7 @@ def population_figures(readme: Path) -> dict[str, tuple[int, float]] | None:
             break
         engine = cells[0]
         k = int(engine.split("K=")[1].split(",")[0]) if "K=" in engine else 1
-        out[engine] = (k, float(cells[col]))
+        out[engine] = (k, float(cells[col].replace(",", "")))  # "1,032": thousands separator
     return out
 
 

@@ -423,8 +423,9 @@ def main() -> None:
             f"(`experiment=chapter`, {args.epochs} epochs on {args.train_subset or 'all 50k'} training images, "
             f"{cells} cells of `model.dropout_1` x `model.dropout_2` x {args.seeds} seed(s)); wall time "
             "from the command's start to its exit, after an untimed warm-up that put the populations' mask kernels "
-            "into torch's compile cache (as after a machine's first study). FLOP/s: the runs' matmul work over the wall time, as a fraction "
-            "of the matmul peak at the chapter's shape with all cores (fp32 peak for fp32 rows, bf16 for bf16).",
+            "into torch's compile cache (as after a machine's first study). FLOP/s: the runs' matmul work over "
+            "the wall time, as a fraction of the matmul peak at the chapter's shape with all cores (fp32 peak for "
+            "fp32 rows, bf16 for bf16).",
             "",
             "| engine | options | wall s | runs per hour | speedup | GFLOP/s | of peak | mean test acc "
             "| peak RSS per worker MiB |",

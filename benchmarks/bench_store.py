@@ -55,7 +55,7 @@ from dropout_lab.config.study_spec import load_spec  # noqa: E402
 from dropout_lab.runners.grid_worker import GridQueue  # noqa: E402
 from dropout_lab.runners.session import TrialSession  # noqa: E402
 from dropout_lab.store.backends import open_storage  # noqa: E402
-from dropout_lab.store.claims import mark_worker, queue_lock, suggest_fixed  # noqa: E402
+from dropout_lab.store.claims import mark_worker, orphans_lock, queue_lock, suggest_fixed  # noqa: E402
 from dropout_lab.store.heartbeat import heartbeat_interval  # noqa: E402
 from dropout_lab.store.study_setup import CELL_ATTR, CELL_CHOICES, open_study, prepare_study  # noqa: E402
 from dropout_lab.store.trial_records import save_record  # noqa: E402
@@ -112,7 +112,7 @@ def claim_worker(url: str, spec_path: str, workers: int, barrier: Any, out: str)
     spec = load_spec(spec_path)
     storage = open_storage(url, HEARTBEAT_S, GRACE_S)
     study = open_study(spec, storage)
-    queue = GridQueue(study, storage, queue_lock(url), workers=workers)
+    queue = GridQueue(study, storage, queue_lock(url), workers=workers, orphans=orphans_lock(url))
     choices = study.user_attrs.get(CELL_CHOICES, {})
     latencies: list[float] = []
     barrier.wait()

@@ -12,7 +12,7 @@ from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
 from dropout_lab.store.backends import open_storage
-from dropout_lab.store.claims import WORKER_ATTR, claim_waiting, queue_lock, requeue_stale
+from dropout_lab.store.claims import WORKER_ATTR, claim_waiting, orphans_lock, queue_lock, requeue_stale
 from dropout_lab.store.heartbeat import quiet_experimental
 
 WORKERS = 3
@@ -21,10 +21,10 @@ WORKERS = 3
 def _requeue(url: str, name: str, start: multiprocessing.synchronize.Barrier) -> None:
     """One worker's queue step, as a grid claim or a tuning ask takes it: under the queue lock."""
     study = optuna.load_study(study_name=name, storage=open_storage(url))
-    lock = queue_lock(url)
+    lock, orphans = queue_lock(url), orphans_lock(url)
     start.wait(timeout=60)
     with lock:
-        requeue_stale(study)
+        requeue_stale(study, orphans)
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])

@@ -31,7 +31,7 @@ from dropout_lab.config.study_spec import StudySpec
 from dropout_lab.runners.session import TrialSession
 from dropout_lab.runners.settings import WorkerSettings, population_size, trial_output_dir, trial_overrides
 from dropout_lab.runners.trial_runs import TrialRun, train_trials
-from dropout_lab.store.claims import claim_waiting, queue_lock, requeue_stale, suggest_fixed
+from dropout_lab.store.claims import claim_waiting, orphans_lock, queue_lock, requeue_stale, suggest_fixed
 from dropout_lab.store.heartbeat import heartbeat_interval
 from dropout_lab.store.study_setup import CELL_ATTR, CELL_CHOICES
 
@@ -47,8 +47,9 @@ class GridQueue:
     """A grid study's queue as one worker claims from it; ``size_of(cell)`` is K for the cell's group (1: per-run)."""
 
     def __init__(self, study: optuna.Study, storage: BaseStorage, lock: contextlib.AbstractContextManager,
-                 size_of: Callable[[dict[str, Any]], int] = lambda cell: 1, workers: int = 1) -> None:
-        self.study, self.storage, self.lock = study, storage, lock
+                 size_of: Callable[[dict[str, Any]], int] = lambda cell: 1, workers: int = 1,
+                 orphans: contextlib.AbstractContextManager | None = None) -> None:
+        self.study, self.storage, self.lock, self.orphans = study, storage, lock, orphans
         self.size_of, self.workers = size_of, workers
 
     def claim(self) -> tuple[list[int], int]:
@@ -58,7 +59,7 @@ class GridQueue:
         this worker's share of what is left (see the module docstring).
         """
         with self.lock:
-            requeue_stale(self.study)
+            requeue_stale(self.study, self.orphans)
             waiting = self.study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
             if not waiting:
                 return [], 1
@@ -101,7 +102,8 @@ def run_grid(study: optuna.Study, storage: BaseStorage, spec: StudySpec, setting
     """Work through the queue until it is empty; with heartbeats, wait for running trials that may still fail.
     Returns how many runs this worker trained."""
     done = 0
-    queue = GridQueue(study, storage, queue_lock(settings.storage_url), group_sizes(spec, settings), settings.workers)
+    queue = GridQueue(study, storage, queue_lock(settings.storage_url), group_sizes(spec, settings), settings.workers,
+                      orphans_lock(settings.storage_url))
     choices = study.user_attrs.get(CELL_CHOICES, {})
     with TrialSession(study, storage, spec.metric) as session:
         while True:

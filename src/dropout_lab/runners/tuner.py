@@ -47,7 +47,7 @@ from dropout_lab.config.samplers import (
 from dropout_lab.config.study_spec import StudySpec
 from dropout_lab.runners.session import TrialSession
 from dropout_lab.store.backends import open_storage
-from dropout_lab.store.claims import queue_lock, requeue_stale
+from dropout_lab.store.claims import orphans_lock, queue_lock, requeue_stale
 from dropout_lab.training.run_record import RunRecord
 
 log = logging.getLogger(__name__)
@@ -86,7 +86,8 @@ class Tuner(TrialSession):
     def __init__(self, study: optuna.Study, storage: BaseStorage, space: Mapping[str, BaseDistribution],
                  n_trials: int, sampler: Mapping[str, Any], pruner: optuna.pruners.BasePruner, *,
                  metric: str = "val_acc", base_seed: int = 0, worker_index: int = 0,
-                 lock: contextlib.AbstractContextManager | None = None, poll_s: float = 2.0) -> None:
+                 lock: contextlib.AbstractContextManager | None = None, poll_s: float = 2.0,
+                 orphans: contextlib.AbstractContextManager | None = None) -> None:
         super().__init__(study, storage, metric)
         self.space = dict(space)
         self.sampler_config, self.pruner = dict(sampler), pruner
@@ -95,6 +96,7 @@ class Tuner(TrialSession):
         points = grid_size(self.sampler_config, grid_of(space))
         self.n_trials = n_trials if points is None else min(n_trials, points)
         self.lock = lock or contextlib.nullcontext()
+        self.orphans = orphans or contextlib.nullcontext()
         self._exhausted = False
 
     @classmethod
@@ -113,7 +115,8 @@ class Tuner(TrialSession):
         study.set_user_attr(SAMPLER_ATTR, sampler_cfg)
         study.set_user_attr(PRUNER_ATTR, pruner_cfg)
         return cls(study, storage, space, n_trials, sampler_cfg, pruner_obj, metric=metric, base_seed=base_seed,
-                   worker_index=worker_index, lock=queue_lock(storage_url), poll_s=poll_s)
+                   worker_index=worker_index, lock=queue_lock(storage_url), poll_s=poll_s,
+                   orphans=orphans_lock(storage_url))
 
     def _count(self, *states: TrialState) -> int:
         return len(self.study.get_trials(deepcopy=False, states=states))
@@ -139,7 +142,7 @@ class Tuner(TrialSession):
         queued ones, then the sampler's. Fewer (or none) when running trials fill the budget."""
         trials: list[optuna.Trial] = []
         with self.lock:
-            requeue_stale(self.study)
+            requeue_stale(self.study, self.orphans)
             # One read for both counts: a trial told between two reads would count in neither.
             states = [t.state for t in self.study.get_trials(deepcopy=False, states=(*FINISHED, TrialState.RUNNING))]
             finished = len(states) - states.count(TrialState.RUNNING)

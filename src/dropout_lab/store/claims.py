@@ -52,13 +52,22 @@ def queue_lock(url: str) -> contextlib.AbstractContextManager:
     SQLite has no row locks (Optuna's ``SELECT ... FOR UPDATE`` is a plain read there), so two
     workers can both see a stale run RUNNING and both re-queue it, and the run is then done
     twice (seen in a test: two workers relaunched at once re-queued each killed run twice). A file
-    lock next to the database serializes those steps; SQLite is single-host anyway. On PostgreSQL,
-    row locks serialize a claim, but re-queueing a run whose re-queueing worker died
-    (:func:`requeue_stale`) reads, decides and writes across rows: a database-wide advisory lock
-    serializes it between hosts (:class:`AdvisoryLock`). The journal storage has no heartbeats.
+    lock next to the database serializes those steps; SQLite is single-host anyway. PostgreSQL's
+    row locks already serialize them (see :func:`orphans_lock` for the one step they do not), and the
+    journal storage has no heartbeats.
     """
     if url.startswith("sqlite:///"):
         return FileLock(url[len("sqlite:///"):] + ".lock")
+    return contextlib.nullcontext()
+
+
+def orphans_lock(url: str) -> contextlib.AbstractContextManager:
+    """A lock around re-queueing the runs whose re-queueing worker died (:func:`requeue_stale`), across hosts.
+
+    That step reads every trial, decides and writes, which row locks do not serialize: on PostgreSQL a
+    database-wide advisory lock (:class:`AdvisoryLock`) does. It is taken only when such runs may exist,
+    so claims do not wait for it. SQLite's steps already hold :func:`queue_lock`.
+    """
     if url.startswith("postgresql"):
         return AdvisoryLock(url)
     return contextlib.nullcontext()
@@ -87,24 +96,31 @@ def claim_waiting(study: optuna.Study, storage: BaseStorage, trials: Iterable[Fr
     return claimed
 
 
-def requeue_stale(study: optuna.Study) -> None:
+def requeue_stale(study: optuna.Study, lock: contextlib.AbstractContextManager | None = None) -> None:
     """Fail the RUNNING trials whose heartbeats stopped and queue them again (Optuna's retry callback); call it
-    under :func:`queue_lock`.
+    under :func:`queue_lock`, with the worker's :func:`orphans_lock` as ``lock``.
 
     Optuna first fails all stale trials, then queues their retries: a worker killed in between leaves
     failed trials that no worker ran to the end and nobody re-queued. Those (claimed by a worker, failed
-    without a ``status``, which every told trial has, and in no trial's retry history) are queued here.
+    without a ``status``, which every told trial has, and in no trial's retry history) are queued here,
+    under ``lock``.
     """
     with quiet_experimental():
         fail_stale_trials(study)
-        failed = [t for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
-                  if WORKER_ATTR in t.user_attrs and "status" not in t.user_attrs]
-        if not failed:  # the common case: no worker died, no need to read every trial's retry history
+        if not _stale_failures(study):  # the common case: no worker died; no lock, no read of every trial
             return
-        retried = {number for t in study.get_trials(deepcopy=False)
-                   for number in RetryHeartbeatStaleTrialCallback.retry_history(t)}
-        for trial in (t for t in failed if t.number not in retried):
-            retry_callback()(study, trial)  # within its retry budget, as Optuna would have
+        with lock or contextlib.nullcontext():
+            trials = study.get_trials(deepcopy=False)
+            retried = {number for t in trials for number in RetryHeartbeatStaleTrialCallback.retry_history(t)}
+            for trial in _stale_failures(study):
+                if trial.number not in retried:
+                    retry_callback()(study, trial)  # within its retry budget, as Optuna would have
+
+
+def _stale_failures(study: optuna.Study) -> list[FrozenTrial]:
+    """Failed trials a worker claimed and never told (no ``status``): failed by Optuna as stale."""
+    return [t for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
+            if WORKER_ATTR in t.user_attrs and "status" not in t.user_attrs]
 
 
 def suggest_fixed(trial: optuna.Trial, fixed: Mapping[str, Any], choices: Mapping[str, list]) -> None:

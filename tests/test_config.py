@@ -20,7 +20,7 @@ def test_defaults_are_the_chapter_setting(make_cfg) -> None:
     assert cfg.model._target_ == "dropout_lab.models.DropoutMLPConcise"
     assert (cfg.model.num_hiddens_1, cfg.model.num_hiddens_2) == (256, 256)
     assert (cfg.model.dropout_1, cfg.model.dropout_2) == (0.5, 0.5)
-    assert dict(cfg.optim) == {"lr": 0.1, "momentum": 0.0, "weight_decay": 0.0}
+    assert dict(cfg.optim) == {"lr": 0.1, "momentum": 0.0, "weight_decay": 0.0, "schedule": "constant"}
     assert cfg.data.batch_size == 256 and cfg.trainer.max_epochs == 10
     assert cfg.data.val_size == 10_000 and not cfg.data.validate_on_test
     assert not cfg.logger

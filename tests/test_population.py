@@ -115,6 +115,7 @@ def test_a_diverging_member_leaves_alone_and_the_others_go_on(four: list[RunReco
     ["optim.momentum=0.9", "optim.weight_decay=0.001"],
     ["model=noisy", "noise=dropconnect", "optim.lr=0.2"],
     ["model=noisy", "noise=gamma", "optim.momentum=0.5"],
+    ["optim.schedule=cosine", "optim.lr=0.3"],
 ])
 def test_a_population_of_one_reproduces_the_run_on_its_own_network(compose, runs, tmp_path: Path,
                                                                    overrides: list[str]) -> None:
@@ -125,6 +126,41 @@ def test_a_population_of_one_reproduces_the_run_on_its_own_network(compose, runs
     (member,) = train_population(runs(cfg))
     assert max_curve_difference(member, single) <= TOLERANCE
     assert member.config_hash == single.config_hash and member.config == single.config
+
+
+def test_the_cosine_schedule_keeps_the_first_epoch_and_anneals_the_next(compose, runs) -> None:
+    """Cosine annealing over 2 epochs: epoch 1 at the full lr (the constant run's epoch), epoch 2 at half of it.
+    (A schedule is not a member key: runs with different schedules train in different populations.)"""
+    (constant,) = train_population(runs(compose("seed=4", "optim.lr=0.3")))
+    (cosine,) = train_population(runs(compose("seed=4", "optim.lr=0.3", "optim.schedule=cosine")))
+    first, second = (abs(constant.curves[e]["train_loss"] - cosine.curves[e]["train_loss"]) for e in (0, 1))
+    assert first == 0.0 and second > 1e-4
+
+
+def test_member_sgd_follows_torch_schedulers_like_sgd() -> None:
+    """The group's lr is a factor on every member's: a cosine schedule scales each member as it scales torch's SGD."""
+    from dropout_lab.training.optim import MemberSGD
+    torch.manual_seed(0)
+    start, grads = torch.randn(2, 3, 4), [torch.randn(2, 3, 4) for _ in range(4)]
+    member = torch.nn.Parameter(start.clone())
+    alone = [torch.nn.Parameter(start[k].clone()) for k in range(2)]
+    lrs = [0.1, 0.4]
+    stacked = MemberSGD([member], lr=lrs, momentum=[0.0, 0.5], weight_decay=[0.01, 0.0])
+    singles = [torch.optim.SGD([alone[k]], lr=lrs[k], momentum=m, weight_decay=wd)
+               for k, (m, wd) in enumerate([(0.0, 0.01), (0.5, 0.0)])]
+    schedulers = [torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=4) for o in [stacked, *singles]]
+    for grad in grads:
+        member.grad = grad.clone()
+        for k in range(2):
+            alone[k].grad = grad[k].clone()
+        for optimizer in [stacked, *singles]:
+            optimizer.step()
+        for scheduler in schedulers:
+            scheduler.step()
+    assert stacked.param_groups[0]["lr"] == pytest.approx(0.5 * (1 + math.cos(math.pi)), abs=1e-12)
+    for k in range(2):
+        torch.testing.assert_close(member.data[k], alone[k].data, rtol=1e-6, atol=1e-6)
+    assert not torch.allclose(member.data, start, atol=1e-3)
 
 
 def test_a_pruned_member_leaves_and_its_mates_are_unchanged(compose, runs, four: list[RunRecord]) -> None:

@@ -21,7 +21,8 @@ def test_config_hash_ignores_seed_but_not_rates(make_cfg, tmp_path: Path) -> Non
 @pytest.mark.parametrize("override,field", [("optim.lr=-1", "optim.lr=-1.0"),
                                             ("trainer.max_epochs=0", "trainer.max_epochs=0"),
                                             ("model.dropout_1=1.5", "model.dropout_1=1.5"),
-                                            ("model.num_hiddens_2=0", "model.num_hiddens_2=0")])
+                                            ("model.num_hiddens_2=0", "model.num_hiddens_2=0"),
+                                            ("optim.schedule=linear", "optim.schedule='linear'.*constant, cosine")])
 def test_bad_values_fail_before_training(make_cfg, tmp_path: Path, override: str, field: str) -> None:
     with pytest.raises(InvalidValueError, match=field):
         train(make_cfg(override), tmp_path)

@@ -59,11 +59,13 @@ class ModelConfig:
 
 @dataclass
 class OptimConfig:
-    """Plain SGD, as in the chapter."""
+    """Plain SGD, as in the chapter; ``schedule``: the chapter's ``constant`` learning rate, or ``cosine``
+    (annealed from ``lr`` towards 0 over ``trainer.max_epochs``, one step per epoch)."""
 
     lr: float = 0.1
     momentum: float = 0.0
     weight_decay: float = 0.0
+    schedule: str = "constant"
 
 
 @dataclass

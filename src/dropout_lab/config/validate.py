@@ -12,12 +12,17 @@ from omegaconf import DictConfig
 
 from dropout_lab.errors import InvalidValueError
 
+#: Learning-rate schedules (``optim.schedule``): constant, or cosine annealing over the run's epochs.
+SCHEDULES = ("constant", "cosine")
+
 
 def validate_config(cfg: DictConfig) -> None:
     """Raise :class:`InvalidValueError` for the first out-of-range value, naming field and range."""
     for key in ("lr", "momentum", "weight_decay"):
         if cfg.optim[key] < 0:
             raise InvalidValueError(f"optim.{key}", cfg.optim[key], "a number >= 0")
+    if cfg.optim.get("schedule", "constant") not in SCHEDULES:
+        raise InvalidValueError("optim.schedule", cfg.optim.schedule, f"one of {', '.join(SCHEDULES)}")
     if cfg.trainer.max_epochs < 1:
         raise InvalidValueError("trainer.max_epochs", cfg.trainer.max_epochs, "an integer >= 1")
     if cfg.threads is not None and cfg.threads < 1:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import lightning as L
 import torch
@@ -46,7 +47,8 @@ class Classifier(L.LightningModule):
     each member's best-validation weights (on ``metric``) in :attr:`best`."""
 
     def __init__(self, net: nn.Module, records: Sequence[RunRecord], lr: Sequence[float],
-                 momentum: Sequence[float], weight_decay: Sequence[float], metric: str = "val_acc") -> None:
+                 momentum: Sequence[float], weight_decay: Sequence[float], metric: str = "val_acc",
+                 schedule: str = "constant") -> None:
         super().__init__()
         self.net = net
         self.stacked = isinstance(net, StackedMLP)
@@ -55,7 +57,8 @@ class Classifier(L.LightningModule):
         self.records = list(records)
         self.active = list(range(len(self.records)))
         self.optim_values = {"lr": list(lr), "momentum": list(momentum), "weight_decay": list(weight_decay)}
-        self.save_hyperparameters(self.optim_values)
+        self.schedule = schedule
+        self.save_hyperparameters({**self.optim_values, "schedule": schedule})
         self.automatic_optimization = False
         self.best = BestWeights(metric)
         self.on_leave: OnLeave | None = None
@@ -97,12 +100,26 @@ class Classifier(L.LightningModule):
     def on_train_start(self) -> None:
         self.setup_share = (time.perf_counter() - self.fit_start) / len(self.active)
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
+    def configure_optimizers(self) -> Any:
+        """SGD (per member for a population); with the ``cosine`` schedule, torch's cosine annealing over the
+        trainer's epochs (stepped at each epoch's end: optimization is manual)."""
         values = self.optim_values
+        optimizer: torch.optim.Optimizer
         if self.stacked:
-            return MemberSGD(self.parameters(), **values)
-        return torch.optim.SGD(self.parameters(), lr=values["lr"][0], momentum=values["momentum"][0],
-                               weight_decay=values["weight_decay"][0])
+            optimizer = MemberSGD(self.parameters(), **values)
+        else:
+            optimizer = torch.optim.SGD(self.parameters(), lr=values["lr"][0], momentum=values["momentum"][0],
+                                        weight_decay=values["weight_decay"][0])
+        if self.schedule == "constant":
+            return optimizer
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=self.trainer.max_epochs)
+        return {"optimizer": optimizer, "lr_scheduler": scheduler}
+
+    def on_train_epoch_end(self) -> None:
+        scheduler = self.lr_schedulers()
+        if scheduler is not None:
+            assert not isinstance(scheduler, list)  # configure_optimizers returns at most one scheduler
+            scheduler.step()
 
     # training
 

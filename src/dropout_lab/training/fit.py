@@ -180,7 +180,8 @@ def _build(cfgs: Sequence[DictConfig], records: list[RunRecord], population: boo
     if precision == "bf16":  # the net computes in bf16: gather the images as such
         datamodule.train_dtype = torch.bfloat16
     module = Classifier(net, records, lr=[c.optim.lr for c in cfgs], momentum=[c.optim.momentum for c in cfgs],
-                        weight_decay=[c.optim.weight_decay for c in cfgs], metric=selection_metric(first.metric))
+                        weight_decay=[c.optim.weight_decay for c in cfgs], metric=selection_metric(first.metric),
+                        schedule=first.optim.get("schedule", "constant"))
     return trainer, datamodule, module
 
 

@@ -15,12 +15,13 @@ class MemberSGD(torch.optim.Optimizer):
     ``g = grad + wd * p``, ``buf = momentum * buf + g`` (``buf`` starts at 0, so the first step
     takes ``buf = g`` as SGD does), ``p -= lr * buf``. All of it is elementwise, so a member's
     update does not depend on its mates. (``torch.optim.SGD`` takes one value per parameter group,
-    and a member is a row of every parameter, not a group.)
+    and a member is a row of every parameter, not a group.) The parameter group's ``lr`` (1.0)
+    multiplies every member's lr, so torch's learning-rate schedulers apply to all members alike.
     """
 
     def __init__(self, params: Iterable[torch.nn.Parameter], lr: Sequence[float], momentum: Sequence[float],
                  weight_decay: Sequence[float]) -> None:
-        super().__init__(params, {})
+        super().__init__(params, {"lr": 1.0})  # the group's lr: a factor on every member's (a scheduler's handle)
         device = self.param_groups[0]["params"][0].device
         self.member_values = {name: torch.tensor(values, dtype=torch.float32, device=device).view(-1, 1, 1)
                               for name, values in (("lr", lr), ("momentum", momentum),
@@ -46,7 +47,7 @@ class MemberSGD(torch.optim.Optimizer):
                     if "momentum_buffer" not in state:
                         state["momentum_buffer"] = torch.zeros_like(p)
                     d = state["momentum_buffer"].mul_(values["momentum"]).add_(d)
-                p.addcmul_(d, values["neg_lr"])
+                p.addcmul_(d, values["neg_lr"], value=group["lr"])
         return loss
 
     def keep(self, index: torch.Tensor) -> None:

@@ -35,7 +35,7 @@ NON_SEMANTIC_KEYS = ("seed", "threads", "results_dir", "logger", "name", "metric
 #: Keys added after runs were stored, left out of the hash at the value that computes what those runs did,
 #: so that their hashes stay valid. ``data.split=per_seed`` is in the hash: its runs still share one hash across
 #: seeds (the split follows ``seed``, which is left out).
-HASH_DEFAULTS = {"data.split": "fixed"}
+HASH_DEFAULTS = {"data.split": "fixed", "optim.schedule": "constant"}
 
 VERSIONED_PACKAGES = ("torch", "torchvision", "lightning", "hydra-core", "optuna", "numpy")
 

@@ -112,7 +112,9 @@ class Classifier(L.LightningModule):
                                         weight_decay=values["weight_decay"][0])
         if self.schedule == "constant":
             return optimizer
-        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=self.trainer.max_epochs)
+        epochs = self.trainer.max_epochs
+        assert epochs is not None  # trainer.max_epochs >= 1 (config/validate.py)
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
         return {"optimizer": optimizer, "lr_scheduler": scheduler}
 
     def on_train_epoch_end(self) -> None:

@@ -58,7 +58,8 @@ class StudySpec:
     ``margin`` is the smallest effect of interest on test accuracy (a proportion: 0.005 is 0.5 pp):
     a report may say "no difference" only when an equivalence test (TOST) within +-margin says so.
     ``goal`` is an optional target for the best configuration's mean test accuracy, declared before
-    the runs; the report says whether it is met, from the stored runs.
+    the runs; the report says whether it is met, from the stored runs. ``stretch_goal`` is a higher,
+    optional second target, read beside the goal (without one, it is not read).
 
     ``seeds`` is a list, or a sequential design ``{first, min, max, batch}`` (:class:`SeedDesign`):
     ``study run`` then adds ``batch`` seeds at a time until every comparison of the ``plan``
@@ -86,6 +87,7 @@ class StudySpec:
     params: dict[str, Any] = field(default_factory=dict)
     margin: float = 0.005
     goal: float | None = None
+    stretch_goal: float | None = None
     plan: AnalysisPlan | None = None
 
     @property
@@ -158,6 +160,9 @@ def _check(spec: StudySpec, source: str, narrowed: frozenset[str] = frozenset())
         raise bad("margin", spec.margin, "a proportion of test accuracy in (0, 1), e.g. 0.005 for 0.5 pp")
     if spec.goal is not None and not 0.0 < spec.goal < 1.0:
         raise bad("goal", spec.goal, "a test accuracy in (0, 1), e.g. 0.89, or null")
+    if spec.stretch_goal is not None and not (spec.goal or 0.0) < spec.stretch_goal < 1.0:
+        raise bad("stretch_goal", spec.stretch_goal, f"a test accuracy in (goal, 1) (goal={spec.goal}), e.g. 0.90 "
+                  "beside goal 0.89, or null")
     if spec.plan is not None:
         if narrowed:
             spec.plan = restrict_to_grid(spec.plan, dict(spec.grid), set(narrowed))

@@ -36,6 +36,9 @@ class Report:
     figures: list[Figure] = field(default_factory=list)
     conclusions: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    #: A selection-aware reading printed after the answer in answer.json and the index (after a declared plan's
+    #: verdicts too, labelled as the report's reading, not the plan's), e.g. which configurations may be best.
+    answer_note: str | None = None
 
     @property
     def answer(self) -> str:

@@ -6,6 +6,7 @@ import datetime as dt
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import matplotlib.pyplot as plt
 import pandas as pd
@@ -13,6 +14,7 @@ import pandas as pd
 from dropout_lab.config.engine import engine_precision
 from dropout_lab.config.study_grid import grid_cells
 from dropout_lab.config.study_spec import StudySpec
+from dropout_lab.reports.compute import compute_text, compute_totals, runs_text, sum_totals
 from dropout_lab.reports.report_parts import Figure, PlanSection, Report, Table
 
 #: Where ``study report`` writes by default: ``reports/`` under the current folder.
@@ -88,12 +90,10 @@ def design_lines(spec: StudySpec, runs: pd.DataFrame) -> list[str]:
     if spec.search_space:
         lines.append(f"- tuned: {', '.join(spec.search_space)} with {spec.sampler}, {spec.n_trials} trials, "
                      f"pruner {spec.pruner}")
-    finished = runs[runs["state"] == "COMPLETE"] if "state" in runs else runs
-    states = runs["state"].value_counts() if "state" in runs else pd.Series(dtype=int)
+    totals = compute_totals(runs)
     retried = int((runs["attempts"] - 1).sum()) if "attempts" in runs else 0
-    lines.append(f"- runs completed: {len(finished)}; pruned: {int(states.get('PRUNED', 0))}; failed: "
-                 f"{int(states.get('FAIL', 0))}; attempts lost to a dead worker and re-run: {retried}; "
-                 f"training wall time: {compute_minutes(runs):.1f} min on this machine")
+    lines.append(f"- runs: {runs_text(totals)} trained; attempts lost to a dead worker and re-run: {retried}")
+    lines.append(f"- training compute: {compute_text(totals)}")
     lines += engine_lines(runs)
     lines.append("- selection metric: validation split held out of the training images; final numbers: test set. "
                  "Each run records its last epoch (`test_acc`) and its best-validation epoch (`best_epoch`, "
@@ -126,11 +126,6 @@ def short_question(spec: StudySpec) -> str:
     return spec.question.split("? ")[0].rstrip("?") + "?"
 
 
-def compute_minutes(runs: pd.DataFrame) -> float:
-    """The runs' training wall time in minutes (0 without a ``wall_time_s`` column)."""
-    return float(runs["wall_time_s"].sum()) / 60 if "wall_time_s" in runs else 0.0
-
-
 def _figure_lines(path: str, caption: str) -> list[str]:
     return [f"![{caption}]({path})", "", f"*{caption}*", ""]
 
@@ -138,12 +133,18 @@ def _figure_lines(path: str, caption: str) -> list[str]:
 def write_answer(spec: StudySpec, runs: pd.DataFrame, report: Report, out_dir: Path,
                  plan: PlanSection | None = None) -> Path:
     """Write ``out_dir/answer.json``, the report's summary that the index is built from; a planned study's answer
-    and key figure are its plan's (with ``plan``: comparisons declared and decided)."""
+    and key figure are its plan's (with ``plan``: comparisons declared and decided). ``compute`` is
+    :func:`compute_totals` (``compute_min``: its run wall time in minutes); ``answer_note`` the report's
+    selection-aware reading, where it has one."""
     key = plan.key_figure if plan else report.key_figure
+    totals = compute_totals(runs)
     summary: dict[str, object] = {
         "study": spec.name, "question": short_question(spec), "answer": plan.answer if plan else report.answer,
         "key_figure": f"{key.name}.png" if key else None, "key_figure_caption": key.caption if key else None,
-        "compute_min": round(compute_minutes(runs), 3), "tuning": spec.is_tuning}
+        "compute_min": round(60 * totals["wall_h"], 3), "tuning": spec.is_tuning,
+        "compute": {k: round(v, 4) if isinstance(v, float) else v for k, v in totals.items()}}
+    if report.answer_note:
+        summary["answer_note"] = report.answer_note
     if plan:
         summary["plan"] = {"declared": plan.declared, "decided": plan.decided}
     path = out_dir / ANSWER_FILE
@@ -209,7 +210,8 @@ def write_report(spec: StudySpec, runs: pd.DataFrame, report: Report, out_dir: P
                   "### Results", ""]
     else:
         key = report.key_figure
-        parts += ["## Answer", "", report.answer, "", *(_figure_lines(f"{key.name}.png", key.caption) if key else []),
+        parts += ["## Answer", "", report.answer, "", *([report.answer_note, ""] if report.answer_note else []),
+                  *(_figure_lines(f"{key.name}.png", key.caption) if key else []),
                   "## Design", "", *design_lines(spec, runs), "", "## Results", ""]
     for table in report.tables:
         parts += _table_lines(table, out_dir)
@@ -229,10 +231,45 @@ def write_report(spec: StudySpec, runs: pd.DataFrame, report: Report, out_dir: P
     return path
 
 
+def _compute(answer: Mapping[str, Any]) -> str:
+    """A study's compute in the index: its CPU-hours, or an earlier answer's run wall time."""
+    compute = answer.get("compute")
+    if isinstance(compute, Mapping):
+        return f"{compute['cpu_h']:.2f} CPU-hours"
+    return f"{answer['compute_min']:.1f} min of run wall time (CPU-hours not recorded by its version)"
+
+
+def compute_lines(answers: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """The index's compute section: per study (tuning included) its runs by state, epochs, run wall hours and
+    CPU-hours, a total row and a sentence; answers written before these counts are named and left out of the sum."""
+    counted = {name: a["compute"] for name, a in answers.items() if isinstance(a.get("compute"), Mapping)}
+    older = [name for name in answers if name not in counted]
+    if not counted:
+        return [f"Compute not yet itemised: the answers of {', '.join(older)} were written by an earlier version; "
+                "regenerate them.", ""] if older else []
+    total = sum_totals(counted.values())
+    rows = [[f"[{name}]({name}/README.md)", *[f"{c[k]:,}" for k in ("completed", "pruned", "failed", "epochs")],
+             f"{c['wall_h']:.2f}", f"{c['cpu_h']:.2f}"] for name, c in counted.items()]
+    rows.append(["**total**", *[f"{total[k]:,}" for k in ("completed", "pruned", "failed", "epochs")],
+                 f"{total['wall_h']:.2f}", f"{total['cpu_h']:.2f}"])
+    lines = ["## Compute", "", "| study | completed | pruned | failed | epochs | run wall time (h) | CPU-hours |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: |", *["| " + " | ".join(row) + " |" for row in rows], "",
+             f"Total training compute of these studies, the tuning studies included: {compute_text(total)}; "
+             f"{runs_text(total)} trained. A run's wall time is its share of its worker's (a population member's: its "
+             "share of the population's) on the machine that ran it; CPU-hours weigh it by the torch threads its "
+             "worker used (`study run --jobs N` gives each worker cores / N threads); the hours of workers that ran "
+             "side by side add up, so the elapsed time was shorter."]
+    if older:
+        lines[-1] += (" Left out (answers written by an earlier version, without these counts; regenerate them): "
+                      + ", ".join(older) + ".")
+    return [*lines, ""]
+
+
 def write_index(reports_dir: Path) -> Path:
     """``reports_dir/README.md``, "Answers to the chapter's exercises", from the ``answer.json`` of every report
-    folder: per study its question, answer (a planned study's: its plan's verdicts) and key figure; the tuning
-    studies as one table; the total compute.
+    folder: per study its question, answer (a planned study's: its plan's verdicts; then the report's
+    selection-aware reading, where it has one), key figure and CPU-hours; the tuning studies as one table; the
+    compute of every study and in total (:func:`compute_lines`).
     Folders written by an earlier version (no ``answer.json``) are listed at the end."""
     folders = sorted(p for p in reports_dir.iterdir() if (p / "README.md").is_file())
     answers = {p.name: json.loads((p / ANSWER_FILE).read_text()) for p in folders if (p / ANSWER_FILE).is_file()}
@@ -244,18 +281,19 @@ def write_index(reports_dir: Path) -> Path:
     for name, a in answers.items():
         if name not in tuning:
             said = f"**Declared plan:** {a['answer']}" if "plan" in a else a["answer"]
+            if a.get("answer_note"):
+                said += (f" **The report's selection-aware reading (not a verdict of the plan):** {a['answer_note']}"
+                         if "plan" in a else f" {a['answer_note']}")
             lines += [f"## {name}", "", f"*{a['question']}*", "",
-                      f"{said} [Full report]({name}/README.md) · compute: {a['compute_min']:.1f} min.", ""]
+                      f"{said} [Full report]({name}/README.md) · compute: {_compute(a)}.", ""]
             if a["key_figure"]:
                 lines += [f"![{a['key_figure_caption']}]({name}/{a['key_figure']})", ""]
     if tuning:
-        rows = [[f"[{name}]({name}/README.md)", a["answer"].replace("|", r"\|"), f"{a['compute_min']:.1f}"]
+        rows = [[f"[{name}]({name}/README.md)", a["answer"].replace("|", r"\|"), _compute(a)]
                 for name, a in tuning.items()]
-        lines += ["## Tuning studies behind exercise 7", "", "| study | answer | compute (min) |",
+        lines += ["## Tuning studies behind exercise 7", "", "| study | answer | compute |",
                   "| --- | --- | ---: |", *["| " + " | ".join(row) + " |" for row in rows], ""]
-    total = sum(a["compute_min"] for a in answers.values())
-    lines += [f"Total training compute of these studies: {total / 60:.1f} h (the sum of the runs' wall times on the "
-              "machines that ran them).", ""]
+    lines += compute_lines(answers)
     if older:
         lines += ["Not yet regenerated (reports written by an earlier version, not summarised above): "
                   + ", ".join(f"[{name}]({name}/README.md)" for name in older) + ".", ""]

@@ -59,7 +59,8 @@ def test_every_shipped_study_loads_and_its_runs_compose(ref: str) -> None:
 def test_ex7_tune_is_one_definition_per_technique(technique: str, high: float) -> None:
     spec = load_spec("ex7_tune", [f"technique={technique}"])
     noise = "dropout" if technique == "none" else technique  # the baseline: dropout at rate 0, the identity
-    assert spec.name == f"ex7_tune_{technique}" and spec.overrides == [f"noise={noise}", "data.split=per_seed"]
+    assert spec.name == f"ex7_tune_{technique}" and spec.overrides == [
+        f"noise={noise}", "data.split=per_seed", "optim.schedule=cosine"]
     assert technique in spec.question and spec.is_tuning and spec.n_trials == 40
     assert {k: (d.low, d.high) for k, d in spec.search_space.items()} == \
         {"model.dropout_1": (0.0, high), "model.dropout_2": (0.0, high), "optim.lr": (0.02, 0.5)}
@@ -246,11 +247,12 @@ def test_tuned_from_reruns_each_tuning_studys_best_with_every_seed(tmp_path: Pat
     with pytest.raises(StudySpecError, match=r"'ex7_tune_uniform' is not finished \(1/2 trials\)"):
         study_cells(spec, storage)
     _add_tuning_trials(storage, "ex7_tune_uniform", rates=[0.2], values=[0.6])
+    fixed = {"data.split": "per_seed", "optim.schedule": "cosine"}
     assert study_cells(spec, storage) == [
-        {"noise": "gamma", "data.split": "per_seed", "model.dropout_1": 0.4, "model.dropout_2": 0.2, "seed": 3},
-        {"noise": "gamma", "data.split": "per_seed", "model.dropout_1": 0.4, "model.dropout_2": 0.2, "seed": 4},
-        {"noise": "uniform", "data.split": "per_seed", "model.dropout_1": 0.1, "model.dropout_2": 0.05, "seed": 3},
-        {"noise": "uniform", "data.split": "per_seed", "model.dropout_1": 0.1, "model.dropout_2": 0.05, "seed": 4}]
+        {"noise": "gamma", **fixed, "model.dropout_1": 0.4, "model.dropout_2": 0.2, "seed": 3},
+        {"noise": "gamma", **fixed, "model.dropout_1": 0.4, "model.dropout_2": 0.2, "seed": 4},
+        {"noise": "uniform", **fixed, "model.dropout_1": 0.1, "model.dropout_2": 0.05, "seed": 3},
+        {"noise": "uniform", **fixed, "model.dropout_1": 0.1, "model.dropout_2": 0.05, "seed": 4}]
 
 
 def test_a_grown_grid_enqueues_only_its_new_cells(tmp_path: Path) -> None:

@@ -23,6 +23,7 @@ from dropout_lab.analysis.plan_verdicts import (
     HIGHER,
     LOWER,
     UNDECIDED,
+    VERDICT_COLUMNS,
     plan_looks,
     plan_table,
     plan_verdicts,
@@ -266,15 +267,33 @@ def sensitivity(table: pd.DataFrame, plan: AnalysisPlan, spec: StudySpec, looks:
 
 # ---------------------------------------------------------------- the section
 
+def stored_looks(data: StudyData) -> tuple[int, list[int]]:
+    """How many seeds of the plan's order every configuration has finished, and the looks the plan is read at:
+    a design's looks its stored seeds reach; a fixed list's one look, whatever has finished."""
+    stored = stored_seeds(data.runs, data.keys, seed_order(data.spec))
+    looks = declared_looks(data.spec)
+    return stored, [n for n in looks if n <= stored] if data.spec.design else looks
+
+
+def declared_verdicts(data: StudyData) -> pd.DataFrame:
+    """The declared plan's verdicts (:func:`plan_verdicts`) at the last look the stored runs reach, as the report's
+    verdict section gives them; empty without a plan, a comparison or a look (for an analysis that may speak of a
+    question only through its declared verdict)."""
+    plan = data.spec.plan
+    _, looks = stored_looks(data)
+    if plan is None or not plan.comparisons or not looks or data.runs.empty:
+        return pd.DataFrame(columns=list(VERDICT_COLUMNS))
+    table = plan_table(data.runs, data.instruments)
+    return plan_verdicts(plan_looks(table, plan, looks, seed_order(data.spec)), plan, data.spec.design)
+
+
 def plan_section(data: StudyData) -> PlanSection | None:
     """The plan, its verdicts, figure and sensitivity readings for a study with a plan (None without one)."""
     spec, plan = data.spec, data.spec.plan
     if plan is None:
         return None
     order = seed_order(spec)
-    stored = stored_seeds(data.runs, data.keys, order)
-    # A design is read at the looks its stored seeds reach; a fixed list at its one look, whatever has finished.
-    looks = [n for n in declared_looks(spec) if n <= stored] if spec.design else declared_looks(spec)
+    stored, looks = stored_looks(data)
     section = PlanSection(plan_lines(spec, plan), answer="", declared=len(plan.comparisons))
     if not looks or data.runs.empty:
         first = declared_looks(spec)[0]
@@ -282,8 +301,7 @@ def plan_section(data: StudyData) -> PlanSection | None:
                           "have finished runs in every configuration; nothing is decided.")
         return section
     table = plan_table(data.runs, data.instruments)  # instrument rows for comparisons that read an instrument
-    per_look = plan_looks(table, plan, looks, order)
-    verdicts = plan_verdicts(per_look, plan, spec.design)
+    verdicts = declared_verdicts(data)
     claims = reference_claims(table, plan, design=spec.design) if plan.references else pd.DataFrame()
     section.decided = int(verdicts["verdict"].isin(DECIDED).sum())
     section.answer = answer_text(verdicts, claims, plan)

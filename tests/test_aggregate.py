@@ -322,6 +322,38 @@ def test_prediction_interval_is_wider_than_the_mean_interval_by_sqrt_n_plus_1() 
     assert all(np.isnan(stats.prediction_interval([0.8])))
 
 
+def test_prediction_percentile_is_the_t_predictive_cdf_and_matches_the_interval() -> None:
+    x = np.array(B)
+    n, mean = len(x), x.mean()
+    scale = x.std(ddof=1) * math.sqrt(1 + 1 / n)
+    assert stats.prediction_percentile(B, 0.86) == pytest.approx(100 * sp.t.cdf((0.86 - mean) / scale, n - 1))
+    low, high = stats.prediction_interval(B)
+    assert stats.prediction_percentile(B, high) == pytest.approx(97.5)  # the interval's ends are its 2.5/97.5 points
+    assert stats.prediction_percentile(B, low) == pytest.approx(2.5)
+    assert stats.prediction_percentile(B, mean) == pytest.approx(50)
+    assert [stats.prediction_percentile([0.8, 0.8], v) for v in (0.79, 0.8, 0.81)] == [0.0, 50.0, 100.0]
+    assert np.isnan(stats.prediction_percentile([0.8, np.nan], 0.8))
+
+
+def test_ratio_of_means_is_not_the_mean_of_ratios_and_its_bootstrap_is_paired_and_fixed() -> None:
+    fast = np.array([0.05, 0.10, 0.10, 0.10, 0.10, 0.11, 0.09, 0.10])  # the first seed's reference pass is quick
+    slow = 100 * fast * np.array([2.0, 1.0, 1.1, 0.9, 1.0, 1.05, 0.95, 1.0])
+    result = stats.ratio_of_means(slow, fast)
+    assert result["n"] == 8 and result["ratio"] == pytest.approx(slow.mean() / fast.mean())
+    assert result["ratio"] < np.mean(slow / fast)  # the mean of per-seed ratios is pulled up by the quick seed
+    boot = sp.bootstrap((slow, fast), lambda a, b, axis: a.mean(axis=axis) / b.mean(axis=axis), paired=True,
+                        vectorized=True, rng=np.random.default_rng(stats.BOOTSTRAP_SEED))
+    assert (result["ci_low"], result["ci_high"]) == pytest.approx(tuple(boot.confidence_interval))
+    assert result["ci_low"] < result["ratio"] < result["ci_high"]
+    assert stats.ratio_of_means(slow, fast) == result  # a fixed seed: the same interval on every rebuild
+    unpaired = sp.bootstrap((slow, fast), lambda a, b, axis: a.mean(axis=axis) / b.mean(axis=axis),
+                            vectorized=True, rng=np.random.default_rng(stats.BOOTSTRAP_SEED)).confidence_interval
+    assert result["ci_high"] - result["ci_low"] < unpaired.high - unpaired.low  # pairing removes the seeds' speed
+    assert stats.ratio_of_means([2.0, 4.0], [1.0, 2.0]) == {"n": 2, "ratio": 2.0, "ci_low": 2.0, "ci_high": 2.0}
+    one = stats.ratio_of_means([2.0, np.nan], [1.0, 1.0])
+    assert one["n"] == 1 and one["ratio"] == 2.0 and np.isnan(one["ci_low"])
+
+
 def test_paired_differences_with_a_margin_add_tost() -> None:
     runs = _runs()
     table = paired_differences(runs, ["model"], "test_acc", {"model": "a"}, margin=0.005).iloc[0]

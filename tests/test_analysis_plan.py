@@ -13,6 +13,8 @@ from dropout_lab.errors import StudySpecError
 
 COMPARISON = {"name": "0.3 vs 0.5", "treatment": {"model.dropout_1": 0.3}, "control": {"model.dropout_1": 0.5},
               "margin": 0.003, "why": "the seed sd at the best-validation epoch"}
+REFERENCE = {"name": "printed", "cell": {"model.dropout_1": 0.5}, "value": 0.852,
+             "why": "one printed run against the prediction interval for one run"}
 STUDY = {"name": "planned", "question": "q", "experiment": "smoke", "epochs": 1,
          "grid": {"model.dropout_1": [0.3, 0.5]}, "seeds": {"first": 40, "min": 4, "max": 10, "batch": 3},
          "plan": {"comparisons": [COMPARISON]}}
@@ -42,7 +44,20 @@ def test_the_plan_is_loaded_with_its_defaults(tmp_path: Path) -> None:
     assert list(plan.families()) == ["main"] and plan.comparisons[0].margin == 0.003
 
 
+def test_a_reference_needs_no_margin_and_an_older_files_margin_is_ignored(tmp_path: Path) -> None:
+    goal = {**REFERENCE, "name": "goal", "value": 0.89, "goal": True, "why": "a population claim"}
+    plan = _load(tmp_path, plan={"comparisons": [COMPARISON], "references": [REFERENCE, goal]}).plan
+    assert plan is not None and [r.margin for r in plan.references] == [None, None]
+    assert [r.goal for r in plan.references] == [False, True]
+    older = _load(tmp_path, plan={"comparisons": [COMPARISON], "references": [{**REFERENCE, "margin": 0.016}]}).plan
+    assert older is not None and older.references[0].margin == 0.016  # loads; no verdict reads it
+
+
 @pytest.mark.parametrize(("changes", "message"), [
+    ({"plan": {"comparisons": [COMPARISON], "references": [{**REFERENCE, "value": 85.2}]}},
+     "plan.references[0].value=85.2 is invalid: allowed an accuracy in (0, 1)"),
+    ({"plan": {"comparisons": [COMPARISON], "references": [{**REFERENCE, "why": " "}]}},
+     "plan.references[0].why=' ' is invalid: allowed a one-line statement of what the check is"),
     ({"plan": {"primary": "test_acc_somewhere", "comparisons": [COMPARISON]}},
      "plan.primary='test_acc_somewhere' is invalid: allowed one of test_acc_at_best_val, test_acc_last_epoch"),
     ({"plan": {"alpha": 0.7, "comparisons": [COMPARISON]}}, "plan.alpha=0.7 is invalid"),

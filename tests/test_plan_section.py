@@ -11,12 +11,14 @@ import pandas as pd
 import pytest
 
 from dropout_lab.analysis.plan_verdicts import plan_looks, plan_table, plan_verdicts
+from dropout_lab.analysis.stats import prediction_interval, prediction_percentile
 from dropout_lab.config.analysis_plan import AnalysisPlan, Comparison, Reference, SeedDesign
 from dropout_lab.config.study_spec import StudySpec
 from dropout_lab.reports.analyses import compare
 from dropout_lab.reports.figures import closing_new_figures, report_theme
 from dropout_lab.reports.inputs import StudyData
 from dropout_lab.reports.plan_section import FIGURE_NAME, plan_section, stored_seeds
+from dropout_lab.reports.wording import percentile_text
 from dropout_lab.reports.writer import write_index, write_report
 
 MARGIN = 0.005
@@ -34,7 +36,8 @@ def _plan() -> AnalysisPlan:
     comparisons = [Comparison(name=name, treatment={"model": name[0]}, control={"model": "a"}, margin=MARGIN, why=why,
                               family="rest" if name == "d vs a" else "main") for name, why in WHY.items()]
     return AnalysisPlan(comparisons=comparisons, references=[
-        Reference(name="a's level", cell={"model": "a"}, value=0.85, margin=0.02, why="one run's spread")])
+        Reference(name="a's level", cell={"model": "a"}, value=0.85, why="one run's spread"),
+        Reference(name="b's goal", cell={"model": "b"}, value=0.86, why="a population claim", goal=True)])
 
 
 def _spec(seeds: object, plan: AnalysisPlan | None = None, name: str = "planned") -> StudySpec:
@@ -94,9 +97,21 @@ def test_planned_report_opens_with_the_plan_and_answers_from_its_verdicts(tmp_pa
             f"{100 * row['cs_high']:.2f}] pp over 8 paired seeds; holm-adjusted p = ") in section
     assert f"**higher**, decided at the look with {int(row['seeds_taken'])} seeds." in section
     assert "d vs a: " in section and "**undecided at max seeds** (8); a decision would need about " in section
-    claim = pd.read_csv(tmp_path / "planned" / "plan_references.csv").iloc[0]
-    assert (f"- a's level: mean {claim['mean']:.4f} over 8 seeds, interval [{claim['low']:.4f}, {claim['high']:.4f}] "
-            "(the seeds' spread and the test set's sampling error) against 0.85: **consistent**") in section
+    # A printed run against the prediction interval for one run of a's 8 seeds; a goal against the mean's interval.
+    claims = pd.read_csv(tmp_path / "planned" / "plan_references.csv").set_index("name")
+    level, goal = claims.loc["a's level"], claims.loc["b's goal"]
+    a = data.runs.loc[data.runs["model"] == "a", "best_test_acc"]
+    assert (level["low"], level["high"]) == pytest.approx(prediction_interval(a))
+    assert level["percentile"] == pytest.approx(prediction_percentile(a, 0.85))
+    assert (f"- a's level (0.85) lies **inside** the 95% prediction interval [{level['low']:.4f}, {level['high']:.4f}] "
+            f"for one run of this protocol (8 seeds, mean {a.mean():.4f}, sd {a.std():.4f}; "
+            f"{percentile_text(level['percentile'])}): **consistent**.") in section
+    assert (f"- b's goal: mean {goal['mean']:.4f} over 8 seeds, interval [{goal['low']:.4f}, {goal['high']:.4f}] "
+            "(the seeds' spread and the test set's sampling error) against 0.86: goal **met**.") in section
+    assert (f"References: a's level (0.85) lies inside the 95% prediction interval for one run [{level['low']:.4f}, "
+            f"{level['high']:.4f}] (consistent); b's goal: goal met.") in section
+    assert "a printed run: consistent when it lies inside the 95% prediction interval for one run" in declared
+    assert "| one run    |" in section and "| mean       |" in section  # the table says which interval each has
 
     # The figure: each comparison's confidence sequence at every n from the first look to the last stored.
     assert (tmp_path / "planned" / f"{FIGURE_NAME}.png").is_file() and f"]({FIGURE_NAME}.png)" in section
@@ -119,7 +134,7 @@ def test_planned_report_opens_with_the_plan_and_answers_from_its_verdicts(tmp_pa
     assert answer["answer"].startswith("2 of 3 comparisons decided: ") and answer["plan"] == {"declared": 3,
                                                                                             "decided": 2}
     assert answer["key_figure"] == f"{FIGURE_NAME}.png"
-    assert "References: a's level: " in answer["answer"]
+    assert "References: a's level (0.85) lies inside the 95% prediction interval" in answer["answer"]
     index = write_index(tmp_path).read_text()
     assert f"**Declared plan:** {answer['answer']} [Full report](planned/README.md)" in index
 

@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import warnings
 
 import optuna
 import pandas as pd
 import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
+from pandas.errors import Pandas4Warning
 
 from dropout_lab.store.run_tables import (
     CURVE_COLUMNS,
@@ -118,6 +120,28 @@ def test_curves_and_instrument_tables() -> None:
     empty = optuna.create_study()
     assert runs_table(empty).empty and list(runs_table(empty).columns) == list(RUN_COLUMNS)
     assert curves_table(empty).empty
+
+
+def test_run_tables_give_text_pandas_string_dtype_and_raise_no_pandas4warning() -> None:
+    """A config value stored as a number in one run and as text in another is one text column, of pandas' string
+    dtype like every other text column; building the tables raises no pandas deprecation (Pandas4Warning)."""
+    study = _study()
+    mixed = [_record(0.5, 7, 3), _record(0.5, 8, 3)]
+    mixed[0].config["tag"], mixed[1].config["tag"] = 3, "three"
+    for record in mixed:
+        study.add_trial(optuna.trial.create_trial(
+            state=TrialState.COMPLETE, value=0.8, params={"seed": record.seed},
+            distributions={"seed": IntDistribution(record.seed, record.seed)},
+            user_attrs=record.trial_attrs(f"out/{len(study.trials)}")))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Pandas4Warning)
+        runs, curves = runs_table(study), curves_table(study)
+        activations = instrument_table(study, "activations")
+    assert runs["tag"].tolist()[-2:] == ["3", "three"] and runs["tag"].isna().sum() == 4  # missing stays missing
+    for column in ("tag", "state", "name", "model", "overrides", "test_time.T"):
+        assert pd.api.types.is_string_dtype(runs[column]) and runs[column].dtype != object, column
+    assert all(runs[c].isna().all() for c in runs if runs[c].dtype == object)  # object: only columns of no value
+    assert activations["stage"].dtype == "str" and curves["model"].dtype == "str"
 
 
 def test_epochs_run_counts_curve_rows_or_reported_epochs() -> None:

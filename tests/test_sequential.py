@@ -269,31 +269,59 @@ def test_selectors_and_metrics_name_what_is_wrong() -> None:
     assert set(table.loc[table["model.dropout_2"] == 0, "technique"]) == {"none"}
 
 
-def test_reference_claims_include_the_test_sets_own_error() -> None:
+def test_a_printed_run_is_judged_by_the_prediction_interval_for_one_run() -> None:
+    """A printed number is one run on the same test set: inside, above or below the seeds' prediction interval for one
+    run (mean +- t sd sqrt(1 + 1/n), no test-set error), always decided from two seeds, with its percentile."""
+    table = _runs()
+    values = table[(table["model.dropout_1"] == 0.5) & table["seed"].isin(SEEDS)]["best_test_acc"].to_numpy()
+    n, mean, sd = len(values), values.mean(), values.std(ddof=1)
+    half = student_t.ppf(1 - ALPHA / 2, n - 1) * sd * np.sqrt(1 + 1 / n)
+    printed = {"inside": mean + 0.5 * half, "above": mean + 1.2 * half, "below": mean - 1.2 * half}
+    plan = _plan(references=[Reference(name=name, cell={"model.dropout_1": 0.5}, value=value, why="one printed run")
+                             for name, value in printed.items()])
+    claims = reference_claims(table[table["seed"].isin(SEEDS)], plan).set_index("name")
+    assert claims["verdict"].to_dict() == {"inside": "consistent", "above": "above", "below": "below"}
+    assert (claims["interval"] == "one run").all() and (claims["n"] == n).all()
+    assert claims["low"].tolist() == pytest.approx([mean - half] * 3) and claims["high"].tolist() == pytest.approx(
+        [mean + half] * 3)
+    # Where each falls among single runs: the t predictive distribution's cdf, beyond 97.5 only when above it.
+    expected = [100 * student_t.cdf((v - mean) / (sd * np.sqrt(1 + 1 / n)), n - 1) for v in printed.values()]
+    assert claims["percentile"].tolist() == pytest.approx(expected)
+    assert 50 < claims.loc["inside", "percentile"] < 97.5 < claims.loc["above", "percentile"]
+    assert claims.loc["below", "percentile"] < 2.5
+    # The mean's interval widened by the test set's error (the old check) still holds "above": it left it undecided.
+    wide = norm.isf(ALPHA / 4) * np.sqrt(mean * (1 - mean) / 10_000)
+    assert claims.loc["above", "value"] < t_interval(values, confidence=1 - ALPHA / 2)[1] + wide
+
+    one_seed = reference_claims(table[table["seed"] == SEEDS[0]], plan).iloc[0]
+    assert one_seed["verdict"] == UNDECIDED and one_seed["n"] == 1 and np.isnan(one_seed["percentile"])
+
+
+def test_a_goal_is_judged_by_the_mean_with_the_test_sets_own_error() -> None:
     table = _runs()
     mean = table[(table["model.dropout_1"] == 0.5) & table["seed"].isin(SEEDS)]["best_test_acc"].mean()
-    references = [Reference(name="printed", cell={"model.dropout_1": 0.5}, value=round(mean, 3), margin=0.01,
-                            why="one run's spread"),
-                  Reference(name="far", cell={"model.dropout_1": 0.5}, value=0.8, margin=0.01, why="w"),
-                  Reference(name="goal", cell={"model.dropout_1": 0.3}, value=0.89, margin=0.0, why="w", goal=True),
-                  Reference(name="high goal", cell={"model.dropout_1": 0.5}, value=0.95, margin=0.0, why="w",
-                            goal=True)]
-    plan = _plan(references=references)
-    claims = reference_claims(table[table["seed"].isin(SEEDS)], plan).set_index("name")
-    assert list(claims["verdict"]) == ["consistent", "above", "met", "not met"]
+    goals = [Reference(name="goal", cell={"model.dropout_1": 0.3}, value=0.89, why="w", goal=True),
+             Reference(name="high goal", cell={"model.dropout_1": 0.5}, value=0.95, why="w", goal=True),
+             Reference(name="near goal", cell={"model.dropout_1": 0.5}, value=round(mean, 3), margin=0.01, why="w",
+                       goal=True)]  # an older file's margin: accepted, not read
+    claims = reference_claims(table[table["seed"].isin(SEEDS)], _plan(references=goals)).set_index("name")
+    assert claims["verdict"].tolist() == ["met", "not met", UNDECIDED]
+    assert (claims["interval"] == "mean").all() and claims["percentile"].isna().all()
     values = table[(table["model.dropout_1"] == 0.5) & table["seed"].isin(SEEDS)]["best_test_acc"]
     seeds_low, seeds_high = t_interval(values, confidence=1 - ALPHA / 2)
     test_error = norm.isf(ALPHA / 4) * np.sqrt(mean * (1 - mean) / 10_000)
-    assert claims.loc["printed", "low"] == pytest.approx(seeds_low - test_error)
-    assert claims.loc["printed", "high"] == pytest.approx(seeds_high + test_error)
+    assert claims.loc["near goal", "low"] == pytest.approx(seeds_low - test_error)
+    assert claims.loc["near goal", "high"] == pytest.approx(seeds_high + test_error)
 
     # Every seed the same: no spread over seeds, but the shared test set still leaves +-0.6 pp.
     flat = pd.DataFrame({"seed": SEEDS[:10], "cell": "a", "best_test_acc": 0.85})
-    near = _plan(references=[Reference(name="near", cell={"cell": "a"}, value=0.855, margin=0.0, why="w")])
+    near = _plan(references=[Reference(name="near", cell={"cell": "a"}, value=0.855, why="w", goal=True)])
     claim = reference_claims(flat, near).iloc[0]
     assert claim["verdict"] == UNDECIDED and claim["high"] - claim["low"] > 0.01
     sequential_claim = reference_claims(flat, near, design=DESIGN).iloc[0]
     assert sequential_claim["low"] == pytest.approx(claim["low"])  # zero spread: only the test set's error
+    printed = reference_claims(flat, _plan(references=[Reference(name="p", cell={"cell": "a"}, value=0.855,
+                                                                 why="w")])).iloc[0]
+    assert printed["verdict"] == "above" and printed["low"] == printed["high"] == 0.85  # no spread, no error
     with pytest.raises(InvalidValueError, match=r"plan.references\[0\].cell"):
-        reference_claims(flat, _plan(references=[Reference(name="x", cell={"model": "a"}, value=0.8, margin=0.0,
-                                                           why="w")]))
+        reference_claims(flat, _plan(references=[Reference(name="x", cell={"model": "a"}, value=0.8, why="w")]))

@@ -5,7 +5,8 @@
   anytime-valid tests of :mod:`dropout_lab.analysis.sequential` and the plan's correction within each family.
 * :func:`plan_verdicts`: each comparison's verdict at the last look, when it was decided, or how many seeds
   it would still need; :func:`all_decided` is the stopping rule of a sequential design.
-* :func:`reference_claims`: absolute claims against a reference value, with the test set's own error.
+* :func:`reference_claims`: absolute claims against a reference value: a printed run against the prediction
+  interval of one run, a goal against the mean's interval with the test set's own error.
 
 Verdict at a look: significant (adjusted p_difference < alpha) -> higher/lower by the sign of the mean
 difference; else equivalent (adjusted p_equivalence < alpha); else undecided. Anytime p-values are running
@@ -24,7 +25,7 @@ from scipy.stats import norm
 from statsmodels.stats.multitest import multipletests
 
 from dropout_lab.analysis import sequential
-from dropout_lab.analysis.stats import t_interval
+from dropout_lab.analysis.stats import prediction_interval, prediction_percentile, t_interval
 from dropout_lab.config.analysis_plan import AnalysisPlan, SeedDesign
 from dropout_lab.errors import InvalidValueError
 
@@ -38,7 +39,12 @@ LOOK_COLUMNS = ("look", "n", "comparison", "family", "margin", "n_pairs", "mean_
 VERDICT_COLUMNS = ("comparison", "family", "margin", "why", "n_pairs", "mean_diff", "cs_low", "cs_high", "eq_low",
                    "eq_high", "p_difference_adj", "p_equivalence_adj", "verdict", "seeds_taken", "max_hit",
                    "seeds_needed")
-REFERENCE_COLUMNS = ("name", "value", "margin", "why", "goal", "n", "mean", "low", "high", "verdict")
+REFERENCE_COLUMNS = ("name", "value", "why", "goal", "interval", "n", "mean", "sd", "low", "high", "percentile",
+                     "verdict")
+#: A reference's verdicts: a printed number against one run's prediction interval; a goal against the mean's.
+CONSISTENT, ABOVE, BELOW, MET, NOT_MET = "consistent", "above", "below", "met", "not met"
+#: What a reference row's interval (``low``, ``high``) is for: one new run, or the mean (test-set error included).
+ONE_RUN_INTERVAL, MEAN_INTERVAL = "one run", "mean"
 
 
 # ---------------------------------------------------------------- selecting runs
@@ -251,16 +257,23 @@ def all_decided(looks: pd.DataFrame, n: int) -> bool:
 
 def reference_claims(table: pd.DataFrame, plan: AnalysisPlan, metric: str | None = None, n_test: int = 10_000,
                      design: SeedDesign | None = None) -> pd.DataFrame:
-    """One row per ``plan.references`` entry (columns: :data:`REFERENCE_COLUMNS`).
+    """One row per ``plan.references`` entry (columns: :data:`REFERENCE_COLUMNS`), ``interval`` saying which kind.
 
-    The interval is for the accuracy on the population, not on this one test set: every seed is scored on the
+    A printed number (not a goal) is one run, scored on the same ``n_test`` test images as ours: the question is
+    whether it is a plausible single run of this protocol. Its interval is the seeds' (1 - alpha) prediction
+    interval for one new run, mean +- t_{1 - alpha/2, n - 1} sd sqrt(1 + 1/n) (:func:`stats.prediction_interval`),
+    with no test-set error: that error is shared by the printed run and ours, not a difference between them.
+    ``percentile`` is where the value falls in the same t predictive distribution. Verdict: ``consistent``
+    (inside), ``above`` or ``below`` (the side the printed value is on), decided whenever n >= 2; else
+    ``undecided``.
+
+    A goal is a claim about the accuracy on the population, not on this one test set: every seed is scored on the
     same ``n_test`` images, so their binomial error (variance p (1 - p) / n_test) does not shrink with seeds.
     alpha is split in two (a Bonferroni union): the seeds' (1 - alpha/2) interval of their mean (the anytime
     confidence sequence, tuned at ``design.min``, for a sequential ``design``; else the t-interval) is widened
     on each side by the normal (1 - alpha/2) half-width of the test set's error, z_{1 - alpha/4}
-    sqrt(p (1 - p) / n_test) at p = the mean. Verdict: ``consistent`` (inside value +- margin), ``above``
-    (wholly above value), ``below``, else ``undecided``; for a goal: ``met`` (low > value), ``not met``
-    (high < value), else ``undecided``.
+    sqrt(p (1 - p) / n_test) at p = the mean. Verdict: ``met`` (low > value), ``not met`` (high < value), else
+    ``undecided``. A reference's ``margin`` is not read (see :class:`Reference`).
     """
     if n_test < 1:
         raise InvalidValueError("n_test", n_test, "the number of test images, an integer >= 1")
@@ -270,12 +283,18 @@ def reference_claims(table: pd.DataFrame, plan: AnalysisPlan, metric: str | None
         column = _metric_of(table, metric or plan.test_column, "metric")
         values = _per_seed(select(table, reference.cell, f"{where}.cell"), column).dropna().to_numpy(dtype=float)
         n, mean, sd = sequential.summary(values)
-        low, high = _seed_interval(values, n, mean, sd, plan.alpha / 2, design)
-        test_error = float(norm.isf(plan.alpha / 4)) * np.sqrt(mean * (1 - mean) / n_test) if n else np.nan
-        low, high = low - test_error, high + test_error
-        rows.append({"name": reference.name, "value": reference.value, "margin": reference.margin,
-                     "why": reference.why, "goal": reference.goal, "n": n, "mean": mean, "low": low, "high": high,
-                     "verdict": _reference_verdict(low, high, reference.value, reference.margin, reference.goal)})
+        if reference.goal:
+            low, high = _seed_interval(values, n, mean, sd, plan.alpha / 2, design)
+            test_error = float(norm.isf(plan.alpha / 4)) * np.sqrt(mean * (1 - mean) / n_test) if n else np.nan
+            low, high, percentile = low - test_error, high + test_error, np.nan
+            verdict = _goal_verdict(low, high, reference.value)
+        else:
+            low, high = prediction_interval(values, confidence=1 - plan.alpha)
+            percentile = prediction_percentile(values, reference.value)
+            verdict = _printed_verdict(low, high, reference.value)
+        rows.append({"name": reference.name, "value": reference.value, "why": reference.why, "goal": reference.goal,
+                     "interval": MEAN_INTERVAL if reference.goal else ONE_RUN_INTERVAL, "n": n, "mean": mean,
+                     "sd": sd, "low": low, "high": high, "percentile": percentile, "verdict": verdict})
     return pd.DataFrame(rows, columns=list(REFERENCE_COLUMNS))
 
 
@@ -287,11 +306,13 @@ def _seed_interval(values: np.ndarray, n: int, mean: float, sd: float, alpha: fl
     return float(tests["cs_low"]), float(tests["cs_high"])
 
 
-def _reference_verdict(low: float, high: float, value: float, margin: float, goal: bool) -> str:
+def _goal_verdict(low: float, high: float, value: float) -> str:
     if pd.isna(low) or pd.isna(high):
         return UNDECIDED
-    if goal:
-        return "met" if low > value else "not met" if high < value else UNDECIDED
-    if value - margin <= low and high <= value + margin:
-        return "consistent"
-    return "above" if low > value else "below" if high < value else UNDECIDED
+    return MET if low > value else NOT_MET if high < value else UNDECIDED
+
+
+def _printed_verdict(low: float, high: float, value: float) -> str:
+    if pd.isna(low) or pd.isna(high):
+        return UNDECIDED
+    return ABOVE if value > high else BELOW if value < low else CONSISTENT

@@ -10,7 +10,9 @@ Conventions, shared by every table, figure and sentence:
 * **Equivalence**: :func:`tost_paired` (two one-sided paired t-tests against a margin); a report may say "no
   difference" only when it says equivalent. :func:`paired_with_tost` gives both tests of one set of differences,
   :func:`difference_verdict` the one verdict a sentence follows (higher, lower, equivalent, inconclusive).
-* **Prediction**: :func:`prediction_interval`, where one new run is expected to fall (not the mean's CI).
+* **Prediction**: :func:`prediction_interval`, where one new run is expected to fall (not the mean's CI), and
+  :func:`prediction_percentile`, where a given single run falls among them.
+* **Ratios**: :func:`ratio_of_means`, e.g. of two timings paired on seeds, with a paired bootstrap interval.
 * **Robustness**: :func:`seed_flips`, the seeds whose omission alone changes a verdict.
 * **ANOVA**: :func:`two_way_anova` (statsmodels OLS, two factors with interaction, optional block).
 * **Which is best**: :func:`best_subset` (multiple comparison with the best on paired seeds: the configurations
@@ -26,6 +28,7 @@ from typing import Any, TypeAlias
 
 import numpy as np
 import pandas as pd
+from scipy.stats import bootstrap
 from scipy.stats import t as student_t
 from statsmodels.formula.api import ols
 from statsmodels.stats.anova import AnovaRM, anova_lm
@@ -36,6 +39,8 @@ from dropout_lab.errors import InvalidValueError
 
 ALPHA = 0.05
 CONFIDENCE = 0.95
+#: The fixed seed of every bootstrap: a report's intervals are the same on every rebuild.
+BOOTSTRAP_SEED = 0
 
 #: A table row (a Series or a dict such as :func:`paired_test`'s result).
 Row: TypeAlias = pd.Series | Mapping[str, Any]
@@ -65,21 +70,68 @@ def t_interval(values: Values,
     return float(low), float(high)
 
 
+def _predictive(values: Values) -> tuple[int, float, float]:
+    """n, mean and scale s sqrt(1 + 1/n) of the t predictive distribution of one new value (n - 1 df), NaNs
+    ignored; mean and scale NaN below two values, scale 0 when all are equal."""
+    x = _finite(values)
+    n = len(x)
+    if n < 2:
+        return n, np.nan, np.nan
+    scale = 0.0 if np.ptp(x) == 0 else float(x.std(ddof=1)) * float(np.sqrt(1 + 1 / n))
+    return n, float(x.mean()), scale
+
+
 def prediction_interval(values: Values, confidence: float = CONFIDENCE) -> tuple[float, float]:
     """Prediction interval for ONE new value: mean +- t_{(1+c)/2, n-1} s sqrt(1 + 1/n), NaNs ignored.
 
     Wider than :func:`t_interval` (the mean's): a single new run should be compared with this one.
     NaN below two values; zero width when all are equal.
     """
-    x = _finite(values)
-    n = len(x)
+    n, mean, scale = _predictive(values)
     if n < 2:
         return np.nan, np.nan
-    mean = float(x.mean())
-    if np.ptp(x) == 0:
+    if scale == 0:
         return mean, mean
-    half = float(student_t.ppf((1 + confidence) / 2, n - 1)) * float(x.std(ddof=1)) * float(np.sqrt(1 + 1 / n))
-    return mean - half, mean + half
+    low, high = student_t.interval(confidence, n - 1, loc=mean, scale=scale)
+    return float(low), float(high)
+
+
+def prediction_percentile(values: Values, value: float) -> float:
+    """Where ``value`` falls as one new value: the percentile (0-100) of :func:`prediction_interval`'s t predictive
+    distribution at it (scipy's t cdf, n - 1 df, at mean and scale s sqrt(1 + 1/n)); inside the (1 - a) prediction
+    interval exactly when between 100 a/2 and 100 (1 - a/2). NaN below two values; with no spread, 50 at the mean,
+    else 0 or 100.
+    """
+    n, mean, scale = _predictive(values)
+    if n < 2:
+        return np.nan
+    if scale == 0:
+        return 50.0 if value == mean else 100.0 if value > mean else 0.0
+    return 100 * float(student_t.cdf(value, n - 1, loc=mean, scale=scale))
+
+
+def ratio_of_means(numerator: Values, denominator: Values, confidence: float = CONFIDENCE,
+                   seed: int = BOOTSTRAP_SEED) -> dict[str, float]:
+    """mean(numerator) / mean(denominator) of paired values (one pair per seed; a pair with a NaN is dropped), with
+    its BCa (bias-corrected and accelerated) interval from a paired bootstrap over the pairs (``scipy.stats.bootstrap``,
+    ``paired=True``, a fixed ``seed``, so a report is the same on every rebuild).
+
+    Not the mean of per-pair ratios, which weights a pair with a fast denominator more. Returns n, ratio, ci_low,
+    ci_high; the interval is NaN below two pairs and has zero width when every pair has the same ratio.
+    """
+    x, y = np.asarray(numerator, dtype=float), np.asarray(denominator, dtype=float)
+    keep = ~(np.isnan(x) | np.isnan(y))
+    x, y = x[keep], y[keep]
+    n = len(x)
+    ratio = float(x.mean() / y.mean()) if n else np.nan
+    low = high = np.nan
+    if n > 1 and np.ptp(x / y) == 0:
+        low = high = ratio
+    elif n > 1:
+        result = bootstrap((x, y), lambda a, b, axis: a.mean(axis=axis) / b.mean(axis=axis), paired=True,
+                           vectorized=True, confidence_level=confidence, rng=np.random.default_rng(seed))
+        low, high = float(result.confidence_interval.low), float(result.confidence_interval.high)
+    return {"n": n, "ratio": ratio, "ci_low": low, "ci_high": high}
 
 
 def geometric_mean(values: Values) -> float:

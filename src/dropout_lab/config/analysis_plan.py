@@ -18,8 +18,7 @@ A study file declares (see ``docs/studies-and-statistics.md``)::
         - name: the book's printed accuracy
           cell: {model: scratch}
           value: 0.852
-          margin: 0.01
-          why: the book prints one run; one run's spread is about 1 pp
+          why: one run the book printed, against the prediction interval for one run of this protocol
 
 ``treatment`` and ``control`` select runs by their config values (dotted keys of the run table);
 runs are paired on their seed. Everything not declared here is a labelled sensitivity analysis.
@@ -85,14 +84,17 @@ class Comparison:
 class Reference:
     """An absolute claim: the runs of ``cell`` against a reference ``value`` (a printed number, a goal).
 
-    Its interval includes the test set's own sampling error, not only the seeds'. ``margin`` (with its
-    ``why``) is where "consistent with the reference" ends; a goal is met when the lower end is above it.
+    A printed number (one run the book printed) is checked against the seeds' prediction interval for one run;
+    a goal (``goal: true``) against the interval of their mean, which includes the test set's own sampling
+    error. ``why`` says, in one line, what the check is. ``margin`` is read by neither check (a prediction
+    interval has no tolerance to choose, and a goal has none): it is optional, ignored, and kept only so that
+    older study files still load.
     """
 
     name: str = MISSING
     cell: dict[str, Any] = MISSING
     value: float = MISSING
-    margin: float = MISSING
+    margin: float | None = None
     why: str = MISSING
     goal: bool = False
 
@@ -162,8 +164,8 @@ def plan_problems(plan: AnalysisPlan, grid_keys: set[str]) -> list[tuple[str, An
         where = f"plan.references[{i}]"
         if not 0.0 < reference.value < 1.0:
             problems.append((f"{where}.value", reference.value, "an accuracy in (0, 1)"))
-        if not 0.0 <= reference.margin < 1.0:
-            problems.append((f"{where}.margin", reference.margin, "a proportion in [0, 1)"))
+        if not reference.why.strip():
+            problems.append((f"{where}.why", reference.why, "a one-line statement of what the check is"))
         unknown = sorted(set(reference.cell) - grid_keys)
         if unknown:
             problems.append((f"{where}.cell", unknown, f"keys of the study's cells: {', '.join(sorted(grid_keys))}"))

@@ -16,10 +16,14 @@ from matplotlib.figure import Figure as MplFigure
 from matplotlib.ticker import MaxNLocator
 
 from dropout_lab.analysis.plan_verdicts import (
+    ABOVE,
+    BELOW,
+    CONSISTENT,
     EQUIVALENT,
     HIGHER,
     LOWER,
     UNDECIDED,
+    VERDICT_COLUMNS,
     plan_looks,
     plan_table,
     plan_verdicts,
@@ -30,6 +34,7 @@ from dropout_lab.config.study_spec import StudySpec
 from dropout_lab.reports.inputs import StudyData
 from dropout_lab.reports.labels import value_text
 from dropout_lab.reports.report_parts import Figure, PlanSection, Table
+from dropout_lab.reports.wording import percentile_text
 
 #: A decided comparison's verdict (the others are ``UNDECIDED``).
 DECIDED = (HIGHER, LOWER, EQUIVALENT)
@@ -38,6 +43,13 @@ FIGURE_NAME = "plan_confidence_sequences"
 #: The verdict table's columns shown in the README (its CSV has all; the margins' reasons are in the plan above).
 SHOWN = ["comparison", "family", "margin", "n_pairs", "mean_diff", "cs_low", "cs_high", "p_difference_adj",
          "p_equivalence_adj", "verdict"]
+#: Where a printed reference lies against the prediction interval, by its verdict.
+SIDES = {CONSISTENT: "inside", ABOVE: "above", BELOW: "below"}
+#: The reference table's caption (its confidence filled in).
+REFERENCES_CAPTION = ("References of the declared plan: a printed run (interval `one run`) against the {0}% prediction "
+                      "interval for one run of this protocol, without test-set error (the printed run was scored on "
+                      "the same test set), and `percentile`, where it falls among single runs; a goal (interval "
+                      "`mean`) against the interval of the mean, the test set's sampling error included")
 #: Facets per row of the figure.
 FACETS_PER_ROW = 4
 
@@ -69,10 +81,15 @@ def _comparison_line(c: Comparison) -> str:
             f"({c.why}){metric}")
 
 
-def _reference_line(r: Reference) -> str:
-    kind = ("a goal: met when the whole interval lies above it" if r.goal
-            else f"consistent within {_margin_pp(r.margin)}")
+def _reference_line(r: Reference, alpha: float) -> str:
+    kind = ("a goal: met when the whole interval of the mean, the test set's sampling error included, lies above it"
+            if r.goal else f"a printed run: consistent when it lies inside the {_confidence(alpha)}% prediction "
+                           "interval for one run of this protocol")
     return f"- **{r.name}**: the runs of {cell_text(r.cell)} against {r.value:g}, {kind} ({r.why})"
+
+
+def _confidence(alpha: float) -> str:
+    return f"{100 * (1 - alpha):g}"
 
 
 def plan_lines(spec: StudySpec, plan: AnalysisPlan) -> list[str]:
@@ -98,8 +115,9 @@ def plan_lines(spec: StudySpec, plan: AnalysisPlan) -> list[str]:
         lines.append(f"- left out, because the grid was narrowed on the command line and no longer holds their cells: "
                      f"{', '.join(plan.dropped)}")
     if plan.references:
-        lines += ["", "References (absolute claims; their intervals include the test set's own sampling error):", "",
-                  *map(_reference_line, plan.references)]
+        lines += ["", "References (absolute claims: a printed run against the prediction interval for one run, whose "
+                  "test set ours shares; a goal against the interval of the mean, which includes the test set's own "
+                  "sampling error):", "", *[_reference_line(r, plan.alpha) for r in plan.references]]
     if plan.sensitivity:
         lines += ["", "Sensitivity readings (reported beside the verdicts, never as verdicts):", "",
                   *[f"- `{name}`: the {PRIMARY_METRICS[name][2]} (column `{PRIMARY_METRICS[name][0]}`)"
@@ -145,28 +163,48 @@ def verdict_sentence(row: pd.Series, plan: AnalysisPlan, spec: StudySpec, n: int
     return text + f"**{UNDECIDED}** with {n} seeds{later}{needed}."
 
 
-def reference_sentence(row: pd.Series, reference: Reference) -> str:
+def _printed_subject(row: pd.Series) -> str:
+    """A printed reference as a sentence's subject: its name, with its value unless the name already says it."""
+    value = f"{row['value']:g}"
+    return row["name"] if value in row["name"] else f"{row['name']} ({value})"
+
+
+def reference_sentence(row: pd.Series, reference: Reference, alpha: float) -> str:
     """One reference claim in words, from its :func:`reference_claims` row."""
-    text = (f"{row['name']}: mean {row['mean']:.4f} over {int(row['n'])} seeds, interval [{row['low']:.4f}, "
-            f"{row['high']:.4f}] (the seeds' spread and the test set's sampling error) against {row['value']:g}: ")
     if reference.goal:
-        return text + f"goal **{row['verdict']}**."
-    return text + f"**{row['verdict']}** (consistent means inside {_margin_pp(row['margin'])})."
+        return (f"{row['name']}: mean {row['mean']:.4f} over {int(row['n'])} seeds, interval [{row['low']:.4f}, "
+                f"{row['high']:.4f}] (the seeds' spread and the test set's sampling error) against {row['value']:g}: "
+                f"goal **{row['verdict']}**.")
+    subject = _printed_subject(row)
+    if row["verdict"] == UNDECIDED:
+        return (f"{subject}: **{UNDECIDED}**, {int(row['n'])} seed(s) give no prediction interval for one run "
+                "(it needs two).")
+    return (f"{subject} lies **{SIDES[row['verdict']]}** the {_confidence(alpha)}% prediction interval "
+            f"[{row['low']:.4f}, {row['high']:.4f}] for one run of this protocol ({int(row['n'])} seeds, mean "
+            f"{row['mean']:.4f}, sd {row['sd']:.4f}; {percentile_text(row['percentile'])}): **{row['verdict']}**.")
 
 
 def answer_text(verdicts: pd.DataFrame, claims: pd.DataFrame, plan: AnalysisPlan) -> str:
     """The study's answer for its report and the index: how many comparisons are decided, each verdict, and each
-    reference's verdict (a goal's: met, not met or undecided)."""
-    goals = {r.name for r in plan.references if r.goal}
+    reference's verdict (a goal's: met, not met or undecided; a printed run's: where it lies against the
+    prediction interval for one run)."""
     parts = [f"{r['comparison']} {r['verdict']}" + (" (at max seeds)" if r["verdict"] == UNDECIDED and r["max_hit"]
                                                      else "") for _, r in verdicts.iterrows()]
     decided = int(verdicts["verdict"].isin(DECIDED).sum())
     text = f"{decided} of {len(verdicts)} comparisons decided: " + "; ".join(parts) + "." if len(verdicts) else ""
     if not claims.empty:
-        words = [f"{r['name']}: " + (f"goal {r['verdict']}" if r["name"] in goals else r["verdict"])
-                 for _, r in claims.iterrows()]
+        words = [_claim_summary(r, plan.alpha) for _, r in claims.iterrows()]
         text += (" " if text else "") + "References: " + "; ".join(words) + "."
     return text
+
+
+def _claim_summary(row: pd.Series, alpha: float) -> str:
+    if bool(row["goal"]):
+        return f"{row['name']}: goal {row['verdict']}"
+    if row["verdict"] == UNDECIDED:
+        return f"{row['name']}: {UNDECIDED} (fewer than two seeds)"
+    return (f"{_printed_subject(row)} lies {SIDES[row['verdict']]} the {_confidence(alpha)}% prediction interval "
+            f"for one run [{row['low']:.4f}, {row['high']:.4f}] ({row['verdict']})")
 
 
 def confidence_figure(looks: pd.DataFrame, plan: AnalysisPlan, declared: Sequence[int]) -> MplFigure:
@@ -229,15 +267,33 @@ def sensitivity(table: pd.DataFrame, plan: AnalysisPlan, spec: StudySpec, looks:
 
 # ---------------------------------------------------------------- the section
 
+def stored_looks(data: StudyData) -> tuple[int, list[int]]:
+    """How many seeds of the plan's order every configuration has finished, and the looks the plan is read at:
+    a design's looks its stored seeds reach; a fixed list's one look, whatever has finished."""
+    stored = stored_seeds(data.runs, data.keys, seed_order(data.spec))
+    looks = declared_looks(data.spec)
+    return stored, [n for n in looks if n <= stored] if data.spec.design else looks
+
+
+def declared_verdicts(data: StudyData) -> pd.DataFrame:
+    """The declared plan's verdicts (:func:`plan_verdicts`) at the last look the stored runs reach, as the report's
+    verdict section gives them; empty without a plan, a comparison or a look (for an analysis that may speak of a
+    question only through its declared verdict)."""
+    plan = data.spec.plan
+    _, looks = stored_looks(data)
+    if plan is None or not plan.comparisons or not looks or data.runs.empty:
+        return pd.DataFrame(columns=list(VERDICT_COLUMNS))
+    table = plan_table(data.runs, data.instruments)
+    return plan_verdicts(plan_looks(table, plan, looks, seed_order(data.spec)), plan, data.spec.design)
+
+
 def plan_section(data: StudyData) -> PlanSection | None:
     """The plan, its verdicts, figure and sensitivity readings for a study with a plan (None without one)."""
     spec, plan = data.spec, data.spec.plan
     if plan is None:
         return None
     order = seed_order(spec)
-    stored = stored_seeds(data.runs, data.keys, order)
-    # A design is read at the looks its stored seeds reach; a fixed list at its one look, whatever has finished.
-    looks = [n for n in declared_looks(spec) if n <= stored] if spec.design else declared_looks(spec)
+    stored, looks = stored_looks(data)
     section = PlanSection(plan_lines(spec, plan), answer="", declared=len(plan.comparisons))
     if not looks or data.runs.empty:
         first = declared_looks(spec)[0]
@@ -245,8 +301,7 @@ def plan_section(data: StudyData) -> PlanSection | None:
                           "have finished runs in every configuration; nothing is decided.")
         return section
     table = plan_table(data.runs, data.instruments)  # instrument rows for comparisons that read an instrument
-    per_look = plan_looks(table, plan, looks, order)
-    verdicts = plan_verdicts(per_look, plan, spec.design)
+    verdicts = declared_verdicts(data)
     claims = reference_claims(table, plan, design=spec.design) if plan.references else pd.DataFrame()
     section.decided = int(verdicts["verdict"].isin(DECIDED).sum())
     section.answer = answer_text(verdicts, claims, plan)
@@ -256,10 +311,11 @@ def plan_section(data: StudyData) -> PlanSection | None:
                                 shown=[*SHOWN, "seeds_taken", "max_hit", "seeds_needed"]))
     section.verdict_lines = [verdict_sentence(row, plan, spec, looks[-1]) for _, row in verdicts.iterrows()]
     if not claims.empty:
-        section.tables.append(Table("plan_references", claims, "References of the declared plan (intervals include "
-                                                               "the test set's sampling error)"))
+        section.tables.append(Table("plan_references", claims, REFERENCES_CAPTION.format(_confidence(plan.alpha)),
+                                    shown=[c for c in claims.columns if c != "why"]))
         by_name = {r.name: r for r in plan.references}
-        section.reference_lines = [reference_sentence(row, by_name[row["name"]]) for _, row in claims.iterrows()]
+        section.reference_lines = [reference_sentence(row, by_name[row["name"]], plan.alpha)
+                                   for _, row in claims.iterrows()]
     start = looks[0] if spec.design else 2  # a fixed list has one look; its sequence is valid from two seeds
     if not verdicts.empty and stored >= start:
         every = plan_looks(table, plan, range(start, stored + 1), order)

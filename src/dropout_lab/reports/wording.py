@@ -34,6 +34,18 @@ def ratio_ci(low: float, high: float) -> str:
     return f"95% CI [{low:.3g}, {high:.3g}]"
 
 
+def percentile_text(q: float) -> str:
+    """Where a value falls, as a percentile (0-100) in words: 83.4 -> 'at the 83rd percentile'; beyond 99.5 'above
+    the 99th percentile', below 0.5 'below the 1st percentile' (a rounded 100th or 0th would read as certain)."""
+    if q > 99.5:
+        return "above the 99th percentile"
+    if q < 0.5:
+        return "below the 1st percentile"
+    n = round(q)
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"at the {n}{suffix} percentile"
+
+
 def significance(p_value: float, alpha: float = ALPHA) -> str:
     """'significant' or 'not significant' at ``alpha``, with the p-value."""
     word = "significant" if p_value < alpha else "not significant"

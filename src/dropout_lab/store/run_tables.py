@@ -81,12 +81,14 @@ def _seed(trial: FrozenTrial, attrs: Mapping[str, Any]) -> Any:
 
 
 def _typed(frame: pd.DataFrame) -> pd.DataFrame:
-    """Numeric and boolean columns get their dtypes; a column mixing kinds of values becomes text."""
+    """Numeric and boolean columns get their dtypes; text gets pandas' string dtype (``str``), both a column of
+    strings (by inference) and a column mixing kinds of values (their text; missing values stay missing), so that
+    no later step treats an object column as strings (pandas 3 deprecates that: ``Pandas4Warning``)."""
     frame = frame.infer_objects()
-    for column in frame.select_dtypes(include="object", exclude="str").columns:  # str columns hold one kind
-        values = frame[column].dropna()
-        if values.map(type).nunique() > 1:
-            frame[column] = frame[column].map(lambda v: v if v is None or pd.isna(v) else str(v))
+    # Object columns only: str columns hold one kind already (naming "str" keeps pandas from including them).
+    for column in frame.select_dtypes(include="object", exclude="str").columns:
+        if frame[column].dropna().map(type).nunique() > 1:
+            frame[column] = frame[column].astype("str")
     return frame
 
 

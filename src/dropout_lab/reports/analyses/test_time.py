@@ -21,6 +21,7 @@ from dropout_lab.analysis.stats import (
     LOWER,
     difference_verdict,
     paired_differences,
+    ratio_of_means,
     seed_flips,
     summarize_metrics,
     t_interval,
@@ -28,6 +29,7 @@ from dropout_lab.analysis.stats import (
 )
 from dropout_lab.reports.analyses.instruments import instrument_rows
 from dropout_lab.reports.inputs import StudyData
+from dropout_lab.reports.plan_section import declared_verdicts
 from dropout_lab.reports.report_parts import Figure, Report, Table
 from dropout_lab.reports.wording import (
     ci_text,
@@ -78,13 +80,25 @@ def comparison_table(rows: pd.DataFrame, margin: float = 0.005) -> pd.DataFrame:
 
 
 def cost_table(rows: pd.DataFrame) -> pd.DataFrame:
-    """Time of each evaluation over the same run's deterministic pass, in total and per pass (mean, 95% CI)."""
+    """Each noisy evaluation's time against the same runs' deterministic pass, per (configuration, mode, T): the
+    ratio of the mean times over seeds (:func:`ratio_of_means`, not the mean of per-seed ratios) with its 95% CI
+    from a paired bootstrap over seeds, in total (``time_ratio``) and per pass (``per_pass_ratio``: MC over T;
+    ``single`` seconds are per pass already)."""
     det = rows[rows["mode"] == "deterministic"].set_index("trial")["seconds"]
-    noisy = rows[rows["mode"] != "deterministic"]
-    passes = np.where(noisy["mode"] == "mc", noisy["T"], 1)  # ``single`` seconds are per pass already
-    ratio = noisy["seconds"] / noisy["trial"].map(det)
-    noisy = noisy.assign(time_ratio=ratio, per_pass_ratio=ratio / passes)
-    return summarize_metrics(noisy, ["configuration", "mode", "T"], ["seconds", "time_ratio", "per_pass_ratio"])
+    noisy = rows[rows["mode"] != "deterministic"].assign(deterministic_seconds=lambda f: f["trial"].map(det))
+    out = []
+    for (config, mode, T), group in noisy.dropna(subset=["seconds", "deterministic_seconds"]).groupby(
+            ["configuration", "mode", "T"]):
+        ratio = ratio_of_means(group["seconds"], group["deterministic_seconds"])
+        passes = int(T) if mode == "mc" else 1
+        out.append({"configuration": config, "mode": mode, "T": T, "n": ratio["n"],
+                    "seconds_mean": group["seconds"].mean(),
+                    "deterministic_seconds_mean": group["deterministic_seconds"].mean(),
+                    "time_ratio": ratio["ratio"], "time_ratio_ci_low": ratio["ci_low"],
+                    "time_ratio_ci_high": ratio["ci_high"], "per_pass_ratio": ratio["ratio"] / passes,
+                    "per_pass_ratio_ci_low": ratio["ci_low"] / passes,
+                    "per_pass_ratio_ci_high": ratio["ci_high"] / passes})
+    return pd.DataFrame(out)
 
 
 def _row(table: pd.DataFrame, config: str, mode: str, T: int | None = None, metric: str | None = None) -> pd.Series:
@@ -137,11 +151,6 @@ def _mc_answer(verdicts: pd.DataFrame, margin: float) -> str:
     return f"is still {last['verdict']} at T = {int(last['T'])} (paired t-test, Holm over T)"
 
 
-def _diff_text(row: pd.Series) -> str:
-    return (f"difference {row['mean_diff']:+.4f}, 95% CI [{row['ci_low']:+.4f}, {row['ci_high']:+.4f}], "
-            f"{holm_text(row['p_holm'])}")
-
-
 def _accuracy_sentence(summary: pd.DataFrame, comp: pd.DataFrame, config: str) -> str:
     row = _row(comp, config, "single", metric="accuracy")
     single, det = _row(summary, config, "single"), _row(summary, config, "deterministic")
@@ -165,27 +174,85 @@ def _mc_sentence(comp: pd.DataFrame, config: str, margin: float) -> str:
             f"{row_equivalence_text(last, margin)}).")
 
 
+#: A test-time comparison against the deterministic pass: (metric, mode, T), T None for the single pass.
+RowKey = tuple[str, str, int | None]
+
+
+def declared_rows(data: StudyData, rows: pd.DataFrame) -> dict[RowKey, pd.Series]:
+    """The declared plan's verdict rows (:func:`declared_verdicts`) of ``test_time`` comparisons against the
+    deterministic pass, by (metric, mode, T): those the plan decides, or leaves undecided, for this study.
+
+    A comparison counts when it reads ``test_time.<metric>``, its control is ``{mode: deterministic}`` and its
+    treatment only a mode (with T for MC); with several configurations such a row pools them, so none counts.
+    """
+    plan = data.spec.plan
+    if plan is None or rows["configuration"].nunique() != 1:
+        return {}
+    verdicts = {row["comparison"]: row for _, row in declared_verdicts(data).iterrows()}
+    out: dict[RowKey, pd.Series] = {}
+    for c in plan.comparisons:
+        metric = (c.metric or "").removeprefix("test_time.")
+        if (c.metric != f"test_time.{metric}" or dict(c.control) != {"mode": BASE[0]} or c.name not in verdicts
+                or not set(c.treatment) <= {"mode", "T"}):
+            continue
+        T = c.treatment.get("T")
+        out[(metric, str(c.treatment.get("mode")), None if T is None else int(T))] = verdicts[c.name]
+    return out
+
+
+def _score_verdict(metric: str, row: pd.Series) -> str:
+    """A declared verdict on a lower-is-better score in words: 'higher (worse)' for NLL, 'lower (better calibrated)'
+    for ECE, else the verdict itself (equivalent, undecided)."""
+    side = {LOWER: "better", HIGHER: "worse"}.get(str(row["verdict"]))
+    if side is None:
+        return str(row["verdict"])
+    return f"{row['verdict']} ({side}{' calibrated' if metric == 'ece' else ''})"
+
+
+def _declared_text(metric: str, row: pd.Series) -> str:
+    within = f" within ±{row['margin']:g}" if row["verdict"] == EQUIVALENT else ""
+    return (f"by the declared plan ({row['comparison']}) **{_score_verdict(metric, row)}{within}**: "
+            f"{row['mean_diff']:+.4f}, 95% CS [{row['cs_low']:+.4f}, {row['cs_high']:+.4f}] over "
+            f"{int(row['n_pairs'])} paired seeds")
+
+
 def _calibration_sentence(summary: pd.DataFrame, comp: pd.DataFrame, config: str, mode: str,
-                          T: int | None = None) -> str:
-    det = _row(summary, config, "deterministic")
-    ours = _row(summary, config, mode, T)
-    nll, ece = _row(comp, config, mode, T, "nll"), _row(comp, config, mode, T, "ece")
+                          declared: dict[RowKey, pd.Series], T: int | None = None) -> str:
+    """NLL and ECE of ``mode`` against the deterministic pass: for a row of the declared plan, its verdict (the only
+    place a sentence may say better or worse calibrated); otherwise a labelled exploratory description."""
+    det, ours = _row(summary, config, "deterministic"), _row(summary, config, mode, T)
     name = f"MC averaging at T = {T}" if mode == "mc" else "a single stochastic pass"
-    better = direction(ece, "the deterministic pass is", f"{name} is", "neither is significantly")
-    return (f"{name[0].upper() + name[1:]} vs deterministic: NLL {ours['nll_mean']:.4f} vs {det['nll_mean']:.4f} "
-            f"({_diff_text(nll)}); "
-            f"ECE {ours['ece_mean']:.4f} vs {det['ece_mean']:.4f} ({_diff_text(ece)}); by ECE {better} better "
-            "calibrated.")
+    parts = []
+    for metric in ("nll", "ece"):
+        levels = f"{metric.upper()} {ours[f'{metric}_mean']:.4f} vs {det[f'{metric}_mean']:.4f}"
+        row = declared.get((metric, mode, T if mode == "mc" else None))
+        if row is not None:
+            parts.append(f"{levels}, {_declared_text(metric, row)}")
+            continue
+        diff = _row(comp, config, mode, T, metric)
+        parts.append(f"{levels}, a difference of {diff['mean_diff']:+.4f} with 95% CI [{diff['ci_low']:+.4f}, "
+                     f"{diff['ci_high']:+.4f}] over {int(diff['n_pairs'])} paired seeds, not part of the declared "
+                     "plan (exploratory, no verdict)")
+    return f"{name[0].upper() + name[1:]} vs deterministic: " + "; ".join(parts) + "."
 
 
-def _cost_sentence(cost: pd.DataFrame, summary: pd.DataFrame, config: str, t_max: int) -> str:
+def calibration_answer(declared: dict[RowKey, pd.Series]) -> str:
+    """The answer's words on NLL and calibration: the declared plan's verdicts on them only, or that it has none."""
+    said = [f"“{row['comparison']}” {_score_verdict(metric, row)}" for (metric, _, _), row in declared.items()
+            if metric in ("nll", "ece")]
+    if not said:
+        return "NLL and calibration get no verdict of a declared plan here (see the exploratory descriptions)"
+    return "by the declared plan: " + ", ".join(said)
+
+
+def _cost_sentence(cost: pd.DataFrame, config: str, t_max: int) -> str:
     mc, single = _row(cost, config, "mc", t_max), _row(cost, config, "single")
-    det = _row(summary, config, "deterministic")
-    per_pass = cost[(cost["configuration"] == config) & (cost["mode"] == "mc")]["per_pass_ratio_mean"]
-    return (f"Cost: MC with T = {t_max} passes took {mc['time_ratio_mean']:.1f}x the deterministic pass's time "
-            f"({ratio_ci(mc['time_ratio_ci_low'], mc['time_ratio_ci_high'])}; {mc['seconds_mean']:.3g} s vs "
-            f"{det['seconds_mean']:.3g} s), i.e. {mc['time_ratio_mean'] / t_max:.2f}x per pass; one stochastic pass "
-            f"costs {single['time_ratio_mean']:.2f}x a deterministic one "
+    per_pass = cost[(cost["configuration"] == config) & (cost["mode"] == "mc")]["per_pass_ratio"]
+    return (f"Cost: MC with T = {t_max} passes took {mc['time_ratio']:.1f}x the deterministic pass's time (the ratio "
+            f"of the mean times, {mc['seconds_mean']:.3g} s vs {mc['deterministic_seconds_mean']:.3g} s over "
+            f"{int(mc['n'])} seeds; {ratio_ci(mc['time_ratio_ci_low'], mc['time_ratio_ci_high'])}, paired bootstrap "
+            f"over seeds), i.e. {mc['per_pass_ratio']:.2f}x per pass; one stochastic pass costs "
+            f"{single['time_ratio']:.2f}x a deterministic one "
             f"({ratio_ci(single['time_ratio_ci_low'], single['time_ratio_ci_high'])}); the per-pass ratio of MC "
             f"ranges {per_pass.min():.2f}-{per_pass.max():.2f} across T.")
 
@@ -197,7 +264,7 @@ def noisy_configuration(comp: pd.DataFrame) -> str:
 
 
 def _answer(summary: pd.DataFrame, comp: pd.DataFrame, cost: pd.DataFrame, config: str, t_max: int,
-            margin: float) -> str:
+            margin: float, declared: dict[RowKey, pd.Series]) -> str:
     row = _row(comp, config, "single", metric="accuracy")
     det = _row(summary, config, "deterministic")["accuracy_mean"]
     verb = direction(row, "gains", "loses", "does not significantly change")
@@ -207,10 +274,11 @@ def _answer(summary: pd.DataFrame, comp: pd.DataFrame, cost: pd.DataFrame, confi
     else:
         single = (f"a single noisy pass {verb} {pct(abs(row['mean_diff']))} test accuracy "
                   f"(Holm-adjusted p = {row['p_holm']:.3g})")
-    ratio = _row(cost, config, "mc", t_max)["time_ratio_mean"]
+    mc = _row(cost, config, "mc", t_max)
     return (f"Against the deterministic pass (test accuracy {det:.4f}), {single}; MC averaging "
-            f"{_mc_answer(mc_verdicts(comp, config, margin), margin)}, and T = {t_max} passes cost {ratio:.1f}x "
-            "the time.")
+            f"{_mc_answer(mc_verdicts(comp, config, margin), margin)}; {calibration_answer(declared)}; and T = {t_max} "
+            f"passes cost {mc['time_ratio']:.1f}x the time (the ratio of the mean times, "
+            f"{ratio_ci(mc['time_ratio_ci_low'], mc['time_ratio_ci_high'])}).")
 
 
 def accuracy_verdicts(rows: pd.DataFrame, config: str, margin: float) -> str:
@@ -300,6 +368,7 @@ def analyze(data: StudyData) -> Report:
         return report
     margin = data.spec.margin
     summary, comp, cost = summary_table(rows), comparison_table(rows, margin), cost_table(rows)
+    declared = declared_rows(data, rows)
     t_max = int(rows.loc[rows["mode"] == "mc", "T"].max())
     report.tables.append(Table("test_time_summary", summary,
                                "Test metrics and seconds per configuration, mode and T: mean over seeds with 95% "
@@ -309,8 +378,9 @@ def analyze(data: StudyData) -> Report:
                                "(paired t-test, Cohen's d_z), Holm over T within each configuration and metric "
                                f"(the single pass is its own family); accuracy rows: TOST within ±{100 * margin:g} pp"))
     report.tables.append(Table("cost", cost,
-                               "Evaluation time over the same run's deterministic pass, in total and per pass "
-                               "(mean, 95% CI over seeds)"))
+                               "Evaluation time against the deterministic pass: the ratio of the mean times over "
+                               "seeds (not the mean of per-seed ratios), in total and per pass, with 95% CIs from a "
+                               "paired bootstrap over seeds"))
     report.figures.append(Figure("metrics_vs_T", metrics_plot(rows, summary),
                                  "Accuracy, NLL and ECE against T: MC averaging (line, 95% t-interval band over "
                                  "seeds), deterministic pass (dashed, 95% t-interval band), single noisy pass "
@@ -319,7 +389,7 @@ def analyze(data: StudyData) -> Report:
                                  "Seconds to evaluate the test split against T (mean, 95% t-interval band), "
                                  "deterministic pass (dashed) and T times its time (dotted)"))
     configs = sorted(rows["configuration"].unique())
-    report.conclusions.append(_answer(summary, comp, cost, noisy_configuration(comp), t_max, margin))
+    report.conclusions.append(_answer(summary, comp, cost, noisy_configuration(comp), t_max, margin, declared))
     for config in configs:
         prefix = f"{config}: " if len(configs) > 1 else ""
         if (comp.loc[comp["configuration"] == config, "mean_diff"] == 0).all():
@@ -328,14 +398,16 @@ def analyze(data: StudyData) -> Report:
                                       f"pass (test accuracy {det['accuracy_mean']:.4f}).")
             continue
         for sentence in (_accuracy_sentence(summary, comp, config), _mc_sentence(comp, config, margin),
-                         _calibration_sentence(summary, comp, config, "mc", t_max),
-                         _calibration_sentence(summary, comp, config, "single"),
-                         _cost_sentence(cost, summary, config, t_max)):
+                         _calibration_sentence(summary, comp, config, "mc", declared, t_max),
+                         _calibration_sentence(summary, comp, config, "single", declared),
+                         _cost_sentence(cost, config, t_max)):
             report.conclusions.append(prefix + sentence)
         if flip := seed_robustness(rows, config, margin):
             report.conclusions.append(prefix + flip)
     report.notes.append("Noisy passes run the network in train mode under no_grad with a seeded, forked RNG; "
                         "MC rows reuse the first T of the same max(T) passes as the single-pass row.")
+    report.notes.append("Calibration (NLL, ECE) is called better or worse only where the study's declared plan "
+                        "decides it; a row the plan does not declare is described with its interval, not judged.")
     report.notes.append("MC against deterministic is judged by the paired test of each run's MC(T) minus its own "
                         "deterministic accuracy (Holm over T) and TOST, not by overlapping between-seed intervals. "
                         "Selection: every run is evaluated at its last epoch.")

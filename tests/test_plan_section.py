@@ -216,3 +216,11 @@ def test_a_comparison_may_read_an_instrument() -> None:
     (verdicts,) = [t.frame for t in section.tables if t.name == "plan_verdicts"]
     assert verdicts.loc[0, "mean_diff"] == pytest.approx(0.02) and verdicts.loc[0, "n_pairs"] == 4
     assert "metric `test_time.accuracy` instead of the primary" in "\n".join(section.plan_lines)
+
+
+@pytest.mark.parametrize("metric,pp", [(None, True), ("test_time.accuracy", True), ("best_test_acc", True),
+                                       ("test_time.nll", False), ("test_time.ece", False),
+                                       ("activations.var", False)])
+def test_only_accuracies_are_worded_in_percentage_points(metric: str | None, pp: bool) -> None:
+    from dropout_lab.reports.plan_section import in_pp
+    assert in_pp(metric) is pp

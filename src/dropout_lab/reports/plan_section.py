@@ -61,8 +61,24 @@ def cell_text(cell: Mapping[str, Any]) -> str:
     return ", ".join(value_text(k, v) for k, v in cell.items())
 
 
-def _margin_pp(margin: float) -> str:
-    return f"±{100 * margin:g} pp"
+def in_pp(metric: str | None) -> bool:
+    """Whether a comparison's ``metric`` is an accuracy, worded in percentage points (the primary metric is);
+    any other instrument column (NLL, ECE, a variance) is worded in its own units."""
+    return metric is None or metric.rsplit(".", 1)[-1] in ("accuracy", "acc") or metric.endswith("_acc")
+
+
+def _amount(value: float, pp: bool, signed: bool = False) -> str:
+    if pp:
+        return f"{100 * value:+.2f} pp" if signed else f"{100 * value:.2f}"
+    return f"{value:+.4g}" if signed else f"{value:.4g}"
+
+
+def _margin_text(margin: float, pp: bool = True) -> str:
+    return f"±{100 * margin:g} pp" if pp else f"±{margin:g}"
+
+
+def _comparison_pp(plan: AnalysisPlan, name: str) -> bool:
+    return in_pp(next((c.metric for c in plan.comparisons if c.name == name), None))
 
 
 def seed_order(spec: StudySpec) -> list[int]:
@@ -77,8 +93,8 @@ def declared_looks(spec: StudySpec) -> list[int]:
 
 def _comparison_line(c: Comparison) -> str:
     metric = f"; metric `{c.metric}` instead of the primary" if c.metric else ""
-    return (f"  - **{c.name}**: {cell_text(c.treatment)} vs {cell_text(c.control)}; margin {_margin_pp(c.margin)} "
-            f"({c.why}){metric}")
+    margin = _margin_text(c.margin, in_pp(c.metric))
+    return f"  - **{c.name}**: {cell_text(c.treatment)} vs {cell_text(c.control)}; margin {margin} ({c.why}){metric}"
 
 
 def _reference_line(r: Reference, alpha: float) -> str:
@@ -139,16 +155,18 @@ def stored_seeds(runs: pd.DataFrame, keys: Sequence[str], order: Sequence[int]) 
     return n
 
 
-def _ci(low: float, high: float, confidence: float) -> str:
-    return f"{confidence:g}% CS [{100 * low:.2f}, {100 * high:.2f}] pp"
+def _ci(low: float, high: float, confidence: float, pp: bool = True) -> str:
+    return f"{confidence:g}% CS [{_amount(low, pp)}, {_amount(high, pp)}]" + (" pp" if pp else "")
 
 
 def verdict_sentence(row: pd.Series, plan: AnalysisPlan, spec: StudySpec, n: int) -> str:
     """One comparison's verdict in words, from its :func:`plan_verdicts` row at the look with ``n`` seeds."""
     confidence = 100 * (1 - plan.alpha)
+    pp = _comparison_pp(plan, row["comparison"])
     adjusted = (f"{plan.correction}-adjusted p = {row['p_difference_adj']:.3g} for a difference, "
-                f"{row['p_equivalence_adj']:.3g} for equivalence within {_margin_pp(row['margin'])}")
-    text = (f"{row['comparison']}: {100 * row['mean_diff']:+.2f} pp ({_ci(row['cs_low'], row['cs_high'], confidence)}"
+                f"{row['p_equivalence_adj']:.3g} for equivalence within {_margin_text(row['margin'], pp)}")
+    text = (f"{row['comparison']}: {_amount(row['mean_diff'], pp, signed=True)} "
+            f"({_ci(row['cs_low'], row['cs_high'], confidence, pp)}"
             f" over {int(row['n_pairs'])} paired seeds; {adjusted}): ")
     if row["verdict"] in DECIDED:
         return text + f"**{row['verdict']}**, decided at the look with {int(row['seeds_taken'])} seeds."
@@ -216,22 +234,23 @@ def confidence_figure(looks: pd.DataFrame, plan: AnalysisPlan, declared: Sequenc
     fig, axes = plt.subplots(rows_, columns, figsize=(4 * columns, 3.4 * rows_), squeeze=False)
     for ax, name in zip(axes.flat, names):
         rows = looks[looks["comparison"] == name].sort_values("n")
-        margin = 100 * float(rows["margin"].iloc[0])
-        ax.axhspan(-margin, margin, color="tab:green", alpha=0.15, label=f"±margin ({margin:g} pp)")
+        scale = 100 if _comparison_pp(plan, name) else 1
+        margin = scale * float(rows["margin"].iloc[0])
+        unit = " pp" if scale == 100 else ""
+        ax.axhspan(-margin, margin, color="tab:green", alpha=0.15, label=f"±margin ({margin:g}{unit})")
         ax.axhline(0, color="black", linewidth=0.8)
         for n in declared:
             if rows["n"].min() <= n <= rows["n"].max():
                 ax.axvline(n, color="grey", linestyle=":", linewidth=0.8)
-        ax.fill_between(rows["n"], 100 * rows["cs_low"], 100 * rows["cs_high"], alpha=0.3,
+        ax.fill_between(rows["n"], scale * rows["cs_low"], scale * rows["cs_high"], alpha=0.3,
                         label=f"{100 * (1 - plan.alpha):g}% confidence sequence")
-        ax.plot(rows["n"], 100 * rows["mean_diff"], marker=".", label="mean difference")
+        ax.plot(rows["n"], scale * rows["mean_diff"], marker=".", label="mean difference")
         ax.set_title(name, fontsize="medium")
+        ax.set_ylabel(f"treatment - control{' (pp)' if scale == 100 else ''}")
         ax.set_xlabel("seeds")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     for ax in axes.flat[len(names):]:
         ax.set_visible(False)
-    for ax in axes[:, 0]:
-        ax.set_ylabel("treatment - control (pp)")
     axes[0][0].legend(fontsize="small")
     fig.tight_layout()
     return fig
@@ -256,8 +275,9 @@ def sensitivity(table: pd.DataFrame, plan: AnalysisPlan, spec: StudySpec, looks:
         tables.append(Table(f"sensitivity_{name}", reading, f"Sensitivity: {description}",
                             shown=[*SHOWN, "plan_verdict"]))
         for _, row in reading[reading["verdict"] != reading["plan_verdict"]].iterrows():
-            lines.append(f"{row['comparison']}: on the {description}, {100 * row['mean_diff']:+.2f} pp "
-                         f"({_ci(row['cs_low'], row['cs_high'], 100 * (1 - plan.alpha))}) reads "
+            pp = _comparison_pp(plan, row["comparison"])
+            lines.append(f"{row['comparison']}: on the {description}, {_amount(row['mean_diff'], pp, signed=True)} "
+                         f"({_ci(row['cs_low'], row['cs_high'], 100 * (1 - plan.alpha), pp)}) reads "
                          f"“{row['verdict']}”, which disagrees with the verdict of the declared plan "
                          f"(“{row['plan_verdict']}”).")
     if tables and not any("disagrees" in line for line in lines):

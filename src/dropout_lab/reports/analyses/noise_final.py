@@ -260,4 +260,8 @@ def analyze(data: StudyData) -> Report:
             report.tables.append(table)
         report.conclusions.append(sentence)
     report.notes.append(SELECTION_NOTE)
+    report.notes.append("Each technique was tuned by one search (its tuning study); the intervals here cover the "
+                        "fresh seeds (initialization, data order, validation split, noise), not the search itself: "
+                        "another search could have picked another winner (Bouthillier et al., 2021). The rank "
+                        "correlation above shows how well the searches' objectives carried over.")
     return report

@@ -93,3 +93,14 @@ def test_bad_input_is_named() -> None:
         best_subset(table, "technique", "acc", alpha=1.5)
     with pytest.raises(InvalidValueError, match=r"^resamples=0 is invalid: allowed an integer >= 1"):
         prob_best(table, "technique", "acc", resamples=0)
+
+
+def test_after_sequential_seeds_the_tests_and_intervals_are_anytime_valid_and_wider() -> None:
+    """With n_opt (a sequential design's first look) the p-values are the mixture's one-sided ones and the
+    intervals confidence sequences: never more optimistic than the fixed-n reading, still separating a clear best."""
+    table = _table({"none": 0.870, "dropout": 0.884, "gaussian": 0.893}, n_seeds=20)
+    fixed = best_subset(table, "technique", "acc").set_index("technique")
+    anytime = best_subset(table, "technique", "acc", n_opt=10).set_index("technique")
+    assert (anytime["p_beaten"] >= fixed["p_beaten"]).all()
+    assert (anytime["ci_low"] < fixed["ci_low"]).all() and (anytime["ci_high"] > fixed["ci_high"]).all()
+    assert anytime["may_be_best"].to_dict() == {"gaussian": True, "dropout": False, "none": False}

@@ -204,8 +204,8 @@ def test_noise_final_claims_the_best_technique_only_selection_aware_on_the_prima
 
     (sentence,) = [c for c in report.conclusions if c.startswith("The techniques that may be best at 95%")]
     ranked = table.sort_values("p_best", ascending=False, kind="stable")
-    assert ("(multiple comparison with the best on 6 paired seeds of `best_test_acc`, Holm over all 12 ordered "
-            "pairs; the set holds the truly best with probability at least 95%)") in sentence
+    assert ("(multiple comparison with the best on 6 paired seeds of `best_test_acc`: one-sided paired t-tests, "
+            "Holm over all 12 ordered pairs; the set holds the truly best with probability at least 95%)") in sentence
     assert f"): {', '.join(may)}; bootstrap P(best) (10,000 paired resamples of the seeds): " in sentence
     assert sentence.endswith(", ".join(f"{t} {p:.2f}" for t, p in zip(ranked["technique"], ranked["p_best"])) + ".")
     assert report.answer_note == sentence

@@ -35,6 +35,7 @@ from statsmodels.stats.anova import AnovaRM, anova_lm
 from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.weightstats import DescrStatsW
 
+from dropout_lab.analysis import sequential
 from dropout_lab.errors import InvalidValueError
 
 ALPHA = 0.05
@@ -388,7 +389,8 @@ def prob_best(table: pd.DataFrame, by: str, metric: str, seed: str = "seed", res
     return pd.Series(shares.mean(axis=0), index=wide.columns, name="p_best")
 
 
-def best_subset(table: pd.DataFrame, by: str, metric: str, alpha: float = ALPHA, seed: str = "seed") -> pd.DataFrame:
+def best_subset(table: pd.DataFrame, by: str, metric: str, alpha: float = ALPHA, seed: str = "seed",
+                n_opt: int | None = None) -> pd.DataFrame:
     """Multiple comparison with the best on paired seeds: the configurations ``by`` that may have the highest
     true mean ``metric``, at confidence 1 - ``alpha``.
 
@@ -398,6 +400,10 @@ def best_subset(table: pd.DataFrame, by: str, metric: str, alpha: float = ALPHA,
     best" when any of its tests rejects. Why the set that remains holds the true best with probability >= 1 - alpha:
     for the true best b, mu_b >= mu_j for every j, so every null hypothesis of b's tests is true, and b is excluded
     only by a false rejection; Holm keeps the chance of any false rejection among all the tests at most alpha.
+
+    With ``n_opt`` (the first look of a sequential seed design, whose stopping looked at the data) every p-value and
+    interval is anytime-valid instead (:mod:`~dropout_lab.analysis.sequential`): the one-sided mixture p-value of
+    "j beats i" and each mean's confidence sequence, so the guarantee holds at the data-dependent number of seeds.
 
     Returns one row per configuration, highest mean first: ``by``, n_seeds (shared by all), mean, ci_low, ci_high
     (:func:`t_interval` over those seeds), p_beaten (the smallest Holm-adjusted p of its tests: the evidence that
@@ -410,12 +416,25 @@ def best_subset(table: pd.DataFrame, by: str, metric: str, alpha: float = ALPHA,
     names = list(wide.mean().sort_values(ascending=False, kind="stable").index)
     pairs = [(i, j) for i in names for j in names if i != j]
     df = len(wide) - 1
-    p_adjusted = holm([float(student_t.sf(paired_test(wide[j] - wide[i])["t"], df)) for i, j in pairs])
+
+    def p_beats(i: Hashable, j: Hashable) -> float:  # H0: mu_j - mu_i <= 0
+        if n_opt is None:
+            return float(student_t.sf(paired_test(wide[j] - wide[i])["t"], df))
+        n, mean, sd = sequential.summary((wide[j] - wide[i]).to_numpy(dtype=float))
+        return float(sequential.evaluate(n, mean, sd, 0.0, alpha, n_opt)["p_above_margin"])
+
+    def interval(values: pd.Series) -> tuple[float, float]:
+        if n_opt is None:
+            return t_interval(values)
+        tests = sequential.evaluate(*sequential.summary(values.to_numpy(dtype=float)), 0.0, alpha, n_opt)
+        return float(tests["cs_low"]), float(tests["cs_high"])
+
+    p_adjusted = holm([p_beats(i, j) for i, j in pairs])
     rows = []
     for name in names:
         mine = [(j, p) for (i, j), p in zip(pairs, p_adjusted) if i == name]
         beaten_by = [j for j, p in mine if p < alpha]
-        low, high = t_interval(wide[name])
+        low, high = interval(wide[name])
         rows.append({by: name, "n_seeds": len(wide), "mean": float(wide[name].mean()), "ci_low": low, "ci_high": high,
                      "p_beaten": min(p for _, p in mine), "beaten_by": ", ".join(map(str, beaten_by)),
                      "may_be_best": not beaten_by})

@@ -61,14 +61,18 @@ def best_technique(data: StudyData, metric: str) -> tuple[pd.DataFrame | None, s
         return None, (f"Which technique is best cannot be read yet: {techniques} technique(s) share {seeds} seed(s) "
                       f"with `{metric}` stored (it needs two of each).")
     alpha = data.spec.plan.alpha if data.spec.plan is not None else ALPHA
-    table = best_subset(data.runs, "noise", metric, alpha=alpha)
+    design = data.spec.design
+    table = best_subset(data.runs, "noise", metric, alpha=alpha, n_opt=design.min if design else None)
     table = table.assign(p_best=table["noise"].map(prob_best(data.runs, "noise", metric, resamples=RESAMPLES)))
     table = table.rename(columns={"noise": "technique"})[BEST_COLUMNS]
     may = table.loc[table["may_be_best"], "technique"]
     ranked = table.sort_values("p_best", ascending=False, kind="stable")
     level = f"{100 * (1 - alpha):g}%"
+    tests = ("anytime-valid one-sided tests, as the seeds were added until the plan decided" if design
+             else "one-sided paired t-tests")
     sentence = (f"The techniques that may be best at {level} (multiple comparison with the best on {seeds} paired "
-                f"seeds of `{metric}`, Holm over all {techniques * (techniques - 1)} ordered pairs; the set holds the "
+                f"seeds of `{metric}`: {tests}, Holm over all {techniques * (techniques - 1)} ordered pairs; the set "
+                "holds the "
                 f"truly best with probability at least {level}): {', '.join(may)}; bootstrap P(best) "
                 f"({RESAMPLES:,} paired resamples of the seeds): "
                 + ", ".join(f"{r.technique} {r.p_best:.2f}" for r in ranked.itertuples()) + ".")
@@ -245,7 +249,9 @@ def analyze(data: StudyData) -> Report:
     if best is not None:
         report.tables.append(Table("best_technique", best,
                                    f"Which technique may be best, on `{metric}` over the seeds every technique has: "
-                                   "mean, 95% t-CI, bootstrap P(best), and whether it is in the best subset (beaten "
+                                   "mean, 95% interval (a t-CI; an anytime-valid confidence sequence when seeds "
+                                   "were added sequentially), bootstrap P(best), and whether it is in the best "
+                                   "subset (beaten "
                                    "by: the techniques whose one-sided paired test against it rejects after Holm)"))
         report.figures.append(Figure("p_best", p_best_figure(best),
                                      f"Bootstrap P(best) per technique on `{metric}` ({RESAMPLES:,} paired resamples "

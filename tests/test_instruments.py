@@ -92,6 +92,9 @@ def test_test_time_evaluation_and_checkpoint(make_cfg, tmp_path: Path) -> None:
     assert single["accuracy_std"] > 0 and single["accuracy"] < det["accuracy"]
     assert rows["mc", 100]["accuracy"] > single["accuracy"] + 3 * single["accuracy_std"]
     assert all(r["seconds"] > 0 and 0 <= r["ece"] <= 1 for r in record.test_time)
+    # The run's wall time includes its instrument: the epochs, the test pass and the 100 noisy passes.
+    epochs = sum(row["seconds"] for row in record.curves)
+    assert record.wall_time_s > epochs + rows["mc", 100]["seconds"]
     # MC seconds are cumulative: mc(T) times the first T of the max(T) noisy passes whose mean is single's seconds.
     mc_seconds = [rows["mc", T]["seconds"] for T in (1, 10, 100)]
     assert mc_seconds[0] < mc_seconds[1] < mc_seconds[2]

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import time
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -203,9 +204,11 @@ def _test(trainer: L.Trainer, module: Classifier, datamodule: Any, alone: RunSpe
         if cfg.test_time.checkpoint:
             save_checkpoint(module.net, record.config, alone.output_dir)
         if cfg.test_time.enabled:
+            started = time.perf_counter()
             net = module.net.to(trainer.strategy.root_device)  # teardown moved it to the CPU
             record.test_time = evaluate_test_time(net, *split_tensors(datamodule.test_dataloader()),
                                                   T=cfg.test_time.T, seed=cfg.seed, batch_size=cfg.data.eval_batch_size)
+            module.test_share += time.perf_counter() - started  # the run's wall time includes its instrument
     epochs = module.best.epochs
     best = last
     if any(epochs.get(n) not in (None, len(module.records[n].curves)) for n in module.active):

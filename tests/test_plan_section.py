@@ -224,3 +224,17 @@ def test_a_comparison_may_read_an_instrument() -> None:
 def test_only_accuracies_are_worded_in_percentage_points(metric: str | None, pp: bool) -> None:
     from dropout_lab.reports.plan_section import in_pp
     assert in_pp(metric) is pp
+
+
+def test_a_plan_of_the_primary_metric_only_gives_no_verdicts_and_keeps_the_analysis_answer(tmp_path: Path) -> None:
+    """A tuning study's plan names its primary metric only: no empty verdict tables, and answer.json keeps the
+    analysis's own answer (no plan counts for the index)."""
+    import json
+
+    spec = _spec([0, 1, 2, 3], AnalysisPlan(primary="test_acc_at_best_val"), name="primary_only")
+    text, _ = _write(spec, _runs(4), tmp_path)
+    verdicts = text.split("## Verdicts (declared plan)")[1].split("## Design")[0]
+    assert "declares its primary metric only" in verdicts and "|" not in verdicts
+    assert "## Sensitivity analyses" not in text
+    answer = json.loads((tmp_path / "primary_only" / "answer.json").read_text())
+    assert "plan" not in answer and "primary metric only" not in answer["answer"] and answer["answer"]

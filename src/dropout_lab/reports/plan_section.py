@@ -315,6 +315,11 @@ def plan_section(data: StudyData) -> PlanSection | None:
     order = seed_order(spec)
     stored, looks = stored_looks(data)
     section = PlanSection(plan_lines(spec, plan), answer="", declared=len(plan.comparisons))
+    if not plan.comparisons and not plan.references:
+        section.gives_verdicts = False
+        section.answer = ("This plan declares its primary metric only (a tuning study optimises its validation "
+                          "counterpart): it has no comparisons or references, so it gives no verdicts.")
+        return section
     if not looks or data.runs.empty:
         first = declared_looks(spec)[0]
         section.answer = (f"No look of the declared plan yet: {stored} of the {first} seeds of the first look "

@@ -67,6 +67,8 @@ class PlanSection:
     #: Counts for the index: comparisons declared and decided.
     decided: int = 0
     declared: int = 0
+    #: False for a plan that declares only its primary metric (a tuning study's): its answer is the analysis's own.
+    gives_verdicts: bool = True
 
     @property
     def key_figure(self) -> Figure | None:

@@ -138,15 +138,16 @@ def write_answer(spec: StudySpec, runs: pd.DataFrame, report: Report, out_dir: P
     selection-aware reading, where it has one."""
     key = plan.key_figure if plan else report.key_figure
     totals = compute_totals(runs)
+    verdicts = plan if plan and plan.gives_verdicts else None
     summary: dict[str, object] = {
-        "study": spec.name, "question": short_question(spec), "answer": plan.answer if plan else report.answer,
+        "study": spec.name, "question": short_question(spec), "answer": verdicts.answer if verdicts else report.answer,
         "key_figure": f"{key.name}.png" if key else None, "key_figure_caption": key.caption if key else None,
         "compute_min": round(60 * totals["wall_h"], 3), "tuning": spec.is_tuning,
         "compute": {k: round(v, 4) if isinstance(v, float) else v for k, v in totals.items()}}
     if report.answer_note:
         summary["answer_note"] = report.answer_note
-    if plan:
-        summary["plan"] = {"declared": plan.declared, "decided": plan.decided}
+    if verdicts:
+        summary["plan"] = {"declared": verdicts.declared, "decided": verdicts.decided}
     path = out_dir / ANSWER_FILE
     path.write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
     return path

@@ -90,8 +90,9 @@ def test_planned_report_opens_with_the_plan_and_answers_from_its_verdicts(tmp_pa
     assert verdicts == {"b vs a": "higher", "c vs a": "equivalent", "d vs a": "undecided"}
     assert bool(shipped.set_index("comparison").loc["d vs a", "max_hit"])
     section = text.split("## Verdicts (declared plan)")[1].split("## Sensitivity")[0]
+    needed = int(np.ceil(shipped.set_index("comparison").loc["d vs a", "seeds_needed"]))
     assert section.lstrip().startswith("2 of 3 comparisons decided: b vs a higher; c vs a equivalent; d vs a "
-                                       "undecided (at max seeds).")
+                                       f"undecided (at max seeds, 8; a decision would need about {needed} seeds).")
     row = shipped.set_index("comparison").loc["b vs a"]
     assert (f"- b vs a: {100 * row['mean_diff']:+.2f} pp (95% CS [{100 * row['cs_low']:.2f}, "
             f"{100 * row['cs_high']:.2f}] pp over 8 paired seeds; holm-adjusted p = ") in section
@@ -109,7 +110,8 @@ def test_planned_report_opens_with_the_plan_and_answers_from_its_verdicts(tmp_pa
     assert (f"- b's goal: mean {goal['mean']:.4f} over 8 seeds, interval [{goal['low']:.4f}, {goal['high']:.4f}] "
             "(the seeds' spread and the test set's sampling error) against 0.86: goal **met**.") in section
     assert (f"References: a's level (0.85) lies inside the 95% prediction interval for one run [{level['low']:.4f}, "
-            f"{level['high']:.4f}] (consistent); b's goal: goal met.") in section
+            f"{level['high']:.4f}] (consistent); b's goal: goal met (mean {goal['mean']:.4f}, interval "
+            f"[{goal['low']:.4f}, {goal['high']:.4f}] over 8 seeds).") in section
     assert "a printed run: consistent when it lies inside the 95% prediction interval for one run" in declared
     assert "| one run    |" in section and "| mean       |" in section  # the table says which interval each has
 

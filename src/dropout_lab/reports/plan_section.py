@@ -206,8 +206,7 @@ def answer_text(verdicts: pd.DataFrame, claims: pd.DataFrame, plan: AnalysisPlan
     """The study's answer for its report and the index: how many comparisons are decided, each verdict, and each
     reference's verdict (a goal's: met, not met or undecided; a printed run's: where it lies against the
     prediction interval for one run)."""
-    parts = [f"{r['comparison']} {r['verdict']}" + (" (at max seeds)" if r["verdict"] == UNDECIDED and r["max_hit"]
-                                                     else "") for _, r in verdicts.iterrows()]
+    parts = [f"{r['comparison']} {r['verdict']}" + _undecided_note(r) for _, r in verdicts.iterrows()]
     decided = int(verdicts["verdict"].isin(DECIDED).sum())
     text = f"{decided} of {len(verdicts)} comparisons decided: " + "; ".join(parts) + "." if len(verdicts) else ""
     if not claims.empty:
@@ -216,9 +215,21 @@ def answer_text(verdicts: pd.DataFrame, claims: pd.DataFrame, plan: AnalysisPlan
     return text
 
 
+def _undecided_note(row: pd.Series) -> str:
+    """For an undecided comparison of the answer: whether the design's max was reached, and the seeds a decision
+    would need (empty for a decided one)."""
+    if row["verdict"] != UNDECIDED:
+        return ""
+    needed = row["seeds_needed"]
+    more = f"; a decision would need about {int(np.ceil(needed))} seeds" if pd.notna(needed) else ""
+    n = int(row["n_pairs"])
+    return f" (at max seeds, {n}{more})" if bool(row["max_hit"]) else f" ({n} seeds so far{more})"
+
+
 def _claim_summary(row: pd.Series, alpha: float) -> str:
     if bool(row["goal"]):
-        return f"{row['name']}: goal {row['verdict']}"
+        return (f"{row['name']}: goal {row['verdict']} (mean {row['mean']:.4f}, interval "
+                f"[{row['low']:.4f}, {row['high']:.4f}] over {int(row['n'])} seeds)")
     if row["verdict"] == UNDECIDED:
         return f"{row['name']}: {UNDECIDED} (fewer than two seeds)"
     return (f"{_printed_subject(row)} lies {SIDES[row['verdict']]} the {_confidence(alpha)}% prediction interval "

@@ -197,6 +197,23 @@ def _plan(*comparisons: Comparison, references: list[Reference] | None = None) -
     return AnalysisPlan(comparisons=list(comparisons), references=references or [])
 
 
+def test_a_difference_of_differences_pairs_all_four_cells_on_seeds() -> None:
+    """``minus``: (treatment - control) - (minus.treatment - minus.control) per seed, on the seeds all four have."""
+    from dropout_lab.config.analysis_plan import Difference
+
+    table = _runs()
+    contrast = Comparison(name="contrast", treatment={"model.dropout_1": 0.3}, control={"model.dropout_1": 0.5},
+                          minus=Difference(treatment={"model.dropout_1": 0.4}, control={"model.dropout_1": 0.2}),
+                          margin=0.003, why="a test margin")
+    look = plan_looks(table, _plan(contrast), [30], SEEDS).iloc[0]
+    acc = table.pivot_table(index="seed", columns="model.dropout_1", values="best_test_acc").loc[SEEDS]
+    expected = (acc[0.3] - acc[0.5]) - (acc[0.4] - acc[0.2])
+    assert look["n_pairs"] == 30 and look["mean_diff"] == pytest.approx(expected.mean())
+    assert look["sd"] == pytest.approx(expected.std())
+    missing = table[~((table["model.dropout_1"] == 0.2) & table["seed"].isin(SEEDS[:5]))]
+    assert plan_looks(missing, _plan(contrast), [30], SEEDS).iloc[0]["n_pairs"] == 25
+
+
 def test_the_plan_is_decided_look_by_look() -> None:
     table = _runs()
     plan = _plan(_comparison("big", 0.3), _comparison("same", "0.4"), _comparison("noisy", 0.2),

@@ -182,8 +182,10 @@ def plan_looks(table: pd.DataFrame, plan: AnalysisPlan, looks: Sequence[int], se
     for i, comparison in enumerate(plan.comparisons):
         where = f"plan.comparisons[{i}]"
         column = _metric_of(table, comparison.metric or metric or plan.test_column, f"{where}.metric")
-        treatment = _per_seed(select(table, comparison.treatment, f"{where}.treatment"), column)
-        control = _per_seed(select(table, comparison.control, f"{where}.control"), column)
+        sides = {side: _per_seed(select(table, cell, f"{where}.{side}"), column) for side, cell in comparison.cells()}
+        treatment, control = sides["treatment"] - sides["control"], 0.0
+        if comparison.minus is not None:  # a difference of differences, on the seeds all four cells have
+            control = sides["minus.treatment"] - sides["minus.control"]
         per_look = [sequential.summary(_differences(treatment, control, seed_order[:n])) for n in looks]
         n_pairs, means, sds = (np.array(v, dtype=float) for v in zip(*per_look))
         tests = sequential.accumulate(sequential.evaluate(n_pairs, means, sds, comparison.margin, plan.alpha,
@@ -204,11 +206,12 @@ def plan_looks(table: pd.DataFrame, plan: AnalysisPlan, looks: Sequence[int], se
     return frame[list(LOOK_COLUMNS)]
 
 
-def _differences(treatment: pd.Series, control: pd.Series, seeds: Sequence[int]) -> np.ndarray:
-    """Treatment minus control on the seeds among ``seeds`` that both have."""
+def _differences(treatment: pd.Series, control: pd.Series | float, seeds: Sequence[int]) -> np.ndarray:
+    """Treatment minus control on the seeds among ``seeds`` that both have (a seed where either is NaN, e.g. a
+    difference missing one of its cells, is left out; a float control is subtracted from every seed)."""
     wanted = set(seeds)
-    shared = [s for s in treatment.index if s in wanted and s in control.index]
-    return (treatment.loc[shared] - control.loc[shared]).to_numpy(dtype=float)
+    diff = (treatment - control).dropna()
+    return diff.loc[[s for s in diff.index if s in wanted]].to_numpy(dtype=float)
 
 
 def plan_verdicts(looks: pd.DataFrame, plan: AnalysisPlan, design: SeedDesign | None) -> pd.DataFrame:

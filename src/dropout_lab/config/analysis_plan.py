@@ -21,7 +21,10 @@ A study file declares (see ``docs/studies-and-statistics.md``)::
           why: one run the book printed, against the prediction interval for one run of this protocol
 
 ``treatment`` and ``control`` select runs by their config values (dotted keys of the run table);
-runs are paired on their seed. Everything not declared here is a labelled sensitivity analysis.
+runs are paired on their seed. A comparison with ``minus: {treatment: ..., control: ...}`` is a difference of
+differences, (treatment - control) - (minus.treatment - minus.control) per seed: an interaction, e.g. whether
+one factor's effect depends on another's level. Everything not declared here is a labelled sensitivity
+analysis.
 """
 
 from __future__ import annotations
@@ -62,8 +65,17 @@ class SeedDesign:
 
 
 @dataclass
+class Difference:
+    """``treatment`` minus ``control``, two cells paired on seeds (a comparison's second difference)."""
+
+    treatment: dict[str, Any] = MISSING
+    control: dict[str, Any] = MISSING
+
+
+@dataclass
 class Comparison:
-    """One declared question: ``treatment`` minus ``control`` on the primary metric, paired on seeds.
+    """One declared question: ``treatment`` minus ``control`` on the primary metric, paired on seeds; with
+    ``minus``, that difference minus ``minus``'s (an interaction contrast of four cells, paired on seeds).
 
     ``margin`` (a proportion: 0.005 is 0.5 pp) is the smallest difference that matters; inside it the
     two are called equivalent. ``why`` justifies it in one line. ``family`` groups comparisons whose
@@ -78,6 +90,14 @@ class Comparison:
     why: str = MISSING
     family: str = "main"
     metric: str | None = None
+    minus: Difference | None = None
+
+    def cells(self) -> list[tuple[str, dict[str, Any]]]:
+        """Its cells with their field names: treatment, control, and ``minus``'s two where it has them."""
+        own = [("treatment", self.treatment), ("control", self.control)]
+        if self.minus is None:
+            return own
+        return [*own, ("minus.treatment", self.minus.treatment), ("minus.control", self.minus.control)]
 
 
 @dataclass
@@ -155,8 +175,11 @@ def plan_problems(plan: AnalysisPlan, grid_keys: set[str]) -> list[tuple[str, An
             problems.append((f"{where}.why", comparison.why, "a one-line justification of the margin"))
         if comparison.treatment == comparison.control:
             problems.append((f"{where}.treatment", dict(comparison.treatment), "a cell other than the control's"))
-        for side in ("treatment", "control"):
-            unknown = sorted(set(getattr(comparison, side)) - grid_keys)
+        if comparison.minus is not None and comparison.minus.treatment == comparison.minus.control:
+            problems.append((f"{where}.minus.treatment", dict(comparison.minus.treatment),
+                             "a cell other than minus.control's"))
+        for side, cell in comparison.cells():
+            unknown = sorted(set(cell) - grid_keys)
             if unknown and comparison.metric is None:
                 allowed = f"keys of the study's cells: {', '.join(sorted(grid_keys))}"
                 problems.append((f"{where}.{side}", unknown, allowed))
@@ -183,8 +206,8 @@ def cell_problems(plan: AnalysisPlan, grid: dict[str, list[Any]]) -> list[tuple[
     Comparisons with their own ``metric`` (instrument rows) may select keys of those rows, so they are skipped.
     """
     problems: list[tuple[str, Any, str]] = []
-    cells = [(f"plan.comparisons[{i}].{side}", getattr(c, side)) for i, c in enumerate(plan.comparisons)
-             if c.metric is None for side in ("treatment", "control")]
+    cells = [(f"plan.comparisons[{i}].{side}", cell) for i, c in enumerate(plan.comparisons)
+             if c.metric is None for side, cell in c.cells()]
     cells += [(f"plan.references[{i}].cell", r.cell) for i, r in enumerate(plan.references)]
     for where, cell in cells:
         for key, value in cell.items():
@@ -202,7 +225,7 @@ def restrict_to_grid(plan: AnalysisPlan, grid: dict[str, list[Any]], narrowed: s
         return all(key not in narrowed or key not in grid or any(_same(value, v) for v in grid[key])
                    for key, value in cell.items())
 
-    comparisons = [c for c in plan.comparisons if c.metric is not None or (kept(c.treatment) and kept(c.control))]
+    comparisons = [c for c in plan.comparisons if c.metric is not None or all(kept(cell) for _, cell in c.cells())]
     references = [r for r in plan.references if kept(r.cell)]
     dropped = [c.name for c in plan.comparisons if c not in comparisons]
     dropped += [r.name for r in plan.references if r not in references]

@@ -94,7 +94,10 @@ def declared_looks(spec: StudySpec) -> list[int]:
 def _comparison_line(c: Comparison) -> str:
     metric = f"; metric `{c.metric}` instead of the primary" if c.metric else ""
     margin = _margin_text(c.margin, in_pp(c.metric))
-    return f"  - **{c.name}**: {cell_text(c.treatment)} vs {cell_text(c.control)}; margin {margin} ({c.why}){metric}"
+    cells = f"{cell_text(c.treatment)} vs {cell_text(c.control)}"
+    if c.minus is not None:
+        cells = f"({cells}) minus ({cell_text(c.minus.treatment)} vs {cell_text(c.minus.control)})"
+    return f"  - **{c.name}**: {cells}; margin {margin} ({c.why}){metric}"
 
 
 def _reference_line(r: Reference, alpha: float) -> str:

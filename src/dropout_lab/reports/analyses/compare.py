@@ -28,6 +28,15 @@ SELECTION_NOTE = ("Selection: every number is the last epoch's test accuracy (`t
                   "says best-validation epoch (`best_test_acc`: the epoch early stopping would keep).")
 
 
+def primary_metric(data: StudyData) -> str:
+    """The column an analysis reads when it follows the declared plan: the plan's primary test column where the
+    runs hold it (``best_test_acc`` for early stopping), else the last epoch's test accuracy."""
+    plan = data.spec.plan
+    if plan is not None and plan.test_column in data.runs and data.runs[plan.test_column].notna().any():
+        return plan.test_column
+    return METRIC
+
+
 def has_best(runs: pd.DataFrame) -> bool:
     """Whether the runs carry their best-validation-epoch test accuracy."""
     return BEST_METRIC in runs and bool(runs[BEST_METRIC].notna().any())

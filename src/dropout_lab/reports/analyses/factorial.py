@@ -24,7 +24,7 @@ from dropout_lab.analysis.stats import (
     two_way_anova,
     with_holm,
 )
-from dropout_lab.reports.analyses.compare import BEST_METRIC, SELECTION_NOTE
+from dropout_lab.reports.analyses.compare import BEST_METRIC, SELECTION_NOTE, primary_metric
 from dropout_lab.reports.inputs import StudyData
 from dropout_lab.reports.labels import key_name, levels_by_rates, value_text
 from dropout_lab.reports.report_parts import Figure, Report, Table
@@ -70,9 +70,20 @@ def find_factors(data: StudyData) -> tuple[Factor, Factor] | None:
     return factors[0], factors[1]
 
 
-def cell_table(runs: pd.DataFrame, a: Factor, b: Factor) -> pd.DataFrame:
-    """Seeds x the four cells (neither, a_only, b_only, both), seeds with all four cells only."""
-    wide = runs.pivot_table(index="seed", columns=[a.key, b.key], values=METRIC, aggfunc="mean")
+#: Where a planned study's interaction margin comes from (:func:`interaction_margin`).
+MARGIN_SOURCE = "the smallest margin the declared plan gives any comparison"
+
+
+def interaction_margin(data: StudyData) -> float:
+    """The margin of the interaction's TOST: the smallest of the declared plan's comparison margins (the finest
+    effect the study declared it cares about), else the study's ``margin``."""
+    plan = data.spec.plan
+    return min(c.margin for c in plan.comparisons) if plan is not None and plan.comparisons else data.spec.margin
+
+
+def cell_table(runs: pd.DataFrame, a: Factor, b: Factor, metric: str = METRIC) -> pd.DataFrame:
+    """Seeds x the four cells (neither, a_only, b_only, both) of ``metric``, seeds with all four cells only."""
+    wide = runs.pivot_table(index="seed", columns=[a.key, b.key], values=metric, aggfunc="mean")
     columns = {"neither": (a.off, b.off), "a_only": (a.on, b.off), "b_only": (a.off, b.on), "both": (a.on, b.on)}
     present = {name: wide[col] if col in wide.columns else pd.Series(np.nan, index=wide.index)
                for name, col in columns.items()}
@@ -185,17 +196,17 @@ def seed_sentence(cells: pd.DataFrame, a: Factor, b: Factor, margin: float) -> s
     return seed_flip_text(seed_flips(cells, word), word(cells))
 
 
-def interaction_plot(runs: pd.DataFrame, a: Factor, b: Factor) -> MplFigure:
+def interaction_plot(runs: pd.DataFrame, a: Factor, b: Factor, metric: str = METRIC) -> MplFigure:
     """Mean test accuracy per cell: x = factor b, hue = factor a, 95% t-interval bars, seeds as dots."""
     frame = runs.assign(x=[b.level_name(v) for v in runs[b.key]], hue=[a.level_name(v) for v in runs[a.key]])
     order, hue_order = [b.level_name(b.off), b.level_name(b.on)], [a.level_name(a.off), a.level_name(a.on)]
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
-    sns.stripplot(data=frame, x="x", y=METRIC, hue="hue", order=order, hue_order=hue_order, dodge=True,
+    sns.stripplot(data=frame, x="x", y=metric, hue="hue", order=order, hue_order=hue_order, dodge=True,
                   alpha=0.35, legend=False, ax=ax)
-    sns.pointplot(data=frame, x="x", y=METRIC, hue="hue", order=order, hue_order=hue_order, dodge=0.4,
+    sns.pointplot(data=frame, x="x", y=metric, hue="hue", order=order, hue_order=hue_order, dodge=0.4,
                   errorbar=t_interval, capsize=0.08, markers=["o", "s"], linestyles=["-", "--"], ax=ax)
     ax.set_xlabel(b.name)
-    ax.set_ylabel("test accuracy")
+    ax.set_ylabel("test accuracy" + (" (best-validation epoch)" if metric == BEST_METRIC else ""))
     ax.legend(title=a.name)
     ax.set_title("Interaction plot: parallel lines = additive effects")
     fig.tight_layout()
@@ -210,15 +221,16 @@ def analyze(data: StudyData) -> Report:
         report.notes.append("factorial needs finished runs on exactly two grid keys with two levels each.")
         return report
     a, b = factors
-    runs = data.runs.dropna(subset=[METRIC])
-    cells = cell_table(runs, a, b)
+    metric = primary_metric(data)
+    runs = data.runs.dropna(subset=[metric])
+    cells = cell_table(runs, a, b, metric)
     if cells.empty:
         report.notes.append("No seed has finished runs in all four cells yet.")
         return report
-    margin = data.spec.margin
+    margin = interaction_margin(data)
     effects = effects_table(cells, a, b, margin)
     paired_runs = runs[runs["seed"].isin(cells.index)]
-    anova, coefficient = anova_2x2(paired_runs, a, b)
+    anova, coefficient = anova_2x2(paired_runs, a, b, y=metric)
     report.conclusions.append(verdict_sentence(effects, a, b, margin))
     if flip := seed_sentence(cells, a, b, margin):
         report.conclusions.append(flip)
@@ -234,26 +246,29 @@ def analyze(data: StudyData) -> Report:
         + ("equal to" if np.isclose(coefficient["estimate"], per_seed) else "unlike")
         + f" the per-seed mean interaction ({100 * per_seed:+.2f} pp).")
     summary = summarize_over_seeds(runs, [a.key, b.key], METRIC)
-    if BEST_METRIC in runs and runs[BEST_METRIC].notna().any():
+    if metric == BEST_METRIC or (BEST_METRIC in runs and runs[BEST_METRIC].notna().any()):
         best = runs.groupby([a.key, b.key])[BEST_METRIC].mean().rename("mean_best_test_acc").reset_index()
         summary = summary.merge(best, on=[a.key, b.key], how="left")
     report.tables.append(Table("cells", summary, "Test accuracy per cell over seeds (last epoch: mean, std, n, 95% "
                                                  "t-interval; best-validation-epoch mean where stored)"))
-    report.tables.append(Table("effects", effects, "Effects on test accuracy, paired on seeds (paired t-test, "
+    report.tables.append(Table("effects", effects, f"Effects on `{metric}`, paired on seeds (paired t-test, "
                                                    "95% CI, Cohen's d_z, Holm across the rows)"))
     report.tables.append(Table("anova", anova, "Two-way ANOVA with interaction and seed as block (statsmodels "
                                                "OLS, Type III SS); F_rm/p_rm: each term against its term x seed error"))
     report.tables.append(Table("interaction_tests", interaction_tests(effects, anova, coefficient),
                                "The interaction tested three ways"))
-    report.figures.append(Figure("interaction_plot", interaction_plot(runs, a, b),
-                                 "Interaction plot: mean test accuracy per cell with 95% t-interval bars"))
+    report.figures.append(Figure("interaction_plot", interaction_plot(runs, a, b, metric),
+                                 f"Interaction plot: mean `{metric}` per cell with 95% t-interval bars"))
     report.notes.append("The verdict uses the unadjusted 95% CIs of the pre-specified interaction and of 'both vs "
                         "best single' and the interaction's TOST (additive: the interaction is equivalent to 0 within "
-                        f"±{100 * margin:g} pp, the study's smallest effect of interest; inconclusive: its CI contains "
+                        f"±{100 * margin:g} pp, {MARGIN_SOURCE if data.spec.plan else 'the study margin'}; "
+                        "inconclusive: its CI contains "
                         "0 but TOST does not say equivalent; diminishing: below 0 but both beats the best single "
                         "factor; cancelling: below 0 and both no better than the best single factor; synergistic: "
                         "above 0). p_holm corrects across all rows of the effects table.")
-    report.notes.append(SELECTION_NOTE)
+    report.notes.append(SELECTION_NOTE if metric == METRIC else
+                        f"Selection: the effects, the interaction, the ANOVA and the figure read `{metric}`, the "
+                        "declared plan's primary metric; the cells table gives both epochs.")
     report.notes.append(f"Levels: {a.name} off = {a.off!r}, on = {a.on!r}; {b.name} off = {b.off!r}, on = {b.on!r} "
                         "(each grid key's first value is 'off'). Only seeds with all four cells are paired.")
     return report

@@ -27,6 +27,7 @@ from dropout_lab.reports.analyses.compare import (
     METRIC,
     SELECTION_NOTE,
     describe_difference,
+    primary_metric,
     seed_robustness,
     summary_and_tests,
 )
@@ -40,15 +41,6 @@ BASELINE = "dropout"
 RESAMPLES = 10_000
 #: The columns of ``best_technique.csv``, highest mean first.
 BEST_COLUMNS = ["technique", "n_seeds", "mean", "ci_low", "ci_high", "p_best", "may_be_best", "beaten_by", "p_beaten"]
-
-
-def primary_metric(data: StudyData) -> str:
-    """The column the best-technique reading and the tuning comparison use: the plan's primary test column where the
-    runs hold it (``best_test_acc`` for ex7), else the last epoch's test accuracy."""
-    plan = data.spec.plan
-    if plan is not None and plan.test_column in data.runs and data.runs[plan.test_column].notna().any():
-        return plan.test_column
-    return METRIC
 
 
 def best_technique(data: StudyData, metric: str) -> tuple[pd.DataFrame | None, str]:

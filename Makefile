@@ -66,7 +66,9 @@ demo: setup
 	@echo; sed -n '/^## Verdicts (declared plan)/,/^## Sensitivity/p' $(DEMO_DIR)/demo/README.md | grep '^- '
 	@echo; echo "Report: $(DEMO_DIR)/demo/README.md (tables as CSV, figures as PNG); runs stored in results/studies.db"
 
-# Full-budget studies for reports/ (about 1-2 h on 2 cores); resumable: rerun to continue.
+# Full-budget studies for reports/: each study adds seeds until its declared plan is decided (or its max), so
+# the cost depends on the data: about 6 h on 2 cores (12 CPU-hours; the measured totals are the Compute table
+# of reports/README.md). Resumable: rerun to continue; a study already decided costs nothing.
 # Long: run it in the background, e.g. `nohup make studies > results/studies.log 2>&1 &`.
 # Studies train in fused bf16 populations (equivalent to per-run training within +-0.5 pp:
 # benchmarks/README.md), except the two that compare nn.Dropout with dropout_layer (a population

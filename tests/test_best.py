@@ -1,5 +1,5 @@
-"""Which configuration is best, selection-aware: ``stats.best_subset`` (multiple comparison with the best on paired
-seeds, Holm) and ``stats.prob_best`` (paired bootstrap of seeds), on small synthetic run tables."""
+"""Which configuration is best, selection-aware: ``best.best_subset`` (multiple comparison with the best on paired
+seeds, Holm) and ``best.prob_best`` (paired bootstrap of seeds), on small synthetic run tables."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from scipy import stats as sp
 from statsmodels.stats.multitest import multipletests
 
-from dropout_lab.analysis.stats import best_subset, prob_best, seeds_by_configuration
+from dropout_lab.analysis.best import best_subset, prob_best, seeds_by_configuration
 from dropout_lab.errors import InvalidValueError
 
 

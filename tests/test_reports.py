@@ -175,7 +175,7 @@ def test_noise_final_says_whether_the_declared_goal_is_met_and_why_not_from_the_
 def test_noise_final_claims_the_best_technique_only_selection_aware_on_the_primary_metric() -> None:
     """The best subset and bootstrap P(best) of the plan's primary metric (best-validation epoch), not of the last
     epoch, whose order differs; the table, the sentence, the answer note and the goal sentence agree with them."""
-    from dropout_lab.analysis.stats import best_subset, prob_best
+    from dropout_lab.analysis.best import best_subset, prob_best
 
     rng = np.random.default_rng(7)
     shared = rng.normal(0, 0.002, 6)

@@ -13,16 +13,9 @@ import seaborn as sns
 from matplotlib.figure import Figure as MplFigure
 from scipy import stats
 
+from dropout_lab.analysis.best import best_subset, prob_best, seeds_by_configuration
 from dropout_lab.analysis.plan_verdicts import cell_mask, technique_labels
-from dropout_lab.analysis.stats import (
-    ALPHA,
-    HIGHER,
-    INCONCLUSIVE,
-    best_subset,
-    difference_verdict,
-    prob_best,
-    seeds_by_configuration,
-)
+from dropout_lab.analysis.stats import ALPHA, HIGHER, INCONCLUSIVE, difference_verdict
 from dropout_lab.reports.analyses.compare import (
     METRIC,
     SELECTION_NOTE,

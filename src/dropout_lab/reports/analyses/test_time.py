@@ -7,13 +7,7 @@ Reads the store's ``test_time`` instrument table (see ``evaluation/mc_evaluation
 
 from __future__ import annotations
 
-import matplotlib.pyplot as plt
-import numpy as np
 import pandas as pd
-import seaborn as sns
-from matplotlib.axes import Axes
-from matplotlib.figure import Figure as MplFigure
-from matplotlib.ticker import NullFormatter, ScalarFormatter
 
 from dropout_lab.analysis.stats import (
     EQUIVALENT,
@@ -24,10 +18,10 @@ from dropout_lab.analysis.stats import (
     ratio_of_means,
     seed_flips,
     summarize_metrics,
-    t_interval,
     with_holm,
 )
 from dropout_lab.reports.analyses.instruments import instrument_rows
+from dropout_lab.reports.analyses.test_time_figures import COMPARED, cost_plot, metrics_plot, row_of
 from dropout_lab.reports.inputs import StudyData
 from dropout_lab.reports.plan_section import declared_verdicts
 from dropout_lab.reports.report_parts import Figure, Report, Table
@@ -42,8 +36,6 @@ from dropout_lab.reports.wording import (
 )
 
 METRICS = ("accuracy", "nll", "ece", "entropy", "seconds")
-COMPARED = ("accuracy", "nll", "ece")
-LABELS = {"accuracy": "test accuracy", "nll": "test NLL", "ece": "test ECE (15 bins)", "seconds": "seconds"}
 MODE_ORDER = {"deterministic": 0, "single": 1, "mc": 2}
 BASE = ("deterministic", 1)
 
@@ -101,15 +93,6 @@ def cost_table(rows: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
-def _row(table: pd.DataFrame, config: str, mode: str, T: int | None = None, metric: str | None = None) -> pd.Series:
-    mask = (table["configuration"] == config) & (table["mode"] == mode)
-    if T is not None:
-        mask &= table["T"] == T
-    if metric is not None:
-        mask &= table["metric"] == metric
-    return table[mask].iloc[0]
-
-
 def mc_accuracy_verdict(row: pd.Series, margin: float) -> str:
     """What the paired test (Holm) and TOST say of MC(T) minus deterministic accuracy, in words."""
     word = difference_verdict(row)
@@ -152,8 +135,8 @@ def _mc_answer(verdicts: pd.DataFrame, margin: float) -> str:
 
 
 def _accuracy_sentence(summary: pd.DataFrame, comp: pd.DataFrame, config: str) -> str:
-    row = _row(comp, config, "single", metric="accuracy")
-    single, det = _row(summary, config, "single"), _row(summary, config, "deterministic")
+    row = row_of(comp, config, "single", metric="accuracy")
+    single, det = row_of(summary, config, "single"), row_of(summary, config, "deterministic")
     verb = direction(row, "raises", "lowers", "does not significantly change")
     return (f"A single stochastic pass {verb} test accuracy against the deterministic pass: {pct(row['mean_diff'])} "
             f"({single['accuracy_mean']:.4f} vs {det['accuracy_mean']:.4f}; {ci_text(row['ci_low'], row['ci_high'])}, "
@@ -220,7 +203,7 @@ def _calibration_sentence(summary: pd.DataFrame, comp: pd.DataFrame, config: str
                           declared: dict[RowKey, pd.Series], T: int | None = None) -> str:
     """NLL and ECE of ``mode`` against the deterministic pass: for a row of the declared plan, its verdict (the only
     place a sentence may say better or worse calibrated); otherwise a labelled exploratory description."""
-    det, ours = _row(summary, config, "deterministic"), _row(summary, config, mode, T)
+    det, ours = row_of(summary, config, "deterministic"), row_of(summary, config, mode, T)
     name = f"MC averaging at T = {T}" if mode == "mc" else "a single stochastic pass"
     parts = []
     for metric in ("nll", "ece"):
@@ -229,7 +212,7 @@ def _calibration_sentence(summary: pd.DataFrame, comp: pd.DataFrame, config: str
         if row is not None:
             parts.append(f"{levels}, {_declared_text(metric, row)}")
             continue
-        diff = _row(comp, config, mode, T, metric)
+        diff = row_of(comp, config, mode, T, metric)
         parts.append(f"{levels}, a difference of {diff['mean_diff']:+.4f} with 95% CI [{diff['ci_low']:+.4f}, "
                      f"{diff['ci_high']:+.4f}] over {int(diff['n_pairs'])} paired seeds, not part of the declared "
                      "plan (exploratory, no verdict)")
@@ -246,7 +229,7 @@ def calibration_answer(declared: dict[RowKey, pd.Series]) -> str:
 
 
 def _cost_sentence(cost: pd.DataFrame, config: str, t_max: int) -> str:
-    mc, single = _row(cost, config, "mc", t_max), _row(cost, config, "single")
+    mc, single = row_of(cost, config, "mc", t_max), row_of(cost, config, "single")
     per_pass = cost[(cost["configuration"] == config) & (cost["mode"] == "mc")]["per_pass_ratio"]
     return (f"Cost: MC with T = {t_max} passes took {mc['time_ratio']:.1f}x the deterministic pass's time (the ratio "
             f"of the mean times, {mc['seconds_mean']:.3g} s vs {mc['deterministic_seconds_mean']:.3g} s over "
@@ -265,8 +248,8 @@ def noisy_configuration(comp: pd.DataFrame) -> str:
 
 def _answer(summary: pd.DataFrame, comp: pd.DataFrame, cost: pd.DataFrame, config: str, t_max: int,
             margin: float, declared: dict[RowKey, pd.Series]) -> str:
-    row = _row(comp, config, "single", metric="accuracy")
-    det = _row(summary, config, "deterministic")["accuracy_mean"]
+    row = row_of(comp, config, "single", metric="accuracy")
+    det = row_of(summary, config, "deterministic")["accuracy_mean"]
     verb = direction(row, "gains", "loses", "does not significantly change")
     if verb == "does not significantly change":
         single = (f"a single noisy pass does not significantly change test accuracy ({pct(row['mean_diff'])}, "
@@ -274,7 +257,7 @@ def _answer(summary: pd.DataFrame, comp: pd.DataFrame, cost: pd.DataFrame, confi
     else:
         single = (f"a single noisy pass {verb} {pct(abs(row['mean_diff']))} test accuracy "
                   f"(Holm-adjusted p = {row['p_holm']:.3g})")
-    mc = _row(cost, config, "mc", t_max)
+    mc = row_of(cost, config, "mc", t_max)
     return (f"Against the deterministic pass (test accuracy {det:.4f}), {single}; MC averaging "
             f"{_mc_answer(mc_verdicts(comp, config, margin), margin)}; {calibration_answer(declared)}; and T = {t_max} "
             f"passes cost {mc['time_ratio']:.1f}x the time (the ratio of the mean times, "
@@ -285,7 +268,7 @@ def accuracy_verdicts(rows: pd.DataFrame, config: str, margin: float) -> str:
     """The answer's two accuracy verdicts in one string: the single pass against the deterministic pass, and the
     smallest T from which MC is equivalent to it (:func:`equivalent_from`)."""
     comp = comparison_table(rows, margin)
-    single = difference_verdict(_row(comp, config, "single", metric="accuracy"))
+    single = difference_verdict(row_of(comp, config, "single", metric="accuracy"))
     mc = mc_verdicts(comp, config, margin)
     t = equivalent_from(mc)
     reach = f"MC equivalent from T = {t}" if t is not None else f"MC not equivalent at T = {int(mc['T'].max())}"
@@ -300,63 +283,6 @@ def seed_robustness(rows: pd.DataFrame, config: str, margin: float) -> str | Non
         return accuracy_verdicts(frame, config, margin)
 
     return seed_flip_text(seed_flips(ours, verdict, seed="seed"), verdict(ours))
-
-
-def _t_ticks(ax: Axes, T: pd.Series) -> None:
-    """Ticks at the evaluated T values, written as plain numbers."""
-    ax.set_xticks(sorted(T.unique()))
-    ax.xaxis.set_major_formatter(ScalarFormatter())
-    ax.xaxis.set_minor_formatter(NullFormatter())
-
-
-def metrics_plot(rows: pd.DataFrame, summary: pd.DataFrame) -> MplFigure:
-    """Accuracy, NLL and ECE against T: MC (line, 95% t band), deterministic (dashed, band), single pass (point)."""
-    fig, axes = plt.subplots(1, 3, figsize=(13, 4))
-    mc = rows[rows["mode"] == "mc"]
-    configs = sorted(rows["configuration"].unique())
-    colors = dict(zip(configs, sns.color_palette(n_colors=len(configs))))
-    for ax, metric in zip(axes, COMPARED):
-        for config in configs:
-            tag = f" ({config})" if len(configs) > 1 else ""
-            sns.lineplot(data=mc[mc["configuration"] == config], x="T", y=metric, marker="o", color=colors[config],
-                         errorbar=t_interval, label=f"MC average of T passes{tag}", ax=ax)
-            det, single = _row(summary, config, "deterministic"), _row(summary, config, "single")
-            ax.axhline(det[f"{metric}_mean"], color=colors[config], linestyle="--", label=f"deterministic{tag}")
-            if pd.notna(det[f"{metric}_ci_low"]):
-                ax.axhspan(det[f"{metric}_ci_low"], det[f"{metric}_ci_high"], color=colors[config], alpha=0.12)
-            err = np.array([[single[f"{metric}_mean"] - single[f"{metric}_ci_low"]],
-                            [single[f"{metric}_ci_high"] - single[f"{metric}_mean"]]])
-            ax.errorbar([1], [single[f"{metric}_mean"]], yerr=None if np.isnan(err).any() else err, fmt="s",
-                        color=colors[config], markeredgecolor="black", markersize=8, capsize=4,
-                        label=f"single noisy pass{tag}")
-        ax.set(xscale="log", xlabel="T (noisy passes averaged)", ylabel=LABELS[metric])
-        _t_ticks(ax, mc["T"])
-        ax.legend(fontsize=7) if metric == "accuracy" else ax.get_legend().remove()
-    fig.tight_layout()
-    return fig
-
-
-def cost_plot(rows: pd.DataFrame, summary: pd.DataFrame) -> MplFigure:
-    """Seconds of the test evaluation against T (log-log), with the deterministic pass and T x its time."""
-    fig, ax = plt.subplots(figsize=(6, 4))
-    mc = rows[rows["mode"] == "mc"]
-    configs = sorted(rows["configuration"].unique())
-    colors = dict(zip(configs, sns.color_palette(n_colors=len(configs))))
-    for config in configs:
-        tag = f" ({config})" if len(configs) > 1 else ""
-        sns.lineplot(data=mc[mc["configuration"] == config], x="T", y="seconds", marker="o", color=colors[config],
-                     errorbar=t_interval, label=f"MC, T passes{tag}", ax=ax)
-        det = _row(summary, config, "deterministic")["seconds_mean"]
-        ts = np.sort(mc["T"].unique())
-        ax.axhline(det, color=colors[config], linestyle="--", label=f"deterministic pass{tag}")
-        ax.plot(ts, ts * det, color=colors[config], linestyle=":", label=f"T x deterministic{tag}")
-    ax.set(xscale="log", yscale="log", xlabel="T (noisy passes)", ylabel="seconds for the test split")
-    _t_ticks(ax, mc["T"])
-    ax.yaxis.set_major_formatter(ScalarFormatter())
-    ax.yaxis.set_minor_formatter(NullFormatter())
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    return fig
 
 
 def analyze(data: StudyData) -> Report:
@@ -393,7 +319,7 @@ def analyze(data: StudyData) -> Report:
     for config in configs:
         prefix = f"{config}: " if len(configs) > 1 else ""
         if (comp.loc[comp["configuration"] == config, "mean_diff"] == 0).all():
-            det = _row(summary, config, "deterministic")
+            det = row_of(summary, config, "deterministic")
             report.conclusions.append(f"{prefix}no test-time noise: every single and MC pass equals the deterministic "
                                       f"pass (test accuracy {det['accuracy_mean']:.4f}).")
             continue

@@ -15,9 +15,8 @@ Conventions, shared by every table, figure and sentence:
 * **Ratios**: :func:`ratio_of_means`, e.g. of two timings paired on seeds, with a paired bootstrap interval.
 * **Robustness**: :func:`seed_flips`, the seeds whose omission alone changes a verdict.
 * **ANOVA**: :func:`two_way_anova` (statsmodels OLS, two factors with interaction, optional block).
-* **Which is best** (selection-aware): in :mod:`dropout_lab.analysis.best`.
 
-The sentence fragments that put these results into words are in :mod:`dropout_lab.reports.wording`.
+Which configuration is best: :mod:`dropout_lab.analysis.best`; words: :mod:`dropout_lab.reports.wording`.
 """
 
 from __future__ import annotations

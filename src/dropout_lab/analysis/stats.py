@@ -309,13 +309,8 @@ def seed_flips(frame: pd.DataFrame | pd.Series, verdict: Callable[[Any], str],
     seeds = list(dict.fromkeys(frame.index if seed is None else frame[seed]))
     if len(seeds) < 3:
         return []
-    flips = []
-    for s in seeds:
-        rest = frame.drop(index=s) if seed is None else frame[frame[seed] != s]
-        without = verdict(rest)
-        if without != full:
-            flips.append((s, without))
-    return flips
+    withouts = [(s, verdict(frame.drop(index=s) if seed is None else frame[frame[seed] != s])) for s in seeds]
+    return [(s, without) for s, without in withouts if without != full]
 
 
 # ---------------------------------------------------------------- multiple comparisons

@@ -61,6 +61,26 @@ def test_normals_and_gammas_have_their_distributions() -> None:
         assert (draws > 0).all() and stats.kstest(draws.numpy(), "gamma", args=(alpha,)).pvalue > 1e-3, alpha
 
 
+def test_a_gamma_draw_is_the_first_accepted_round_drawn_at_its_own_subs() -> None:
+    """Rounds after the first draw only where values are pending: each value must equal the one the whole-block
+    draws of its round give (normal at sub 1 + 2r, uniform at 2 + 2r, U ** (1 / alpha) at sub 0 for alpha < 1)."""
+    alpha = torch.tensor([0.4, 1.0, 2.5, 19.0]).view(-1, 1, 1)
+    streams = MemberStreams([21, 22, 23, 24])
+    streams.advance()
+    shape = (64, 50)
+    got = streams.gamma_draw(3, shape, alpha)
+    d = torch.where(alpha < 1, alpha + 1, alpha) - 1 / 3
+    c = 1 / torch.sqrt(9 * d)
+    expected, pending, rounds = torch.zeros(4, *shape), torch.ones(4, *shape, dtype=torch.bool), 0
+    while pending.any():
+        x, u = streams.normal(3, shape, 1 + 2 * rounds), streams.uniform(3, shape, 2 + 2 * rounds)
+        v = (1 + c * x) ** 3
+        ok = pending & (v > 0) & (torch.log1p(-u) < 0.5 * x * x + d - d * v + d * torch.log(v.clamp(min=1e-30)))
+        expected, pending, rounds = torch.where(ok, d * v, expected), pending & ~ok, rounds + 1
+    expected = torch.where(alpha < 1, expected * (1 - streams.uniform(3, shape, 0)) ** (1 / alpha), expected)
+    assert rounds >= 3 and torch.equal(got, expected)
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_masks_keep_with_probability_one_minus_p_and_the_backward_pass_applies_the_same_mask(dtype) -> None:
     rates = torch.tensor([0.5, 0.2, 0.0, 1.0]).view(-1, 1, 1)

@@ -90,6 +90,26 @@ def _unit(word: torch.Tensor, shift: int) -> torch.Tensor:
     return (_shift_right(word, shift) & ((1 << _BITS) - 1)).to(torch.float32) * _TO_UNIT
 
 
+def _words_at(offset: torch.Tensor, gamma: torch.Tensor, member: torch.Tensor, position: torch.Tensor) -> torch.Tensor:
+    """The words :func:`_bits` gives at (``member``, flat ``position``) pairs only."""
+    return mix64(offset.view(-1)[member] + position * gamma.view(-1)[member])
+
+
+def _normal(word: torch.Tensor) -> torch.Tensor:
+    """Standard normals by Box-Muller from two 24-bit uniforms of each word."""
+    radius = torch.sqrt(-2.0 * torch.log1p(-_unit(word, 40)))  # 1 - u is in (0, 1]
+    return radius * torch.cos((2.0 * math.pi) * _unit(word, 16))
+
+
+def _marsaglia_tsang(x: torch.Tensor, u: torch.Tensor, d: torch.Tensor,
+                     c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """One round of Marsaglia and Tsang's method (normal ``x``, uniform ``u``): the value ``d * v``, and where
+    it is accepted."""
+    v = (1.0 + c * x) ** 3
+    accept = (v > 0) & (torch.log1p(-u) < 0.5 * x * x + d - d * v + d * torch.log(v.clamp(min=1e-30)))
+    return d * v, accept
+
+
 def _scale_by_mask(x: torch.Tensor, offset: torch.Tensor, gamma: torch.Tensor, threshold: torch.Tensor,
                    scale: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``x * (u > threshold) * scale`` computed in float32 and rounded once to ``x``'s dtype (u uniform, 24 bits),
@@ -197,36 +217,39 @@ class MemberStreams:
 
     def normal(self, slot: int, shape: Sequence[int], sub: int = 0) -> torch.Tensor:
         """``[K, *shape]`` float32 standard normals (Box-Muller on two 24-bit uniforms of one word)."""
-        word = _bits(self.offset(slot, sub), self.gamma, shape)
-        radius = torch.sqrt(-2.0 * torch.log1p(-_unit(word, 40)))  # 1 - u is in (0, 1]
-        return radius * torch.cos((2.0 * math.pi) * _unit(word, 16))
+        return _normal(_bits(self.offset(slot, sub), self.gamma, shape))
 
     def gamma_draw(self, slot: int, shape: Sequence[int], alpha: torch.Tensor) -> torch.Tensor:
         """``[K, *shape]`` float32 Gamma(alpha[k], 1) draws (``alpha`` ``[K, 1, 1]``, > 0).
 
         Marsaglia and Tsang (2000) at alpha + 1, times ``U ** (1 / alpha)`` where alpha < 1; each rejection
-        round draws from the next two ``sub`` numbers, so the loop runs over rounds, all members at once.
+        round draws from the next two ``sub`` numbers. The first round covers every value; later rounds
+        draw only at the values still pending (a few percent), so a draw costs about one round.
         """
-        alpha = alpha.view(-1, *(1,) * len(shape))
+        members, n = alpha.shape[0], math.prod(shape)
+        alpha = alpha.reshape(members, 1)
         boosted = alpha < 1
         d = torch.where(boosted, alpha + 1, alpha) - 1.0 / 3.0
         c = 1.0 / torch.sqrt(9.0 * d)
-        out = torch.zeros(alpha.shape[0], *shape, device=self.device)
-        pending = torch.ones_like(out, dtype=torch.bool)
-        for round_ in range((SUBS - 1) // 2):
-            x = self.normal(slot, shape, 1 + 2 * round_)
-            v = (1.0 + c * x) ** 3
-            u = self.uniform(slot, shape, 2 + 2 * round_)
-            accept = (v > 0) & (torch.log1p(-u) < 0.5 * x * x + d - d * v + d * torch.log(v.clamp(min=1e-30)))
-            take = pending & accept
-            out = torch.where(take, d * v, out)
-            pending &= ~take
-            if not bool(pending.any()):
+        # Round 0 on the whole [K, n] block; then ``pending`` holds the flat indices not yet accepted.
+        out, accept = _marsaglia_tsang(self.normal(slot, (n,), 1), self.uniform(slot, (n,), 2), d, c)
+        pending = (~accept).view(-1).nonzero().view(-1)
+        for round_ in range(1, (SUBS - 1) // 2):
+            if pending.numel() == 0:
                 break
-        else:  # probability below 1e-40 per value
+            member, position = pending // n, pending % n
+            x = _normal(_words_at(self.offset(slot, 1 + 2 * round_), self.gamma, member, position))
+            u = _unit(_words_at(self.offset(slot, 2 + 2 * round_), self.gamma, member, position), 40)
+            value, accept = _marsaglia_tsang(x, u, d.view(-1)[member], c.view(-1)[member])
+            out.view(-1)[pending[accept]] = value[accept]
+            pending = pending[~accept]
+        if pending.numel():  # probability below 1e-40 per value
             raise RuntimeError("gamma draws not accepted after all rejection rounds")
-        boost = (1.0 - self.uniform(slot, shape, 0)) ** (1.0 / alpha)  # U in (0, 1]
-        return torch.where(boosted, out * boost, out)
+        rows = boosted.view(-1).nonzero().view(-1)
+        if rows.numel():  # alpha < 1: times U ** (1 / alpha), U in (0, 1]
+            boost = (1.0 - self.uniform(slot, (n,), 0)[rows]) ** (1.0 / alpha[rows])
+            out[rows] = out[rows] * boost
+        return out.view(members, *shape)
 
     def scale_by_mask(self, x: torch.Tensor, slot: int, threshold: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
         """``x * (u > threshold) * scale`` for ``x`` ``[K, ...]`` (fused; differentiable in ``x``); ``threshold``

@@ -20,6 +20,7 @@ from dropout_lab.analysis.plan_verdicts import (
     LOOK_COLUMNS,
     LOWER,
     UNDECIDED,
+    VERDICT_COLUMNS,
     all_decided,
     plan_looks,
     plan_table,
@@ -29,6 +30,7 @@ from dropout_lab.analysis.plan_verdicts import (
 from dropout_lab.analysis.stats import t_interval
 from dropout_lab.config.analysis_plan import AnalysisPlan, Comparison, Reference, SeedDesign
 from dropout_lab.errors import InvalidValueError
+from dropout_lab.reports.plan_section import answer_text, reference_sentence
 
 STUDIES = 10_000
 ALPHA = 0.05
@@ -342,3 +344,34 @@ def test_a_goal_is_judged_by_the_mean_with_the_test_sets_own_error() -> None:
     assert printed["verdict"] == "above" and printed["low"] == printed["high"] == 0.85  # no spread, no error
     with pytest.raises(InvalidValueError, match=r"plan.references\[0\].cell"):
         reference_claims(flat, _plan(references=[Reference(name="x", cell={"model": "a"}, value=0.8, why="w")]))
+
+
+NO_VERDICTS = pd.DataFrame(columns=list(VERDICT_COLUMNS))
+
+
+def _exact(n: int, mean: float, sd: float) -> pd.DataFrame:
+    """n seeds of one cell whose values have exactly this mean and sd (ddof 1)."""
+    z = np.random.default_rng(n).standard_normal(n)
+    z = (z - z.mean()) / z.std(ddof=1)
+    return pd.DataFrame({"seed": range(n), "cell": "a", "best_test_acc": mean + sd * z})
+
+
+@pytest.mark.parametrize("design", [None, SeedDesign(first=0, min=10, max=10, batch=10)])
+def test_an_undecided_goal_says_the_seeds_that_would_decide_it_or_that_none_would(design: SeedDesign | None) -> None:
+    """At the seeds it names, the same mean and sd decide the goal, and one seed fewer does not; where the test set's
+    error alone reaches the goal, no number of seeds is named, and the sentence says only a larger test set would."""
+    plan = _plan(references=[Reference(name="goal", cell={"cell": "a"}, value=0.89, why="w", goal=True)])
+    claim = reference_claims(_exact(10, 0.88, 0.01), plan, design=design).iloc[0]
+    assert claim["verdict"] == UNDECIDED and bool(claim["max_hit"]) == (design is not None)
+    needed = int(claim["seeds_needed"])
+    assert needed > 10
+    assert reference_claims(_exact(needed, 0.88, 0.01), plan, design=design).iloc[0]["verdict"] == "not met"
+    assert reference_claims(_exact(needed - 1, 0.88, 0.01), plan, design=design).iloc[0]["verdict"] == UNDECIDED
+    assert f"would need about {needed} seeds" in answer_text(NO_VERDICTS, pd.DataFrame([claim]), plan)
+
+    near = reference_claims(_exact(10, 0.886, 0.001), plan, design=design).iloc[0]
+    assert near["verdict"] == UNDECIDED and 0.004 < near["test_error"] and np.isnan(near["seeds_needed"])
+    assert "only a larger test set" in reference_sentence(near, plan.references[0], ALPHA)
+    met = reference_claims(_exact(30, 0.91, 0.002), plan, design=design).iloc[0]
+    assert met["verdict"] == "met" and np.isnan(met["seeds_needed"]) and not met["max_hit"]
+    assert "would need" not in answer_text(NO_VERDICTS, pd.DataFrame([met]), plan)

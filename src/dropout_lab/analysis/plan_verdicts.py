@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from scipy.stats import norm
+from scipy.stats import t as student_t
 from statsmodels.stats.multitest import multipletests
 
 from dropout_lab.analysis import sequential
@@ -40,7 +41,7 @@ VERDICT_COLUMNS = ("comparison", "family", "margin", "why", "n_pairs", "mean_dif
                    "eq_high", "p_difference_adj", "p_equivalence_adj", "verdict", "seeds_taken", "max_hit",
                    "seeds_needed")
 REFERENCE_COLUMNS = ("name", "value", "why", "goal", "interval", "n", "mean", "sd", "low", "high", "percentile",
-                     "verdict")
+                     "verdict", "test_error", "max_hit", "seeds_needed")
 #: A reference's verdicts: a printed number against one run's prediction interval; a goal against the mean's.
 CONSISTENT, ABOVE, BELOW, MET, NOT_MET = "consistent", "above", "below", "met", "not met"
 #: What a reference row's interval (``low``, ``high``) is for: one new run, or the mean (test-set error included).
@@ -276,7 +277,10 @@ def reference_claims(table: pd.DataFrame, plan: AnalysisPlan, metric: str | None
     confidence sequence, tuned at ``design.min``, for a sequential ``design``; else the t-interval) is widened
     on each side by the normal (1 - alpha/2) half-width of the test set's error, z_{1 - alpha/4}
     sqrt(p (1 - p) / n_test) at p = the mean. Verdict: ``met`` (low > value), ``not met`` (high < value), else
-    ``undecided``. A reference's ``margin`` is not read (see :class:`Reference`).
+    ``undecided``. A reference's ``margin`` is not read (see :class:`Reference`). ``test_error`` is that
+    half-width; for an undecided goal, ``max_hit`` says a sequential ``design`` reached its ``max``, and
+    ``seeds_needed`` is the fewest seeds at which the same mean and sd would decide it (:func:`_goal_seeds_needed`),
+    NaN when none would: no number of seeds does once ``test_error`` alone reaches the value.
     """
     if n_test < 1:
         raise InvalidValueError("n_test", n_test, "the number of test images, an integer >= 1")
@@ -286,18 +290,23 @@ def reference_claims(table: pd.DataFrame, plan: AnalysisPlan, metric: str | None
         column = _metric_of(table, metric or plan.test_column, "metric")
         values = _per_seed(select(table, reference.cell, f"{where}.cell"), column).dropna().to_numpy(dtype=float)
         n, mean, sd = sequential.summary(values)
+        test_error, max_hit, needed = np.nan, False, np.nan
         if reference.goal:
             low, high = _seed_interval(values, n, mean, sd, plan.alpha / 2, design)
             test_error = float(norm.isf(plan.alpha / 4)) * np.sqrt(mean * (1 - mean) / n_test) if n else np.nan
             low, high, percentile = low - test_error, high + test_error, np.nan
             verdict = _goal_verdict(low, high, reference.value)
+            if verdict == UNDECIDED:
+                max_hit = design is not None and n >= design.max
+                needed = _goal_seeds_needed(n, mean, sd, test_error, reference.value, plan.alpha / 2, design)
         else:
             low, high = prediction_interval(values, confidence=1 - plan.alpha)
             percentile = prediction_percentile(values, reference.value)
             verdict = _printed_verdict(low, high, reference.value)
         rows.append({"name": reference.name, "value": reference.value, "why": reference.why, "goal": reference.goal,
                      "interval": MEAN_INTERVAL if reference.goal else ONE_RUN_INTERVAL, "n": n, "mean": mean,
-                     "sd": sd, "low": low, "high": high, "percentile": percentile, "verdict": verdict})
+                     "sd": sd, "low": low, "high": high, "percentile": percentile, "verdict": verdict,
+                     "test_error": test_error, "max_hit": max_hit, "seeds_needed": needed})
     return pd.DataFrame(rows, columns=list(REFERENCE_COLUMNS))
 
 
@@ -307,6 +316,22 @@ def _seed_interval(values: np.ndarray, n: int, mean: float, sd: float, alpha: fl
         return t_interval(values, confidence=1 - alpha)
     tests = sequential.evaluate(n, mean, sd, margin=0.0, alpha=alpha, n_opt=design.min)
     return float(tests["cs_low"]), float(tests["cs_high"])
+
+
+def _goal_seeds_needed(n: int, mean: float, sd: float, test_error: float, value: float, alpha: float,
+                       design: SeedDesign | None, cap: int = sequential.SEEDS_CAP) -> float:
+    """The fewest seeds (more than ``n``, up to ``cap``) at which a goal's interval, with this mean, sd and test-set
+    error, would lie wholly on one side of ``value``; NaN if none would (always so when the test set's error alone
+    reaches ``value``). The seeds' part is :func:`_seed_interval`'s at each n, one look, no running intersection."""
+    if not (np.isfinite(mean) and np.isfinite(sd)) or abs(mean - value) <= test_error:
+        return np.nan
+    sizes = np.arange(max(n + 1, 2), cap + 1)
+    if design is None:
+        half = student_t.ppf(1 - alpha / 2, sizes - 1) * sd / np.sqrt(sizes)
+    else:
+        half = sequential.evaluate(sizes, mean, sd, margin=0.0, alpha=alpha, n_opt=design.min)["cs_high"] - mean
+    decided = half + test_error < abs(mean - value)
+    return float(sizes[np.argmax(decided)]) if decided.any() else np.nan
 
 
 def _goal_verdict(low: float, high: float, value: float) -> str:

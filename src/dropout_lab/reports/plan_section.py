@@ -29,6 +29,7 @@ from dropout_lab.analysis.plan_verdicts import (
     plan_verdicts,
     reference_claims,
 )
+from dropout_lab.analysis.sequential import SEEDS_CAP
 from dropout_lab.config.analysis_plan import PRIMARY_METRICS, AnalysisPlan, Comparison, Reference
 from dropout_lab.config.study_spec import StudySpec
 from dropout_lab.reports.inputs import StudyData
@@ -193,9 +194,10 @@ def _printed_subject(row: pd.Series) -> str:
 def reference_sentence(row: pd.Series, reference: Reference, alpha: float) -> str:
     """One reference claim in words, from its :func:`reference_claims` row."""
     if reference.goal:
+        note = f" ({text})" if (text := _goal_note(row)) else ""
         return (f"{row['name']}: mean {row['mean']:.4f} over {int(row['n'])} seeds, interval [{row['low']:.4f}, "
                 f"{row['high']:.4f}] (the seeds' spread and the test set's sampling error) against {row['value']:g}: "
-                f"goal **{row['verdict']}**.")
+                f"goal **{row['verdict']}**{note}.")
     subject = _printed_subject(row)
     if row["verdict"] == UNDECIDED:
         return (f"{subject}: **{UNDECIDED}**, {int(row['n'])} seed(s) give no prediction interval for one run "
@@ -229,10 +231,25 @@ def _undecided_note(row: pd.Series) -> str:
     return f" (at max seeds, {n}{more})" if bool(row["max_hit"]) else f" ({n} seeds so far{more})"
 
 
+def _goal_note(row: pd.Series) -> str:
+    """For an undecided goal: whether the design's max was reached, and the seeds a decision would need, or why no
+    number of seeds would decide it (empty for a decided goal); the callers put it in brackets."""
+    if row["verdict"] != UNDECIDED or pd.isna(row["mean"]):
+        return ""
+    where = f"at max seeds, {int(row['n'])}" if bool(row["max_hit"]) else f"{int(row['n'])} seeds so far"
+    if pd.notna(row["seeds_needed"]):
+        return f"{where}; a decision would need about {int(row['seeds_needed'])} seeds"
+    if abs(row["mean"] - row["value"]) <= row["test_error"]:
+        return (f"{where}; no number of seeds would decide it: the test set's own sampling error alone, "
+                f"±{100 * row['test_error']:.2f} pp, reaches {row['value']:g}, and only a larger test set could")
+    return f"{where}; a decision would need more than {SEEDS_CAP:,} seeds"
+
+
 def _claim_summary(row: pd.Series, alpha: float) -> str:
     if bool(row["goal"]):
+        note = f"; {text}" if (text := _goal_note(row)) else ""
         return (f"{row['name']}: goal {row['verdict']} (mean {row['mean']:.4f}, interval "
-                f"[{row['low']:.4f}, {row['high']:.4f}] over {int(row['n'])} seeds)")
+                f"[{row['low']:.4f}, {row['high']:.4f}] over {int(row['n'])} seeds{note})")
     if row["verdict"] == UNDECIDED:
         return f"{row['name']}: {UNDECIDED} (fewer than two seeds)"
     return (f"{_printed_subject(row)} lies {SIDES[row['verdict']]} the {_confidence(alpha)}% prediction interval "

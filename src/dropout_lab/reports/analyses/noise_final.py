@@ -14,7 +14,7 @@ from matplotlib.figure import Figure as MplFigure
 from scipy import stats
 
 from dropout_lab.analysis.best import best_subset, prob_best, seeds_by_configuration
-from dropout_lab.analysis.plan_verdicts import cell_mask, technique_labels
+from dropout_lab.analysis.plan_verdicts import cell_mask, plan_table, reference_claims, technique_labels
 from dropout_lab.analysis.stats import ALPHA, HIGHER, INCONCLUSIVE, difference_verdict
 from dropout_lab.reports.analyses.compare import (
     METRIC,
@@ -108,6 +108,13 @@ def goal_sentence(data: StudyData, table: pd.DataFrame, metric: str, goal: float
         text += (f"; the unbiased check is the declared reference on chapter dropout, a cell fixed before the "
                  f"runs{declared}: dropout reaches {base['mean'].iloc[0]:.4f} "
                  f"({level_ci(base['ci_low'].iloc[0], base['ci_high'].iloc[0])})")
+    if references and plan is not None:
+        claims = reference_claims(plan_table(data.runs, data.instruments), plan, design=data.spec.design)
+        text += ("; these intervals cover seeds scored on this one test set (what a new run scores here). On new "
+                 "images the test set's own sampling error adds to them, whatever the number of seeds: with it, "
+                 + "; ".join(f"the reference “{r.name}” reads {r.verdict} (interval [{r.low:.4f}, {r.high:.4f}], "
+                             f"±{100 * r.test_error:.2f} pp of it the test set's)"
+                             for r in claims[claims["goal"]].itertuples()))
     subset = table[table["may_be_best"]]
     short = subset[subset["mean"] < goal]
     text += (f". Every technique that may be best ({', '.join(subset['technique'])}) has a mean of at least "

@@ -130,6 +130,7 @@ def test_planned_report_opens_with_the_plan_and_answers_from_its_verdicts(tmp_pa
     exploratory = text.split("## Exploratory analyses (not part of the declared plan)")[1]
     assert "### Exploratory findings (not verdicts)" in exploratory and "## Conclusion" not in text
     assert "model=b vs model=a: " in exploratory and "model=b vs model=a: " not in text.split("## Exploratory")[0]
+    assert "they ignore that stopping rule" in exploratory.split("###")[0]  # a sequential design: fixed-n caveat
 
     # answer.json and the index take the answer from the plan.
     answer = json.loads((tmp_path / "planned" / "answer.json").read_text())
@@ -195,6 +196,7 @@ def test_build_report_answers_a_planned_study_from_its_store(tmp_path: Path) -> 
     assert text.index("## Declared analysis plan") < text.index("## Verdicts (declared plan)") < text.index(
         "## Exploratory analyses (not part of the declared plan)")
     assert "a fixed list of 4 seeds [0, 1, 2, 3], read once at n = 4" in text
+    assert "stopping rule" not in text  # a fixed list of seeds: the exploratory tests need no caveat
     answer = json.loads((tmp_path / "reports" / "planned" / "answer.json").read_text())["answer"]
     assert answer.startswith(f"{int(shipped['verdict'].isin(['higher', 'lower', 'equivalent']).sum())} of 3 "
                              "comparisons decided: b vs a ")

@@ -29,6 +29,11 @@ MAX_ROWS, EXCERPT_ROWS = 15, 10
 TIDY_DIGITS = 6
 
 
+#: Said of a sequential study's exploratory analyses: their fixed-n tests ignore the stopping rule.
+SEQUENTIAL_CAVEAT = (" Their p-values and intervals are fixed-n ones (t-tests, TOST), computed after seeds were "
+                     "added until the plan decided: they ignore that stopping rule, so they overstate certainty; "
+                     "where one disagrees with a verdict of the plan, the verdict holds.")
+
 def _markdown(frame: pd.DataFrame) -> str:
     return frame.to_markdown(index=False, floatfmt=".4g")
 
@@ -207,8 +212,8 @@ def write_report(spec: StudySpec, runs: pd.DataFrame, report: Report, out_dir: P
         parts += [*plan_parts(plan, out_dir), "## Design", "", *design_lines(spec, runs), "",
                   "## Exploratory analyses (not part of the declared plan)", "",
                   "The study kind's own tables, figures and findings. They were not declared before the runs: they "
-                  "describe, they do not decide; the verdicts are those of the declared plan above.", "",
-                  "### Results", ""]
+                  "describe, they do not decide; the verdicts are those of the declared plan above."
+                  + (SEQUENTIAL_CAVEAT if spec.design else ""), "", "### Results", ""]
     else:
         key = report.key_figure
         parts += ["## Answer", "", report.answer, "", *([report.answer_note, ""] if report.answer_note else []),

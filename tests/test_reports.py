@@ -208,16 +208,25 @@ def test_noise_final_claims_the_best_technique_only_selection_aware_on_the_prima
             "Holm over all 12 ordered pairs; the set holds the truly best with probability at least 95%)") in sentence
     assert f"): {', '.join(may)}; bootstrap P(best) (10,000 paired resamples of the seeds): " in sentence
     assert sentence.endswith(", ".join(f"{t} {p:.2f}" for t, p in zip(ranked["technique"], ranked["p_best"])) + ".")
-    assert report.answer_note == sentence
     assert any(f.name == "p_best" for f in report.figures) and report.key_figure.name == "test_accuracy"
 
     (goal,) = [c for c in report.conclusions if "the declared goal" in c]
+    assert report.answer_note == f"{sentence} {goal}"  # the index gives the goal beside the best subset
     top = table.iloc[0]
-    assert goal.startswith(f"The top technique by mean `best_test_acc`, gaussian, reaches {top['mean']:.4f}")
+    assert goal.startswith(f"The top technique by mean `best_test_acc`, gaussian, reaches {top['mean']:.4f} (95% CI ")
     assert "the declared goal of 0.89" in goal and "the stretch goal of 0.9" in goal
     assert "The top of 4 means is biased upward" in goal and "(the plan's reference “the goal of 0.89”)" in goal
     below = table[table["may_be_best"] & (table["mean"] < 0.89)]
     assert ("Every technique that may be best" in goal) == below.empty
+    # The intervals are the seeds' on this test set; the declared goal reference adds the test set's own error.
+    assert "these intervals cover seeds scored on this one test set" in goal
+    assert "the reference “the goal of 0.89” reads " in goal and "pp of it the test set's)" in goal
+
+    # Seeds added sequentially (the shipped design): the intervals are anytime-valid confidence sequences.
+    sequential = noise_final.analyze(StudyData(spec=load_spec("ex7_noise"), runs=runs, all_runs=runs,
+                                               curves=pd.DataFrame()))
+    (goal,) = [c for c in sequential.conclusions if "the declared goal" in c]
+    assert f"reaches {top['mean']:.4f} (95% CS [" in goal and "95% CI" not in goal
 
 
 @pytest.mark.slow

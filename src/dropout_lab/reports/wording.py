@@ -24,9 +24,9 @@ def ci_text(low: float, high: float) -> str:
     return f"95% CI [{100 * low:.2f}, {100 * high:.2f}] pp"
 
 
-def level_ci(low: float, high: float) -> str:
-    """A 95% interval of an accuracy level."""
-    return f"95% CI [{low:.4f}, {high:.4f}]"
+def level_ci(low: float, high: float, kind: str = "CI") -> str:
+    """A 95% interval of an accuracy level (``kind``: CI, or CS for an anytime-valid confidence sequence)."""
+    return f"95% {kind} [{low:.4f}, {high:.4f}]"
 
 
 def ratio_ci(low: float, high: float) -> str:

@@ -79,11 +79,11 @@ def p_best_figure(table: pd.DataFrame) -> MplFigure:
     return fig
 
 
-def _against(value: float, goal: float, low: float, high: float, name: str) -> str:
-    """'meets the declared goal of 0.89 (its 95% CI lies wholly above it)' and the like."""
+def _against(value: float, goal: float, low: float, high: float, name: str, kind: str) -> str:
+    """'meets the declared goal of 0.89 (its 95% CI lies wholly above it)' and the like (``kind``: CI or CS)."""
     text = ("meets" if value >= goal else "misses") + f" the {name} of {goal:.4g}"
     if low > goal or high < goal:
-        text += f" (its 95% CI lies wholly {'above' if low > goal else 'below'} it)"
+        text += f" (its 95% {kind} lies wholly {'above' if low > goal else 'below'} it)"
     return text
 
 
@@ -93,11 +93,13 @@ def goal_sentence(data: StudyData, table: pd.DataFrame, metric: str, goal: float
     reference on chapter dropout and to the best subset; if the goal is missed, what the top technique's curves
     show (its best-validation epoch against the budget, and its validation accuracy there and at the end)."""
     top, stretch = table.iloc[0], data.spec.stretch_goal
-    verdict = _against(top["mean"], goal, top["ci_low"], top["ci_high"], "declared goal")
+    kind = "CS" if data.spec.design else "CI"  # sequential seeds: anytime-valid confidence sequences
+    verdict = _against(top["mean"], goal, top["ci_low"], top["ci_high"], "declared goal", kind)
     if stretch is not None:
-        verdict += " and " + _against(top["mean"], stretch, top["ci_low"], top["ci_high"], "stretch goal")
+        verdict += " and " + _against(top["mean"], stretch, top["ci_low"], top["ci_high"], "stretch goal", kind)
     text = (f"The top technique by mean `{metric}`, {top['technique']}, reaches {top['mean']:.4f} "
-            f"({level_ci(top['ci_low'], top['ci_high'])}, n = {int(top['n_seeds'])} seeds): it {verdict}. The top of "
+            f"({level_ci(top['ci_low'], top['ci_high'], kind)}, n = {int(top['n_seeds'])} seeds): it {verdict}. "
+            "The top of "
             f"{len(table)} means is biased upward (the winner's curse: the technique picked for its high mean tends "
             "to have drawn lucky seeds), so this reads the goal, it does not test it")
     plan = data.spec.plan
@@ -107,7 +109,7 @@ def goal_sentence(data: StudyData, table: pd.DataFrame, metric: str, goal: float
         declared = f" (the plan's reference “{'”, “'.join(references)}”)" if references else ""
         text += (f"; the unbiased check is the declared reference on chapter dropout, a cell fixed before the "
                  f"runs{declared}: dropout reaches {base['mean'].iloc[0]:.4f} "
-                 f"({level_ci(base['ci_low'].iloc[0], base['ci_high'].iloc[0])})")
+                 f"({level_ci(base['ci_low'].iloc[0], base['ci_high'].iloc[0], kind)})")
     if references and plan is not None:
         claims = reference_claims(plan_table(data.runs, data.instruments), plan, design=data.spec.design)
         text += ("; these intervals cover seeds scored on this one test set (what a new run scores here). On new "
@@ -249,7 +251,8 @@ def analyze(data: StudyData) -> Report:
                                      f"Bootstrap P(best) per technique on `{metric}` ({RESAMPLES:,} paired resamples "
                                      "of the seeds), coloured by membership of the best subset"))
         if data.spec.goal is not None:
-            report.conclusions.append(goal_sentence(data, best, metric, data.spec.goal))
+            report.conclusions.append(goal := goal_sentence(data, best, metric, data.spec.goal))
+            report.answer_note = f"{best_text} {goal}"
     if flip := seed_robustness(data, {"noise": BASELINE}):
         report.conclusions.append(flip)
     if data.tuning is not None:

@@ -27,12 +27,11 @@ ANSWER_FILE = "answer.json"
 MAX_ROWS, EXCERPT_ROWS = 15, 10
 #: Significant digits of the floats in the shipped per-seed tidy tables (curves, instruments).
 TIDY_DIGITS = 6
-
-
 #: Said of a sequential study's exploratory analyses: their fixed-n tests ignore the stopping rule.
 SEQUENTIAL_CAVEAT = (" Their p-values and intervals are fixed-n ones (t-tests, TOST), computed after seeds were "
                      "added until the plan decided: they ignore that stopping rule, so they overstate certainty; "
                      "where one disagrees with a verdict of the plan, the verdict holds.")
+
 
 def _markdown(frame: pd.DataFrame) -> str:
     return frame.to_markdown(index=False, floatfmt=".4g")

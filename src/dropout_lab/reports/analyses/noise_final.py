@@ -112,7 +112,7 @@ def goal_sentence(data: StudyData, table: pd.DataFrame, metric: str, goal: float
                  f"({level_ci(base['ci_low'].iloc[0], base['ci_high'].iloc[0], kind)})")
     if references and plan is not None:
         claims = reference_claims(plan_table(data.runs, data.instruments), plan, design=data.spec.design)
-        text += ("; these intervals cover seeds scored on this one test set (what a new run scores here). On new "
+        text += ("; these intervals cover seeds scored on this one test set (the mean score of new runs on it). On new "
                  "images the test set's own sampling error adds to them, whatever the number of seeds: with it, "
                  + "; ".join(f"the reference “{r.name}” reads {r.verdict} (interval [{r.low:.4f}, {r.high:.4f}], "
                              f"±{100 * r.test_error:.2f} pp of it the test set's)"

@@ -67,7 +67,7 @@ demo: setup
 	@echo; echo "Report: $(DEMO_DIR)/demo/README.md (tables as CSV, figures as PNG); runs stored in results/studies.db"
 
 # Full-budget studies for reports/: each study adds seeds until its declared plan is decided (or its max), so
-# the cost depends on the data: about 6 h on 2 cores (the December 2026 rerun: 6.5 h elapsed, 11.8 CPU-hours in
+# the cost depends on the data: about 7 h on 2 cores (the December 2026 rerun: 7.0 h elapsed, 12.8 CPU-hours in
 # the run records; the measured totals are the Compute table of reports/README.md), of which the 8 ex7 tuning
 # studies take half. Resumable: rerun to continue; a study already decided costs nothing.
 # Long: run it in the background, e.g. `nohup make studies > results/studies.log 2>&1 &`.

@@ -243,6 +243,9 @@ def test_the_plan_is_decided_look_by_look() -> None:
     assert noisy["verdict"] == UNDECIDED and noisy["max_hit"] and np.isnan(noisy["seeds_taken"])
     assert noisy["seeds_needed"] > 30 and noisy["why"] == "a test margin"
     assert not plan_verdicts(looks, plan, None)["max_hit"].any()  # a fixed design has no max to hit
+    many = _plan(*[_comparison(f"c{i}", rate) for i, rate in enumerate([0.3, 0.4, "0.4", 0.3, 0.4, 0.3, 0.3, 0.4])])
+    in_order = plan_verdicts(plan_looks(table, many, [10, 20, 30], SEEDS), many, DESIGN)["comparison"].tolist()
+    assert in_order == [c.name for c in many.comparisons]  # the verdicts keep the plan's order
 
     decided = plan_looks(table, _plan(_comparison("big", 0.3), _comparison("same", 0.4)), DESIGN.looks(), SEEDS)
     assert all_decided(decided, 10)

@@ -229,7 +229,7 @@ def plan_verdicts(looks: pd.DataFrame, plan: AnalysisPlan, design: SeedDesign | 
     family_sizes = looks.groupby("family")["comparison"].nunique()
     first_n = int(looks["n"].min())
     rows = []
-    for name, rows_of in looks.sort_values("look").groupby("comparison", sort=False):
+    for name, rows_of in looks.sort_values("look", kind="stable").groupby("comparison", sort=False):
         last = rows_of.iloc[-1]
         decided = rows_of[rows_of["decided"]]
         needed: float = np.nan

@@ -8,6 +8,7 @@ each on its own network).
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 from collections import Counter
@@ -41,6 +42,11 @@ NONE = {"name": "seq_none", "question": "Do the two implementations of the chapt
         "experiment": "smoke", "epochs": 2, "grid": {"model": ["scratch", "concise"]},
         "seeds": {"first": 0, "min": 2, "max": 16, "batch": 2},
         "plan": _plan("scratch vs concise", {"model": "scratch"}, {"model": "concise"}, 0.08)}
+
+TWO_LOOKS = {"name": "seq_two_looks", "question": "Do the two implementations agree within 0.1 pp?",
+             "experiment": "smoke", "epochs": 1, "grid": {"model": ["scratch", "concise"]},
+             "seeds": {"first": 0, "min": 2, "max": 4, "batch": 2},
+             "plan": _plan("scratch vs concise", {"model": "scratch"}, {"model": "concise"}, 0.001)}
 
 
 def _write(tmp_path: Path, fields: dict) -> Path:
@@ -114,3 +120,18 @@ def test_no_difference_adds_seeds_until_equivalent_and_resumes_after_a_kill(data
     assert stored == list(range(n))  # exactly the seeds of the deciding look
     completed = _completed_once(tmp_path, "seq_none")
     assert len(completed) == 2 * n and set(completed.values()) == {1}  # nothing lost, nothing run twice
+
+
+def test_the_workers_start_once_and_stay_through_the_looks(run_cli, tmp_path: Path) -> None:
+    spec = _write(tmp_path, TWO_LOOKS)  # 2 seeds cannot decide a 0.1 pp margin: the study must add a look
+    out = run_cli("study", "run", str(spec), "--jobs", "2", "--population", "1", timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "look 1 (2 seeds)" in out.stderr and "look 2 (4 seeds)" in out.stderr, out.stderr[-3000:]
+    log = (tmp_path / "results" / "studies" / "seq_two_looks" / "workers.log").read_text()
+    started = {int(pid) for pid in re.findall(r"worker \d started: pid (\d+)", log)}
+    assert len(started) == 2 and log.count("started: pid") == 2  # one start per worker, not per look
+    assert len(re.findall(r"ended: ok", log)) == 2  # both left by themselves once the queue closed
+    study = optuna.load_study(study_name="seq_two_looks", storage=f"sqlite:///{_db(tmp_path)}")
+    done = study.get_trials(states=(TrialState.COMPLETE,))
+    assert sorted(t.params["seed"] for t in done) == [0, 0, 1, 1, 2, 2, 3, 3]
+    assert {t.user_attrs["worker"]["pid"] for t in done} <= started  # both looks' runs, by the same workers

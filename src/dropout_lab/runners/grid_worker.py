@@ -10,6 +10,9 @@ With a population size K above 1 (or ``auto``), a claim takes up to K queued cel
 population (``config.engine.group_key``), at most this worker's share of what is left of their group,
 ``ceil((queued cells of the group + running runs) / workers)``, so that the last populations are
 split between the workers instead of left to one.
+
+A worker exits when the queue is empty and nothing that may still fail is running, unless the study's
+runner holds the queue open (``store/queue_lease.py``): then it waits for the runner's next look.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from dropout_lab.runners.settings import WorkerSettings, population_size, trial_
 from dropout_lab.runners.trial_runs import TrialRun, train_trials
 from dropout_lab.store.claims import claim_waiting, orphans_lock, queue_lock, requeue_stale, suggest_fixed
 from dropout_lab.store.heartbeat import heartbeat_interval
+from dropout_lab.store.queue_lease import queue_open
 from dropout_lab.store.study_setup import CELL_ATTR, CELL_CHOICES
 
 log = logging.getLogger(__name__)
@@ -99,16 +103,16 @@ def group_sizes(spec: StudySpec, settings: WorkerSettings) -> Callable[[dict[str
 
 
 def run_grid(study: optuna.Study, storage: BaseStorage, spec: StudySpec, settings: WorkerSettings) -> int:
-    """Work through the queue until it is empty; with heartbeats, wait for running trials that may still fail.
-    Returns how many runs this worker trained."""
+    """Work through the queue until it is empty; with heartbeats, wait for running trials that may still fail, and
+    while the queue is held open, for more runs. Returns how many runs this worker trained."""
     done = 0
     queue = GridQueue(study, storage, queue_lock(settings.storage_url), group_sizes(spec, settings), settings.workers,
                       orphans_lock(settings.storage_url))
-    choices = study.user_attrs.get(CELL_CHOICES, {})
     with TrialSession(study, storage, spec.metric) as session:
         while True:
             trial_ids, size = queue.claim()
             if trial_ids:
+                choices = study.user_attrs.get(CELL_CHOICES, {})  # read per claim: a later look may add values
                 runs = []
                 for trial_id in trial_ids:
                     trial = session.hold(trial_id)
@@ -120,7 +124,8 @@ def run_grid(study: optuna.Study, storage: BaseStorage, spec: StudySpec, setting
                              pruning=False, finish=session.tell)
                 done += len(runs)
                 continue
-            if heartbeat_interval(storage) and study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            running = heartbeat_interval(storage) and study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+            if running or queue_open(study):
                 time.sleep(settings.poll_s)
                 continue
             return done

@@ -1,7 +1,7 @@
 """``dropout-lab study run``: prepare the store, start local workers, show live progress.
 
 By default each of the ``--jobs`` workers is its own ``dropout-lab worker worker=I`` process
-(``studies/processes.py``): the death of one (SIGKILL, the OOM killer) costs only its current
+(``runners/processes.py``): the death of one (SIGKILL, the OOM killer) costs only its current
 run, which its heartbeat's silence re-queues for the others; the runner waits for all of them and
 reports how each one ended. ``--launcher NAME`` instead starts them as one ``dropout-lab worker
 --multirun`` through that Hydra launcher (``submitit_local``; ``submitit_slurm`` is for clusters).
@@ -12,18 +12,20 @@ from __future__ import annotations
 import os
 import sys
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
 from dropout_lab.config.engine import require_one_engine
 from dropout_lab.config.study_spec import StudySpec
-from dropout_lab.runners.processes import WorkerProcess, start_workers, stop
+from dropout_lab.runners.processes import STOP_GRACE_S, WorkerProcess, start_workers, stop
 from dropout_lab.store.backends import default_storage_url, open_storage
 from dropout_lab.store.study_setup import prepare_study, study_cells, total_runs
 from dropout_lab.store.trial_records import progress_counts
 
 if TYPE_CHECKING:  # rich is imported when a study runs, not for ``study status``
+    import optuna
     from rich.console import Console
 
 #: ``--launcher`` value for one plain process per local worker (the default).
@@ -123,22 +125,103 @@ def _report_exits(workers: list[WorkerProcess], reported: set[int], log: IO[str]
             console.print(f"[yellow]worker {worker.index} (pid {worker.pid}) {how}; {alive} still running")
 
 
+class StudyWorkers:
+    """The workers of one ``study run``, started once, with live progress; stopped when the block ends.
+
+    Workers' output goes to ``results/studies/NAME/workers.log``, with one line per worker's start (its
+    pid) and end (its exit status). Leaving the block normally waits for the workers to exit (they do
+    once the queue is empty and not held open); leaving it with an error or Ctrl-C interrupts them, and
+    each re-queues its runs.
+    """
+
+    def __init__(self, spec: StudySpec, spec_path: str, options: RunOptions, console: Console) -> None:
+        self.spec, self.spec_path, self.options, self.console = spec, spec_path, options, console
+        self.log_path = Path(options.results_dir) / "studies" / spec.name / "workers.log"
+        self.workers: list[WorkerProcess] = []
+        self.reported: set[int] = set()
+
+    def __enter__(self) -> StudyWorkers:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self.log = open(self.log_path, "a")  # closed in __exit__, after the workers
+        note = engine_note(self.spec, self.options)
+        self.console.print(note, soft_wrap=True, markup=False)
+        self.workers = start_workers(worker_commands(self.spec_path, self.options), self.log)
+        _note(self.log, note)
+        for worker in self.workers:
+            _note(self.log, f"worker {worker.index} started: pid {worker.pid}: {' '.join(worker.command)}")
+        return self
+
+    def alive(self) -> bool:
+        return any(w.process.poll() is None for w in self.workers)
+
+    def restart_ended(self) -> None:
+        """Start again each worker that has ended (killed, or left when the queue closed), with its command."""
+        _report_exits(self.workers, self.reported, self.log, self.console)
+        for position, worker in enumerate(self.workers):
+            if worker.process.poll() is None:
+                continue
+            (fresh,) = start_workers([worker.command], self.log)
+            self.workers[position] = replace(fresh, index=worker.index)
+            self.reported.discard(worker.index)
+            _note(self.log, f"worker {worker.index} restarted: pid {fresh.pid} (was pid {worker.pid}, "
+                            f"{worker.describe_exit()})")
+
+    def follow(self, study: optuna.Study, total: int, until: Callable[[], bool] = lambda: False,
+               tick: Callable[[], None] = lambda: None) -> dict[str, int]:
+        """Show the study's progress until every worker has exited or ``until()``; ``tick()`` runs every poll.
+        Returns the last counts."""
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        columns = [TextColumn(f"[bold]{self.spec.name}"), BarColumn(), MofNCompleteColumn(),
+                   TextColumn("{task.fields[detail]}"), TimeElapsedColumn(), TextColumn("ETA"),
+                   TimeRemainingColumn()]
+        counts = progress_counts(study, total)
+        try:
+            with Progress(*columns, console=self.console, transient=False) as progress:
+                task = progress.add_task("runs", total=total, completed=counts["done"], detail="")
+                while True:
+                    alive = self.alive()
+                    _report_exits(self.workers, self.reported, self.log, self.console)
+                    counts = progress_counts(study, total)
+                    progress.update(task, completed=counts["done"] + counts["failed"],
+                                    detail=f"running {counts['running']}, failed {counts['failed']}")
+                    if not alive or until():
+                        return counts
+                    tick()
+                    time.sleep(POLL_S)
+        except KeyboardInterrupt:
+            self.console.print("interrupted: stopping workers; relaunch the same command to resume")
+            raise
+
+    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
+        try:
+            if kind is None:  # the queue is closed: the workers exit by themselves, unless one hangs
+                deadline = time.monotonic() + STOP_GRACE_S
+                while self.alive() and time.monotonic() < deadline:
+                    time.sleep(POLL_S / 4)
+            stop(self.workers)  # Ctrl-C, an error, or a hang: interrupt them (they re-queue their runs) and wait
+            _report_exits(self.workers, self.reported, self.log, self.console)
+        finally:
+            self.log.close()
+        if any(w.process.returncode != 0 for w in self.workers):
+            self.console.print("[red]workers: " + ", ".join(f"{w.index} {w.describe_exit()}" for w in self.workers)
+                               + f"; see {self.log_path}")
+
+
 def run_study(spec: StudySpec, spec_path: str, options: RunOptions, console: Console | None = None) -> dict[str, int]:
     """Run what is missing from a study and return the final counts.
 
     The storage is opened (and the grid enqueued) before any worker starts, so a bad URL fails
-    at once. Workers' output goes to ``results/studies/NAME/workers.log``, with one line per
-    worker's start (its pid) and end (its exit status).
+    at once. The workers exit when the queue is empty (see :class:`StudyWorkers`).
     """
     from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
 
     console = console or Console(stderr=True)
     storage = open_storage(options.storage, options.heartbeat)
@@ -150,38 +233,6 @@ def run_study(spec: StudySpec, spec_path: str, options: RunOptions, console: Con
         return counts
     require_one_engine(spec, study_cells(spec, storage), options.population, options.population_precision,
                        options.overrides)  # all arms on one engine and precision, or refused
-    log_path = Path(options.results_dir) / "studies" / spec.name / "workers.log"
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    note = engine_note(spec, options)
-    console.print(note, soft_wrap=True, markup=False)
-    columns = [TextColumn(f"[bold]{spec.name}"), BarColumn(), MofNCompleteColumn(),
-               TextColumn("{task.fields[detail]}"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn()]
-    reported: set[int] = set()
-    with open(log_path, "a") as log:
-        workers = start_workers(worker_commands(spec_path, options), log)
-        _note(log, note)
-        for worker in workers:
-            _note(log, f"worker {worker.index} started: pid {worker.pid}: {' '.join(worker.command)}")
-        try:
-            with Progress(*columns, console=console, transient=False) as progress:
-                task = progress.add_task("runs", total=total, completed=counts["done"], detail="")
-                while True:
-                    alive = [w for w in workers if w.process.poll() is None]
-                    _report_exits(workers, reported, log, console)
-                    counts = progress_counts(study, total)
-                    progress.update(task, completed=counts["done"] + counts["failed"],
-                                    detail=f"running {counts['running']}, failed {counts['failed']}")
-                    if not alive:
-                        break
-                    time.sleep(POLL_S)
-        except KeyboardInterrupt:
-            console.print("interrupted: stopping workers; relaunch the same command to resume")
-            raise
-        finally:  # Ctrl-C, or an error here: interrupt the workers (they re-queue their runs) and wait
-            stop(workers)
-            _report_exits(workers, reported, log, console)
-    if any(w.process.returncode != 0 for w in workers):
-        console.print("[red]workers: " + ", ".join(f"{w.index} {w.describe_exit()}" for w in workers)
-                      + f"; see {log_path}")
+    with StudyWorkers(spec, spec_path, options, console) as workers:
+        counts = workers.follow(study, total)
     return counts
-

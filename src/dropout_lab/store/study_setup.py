@@ -99,13 +99,13 @@ def _fingerprint(cells: list[dict]) -> str:
 
 def _enqueue_missing(study: optuna.Study, cells: list[dict]) -> int:
     present = {cell_key(t.user_attrs.get(CELL_ATTR, t.params)) for t in study.get_trials(deepcopy=False)}
+    study.set_user_attr(CELL_CHOICES, _choices(cells))  # before the cells: a waiting worker may claim one at once
     added = 0
     for cell in cells:
         if cell_key(cell) not in present:
             study.enqueue_trial(cell, user_attrs={CELL_ATTR: cell}, skip_if_exists=False)
             added += 1
     study.set_user_attr("total_runs", len(cells))
-    study.set_user_attr(CELL_CHOICES, _choices(cells))
     study.set_user_attr(GRID_FINGERPRINT, _fingerprint(cells))
     return added
 

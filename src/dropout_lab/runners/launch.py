@@ -9,7 +9,9 @@ reports how each one ended. ``--launcher NAME`` instead starts them as one ``dro
 
 from __future__ import annotations
 
+import contextlib
 import os
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -204,8 +206,9 @@ class StudyWorkers:
         try:
             if kind is None:  # the queue is closed: the workers exit by themselves, unless one hangs
                 deadline = time.monotonic() + STOP_GRACE_S
-                while self.alive() and time.monotonic() < deadline:
-                    time.sleep(POLL_S / 4)
+                for worker in self.workers:
+                    with contextlib.suppress(subprocess.TimeoutExpired):
+                        worker.process.wait(timeout=max(deadline - time.monotonic(), 0.1))
             stop(self.workers)  # Ctrl-C, an error, or a hang: interrupt them (they re-queue their runs) and wait
             _report_exits(self.workers, self.reported, self.log, self.console)
         finally:

@@ -102,7 +102,7 @@ def run_sequential(spec: StudySpec, spec_path: str, options: RunOptions,
                     lease.hold()
                     workers = stack.enter_context(StudyWorkers(staged, spec_path, options, console))
                     stack.callback(lease.close)
-                else:  # a worker lost since the last look (OOM, SIGKILL) rejoins, as a new look once started all
+                else:  # a worker lost since the last look (OOM, SIGKILL) rejoins, as every look's workers once did
                     workers.restart_ended()
                 assert lease is not None
                 counts = workers.follow(study, total_runs(staged), until=partial(look_complete, study, cells),
